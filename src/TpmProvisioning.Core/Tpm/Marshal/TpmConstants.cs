@@ -203,3 +203,20 @@ public static class TpmGenerated
 {
     public const uint Value = 0xFF544347;
 }
+
+/// <summary>Additional TPM_ALG_ID values recognised by the structure parsers (TPM 2.0 Part 2, 6.3).</summary>
+public static class TpmAlgIdExtra
+{
+    public const TpmAlgId Mgf1 = (TpmAlgId)0x0007;
+    public const TpmAlgId Sm4 = (TpmAlgId)0x0013;
+    public const TpmAlgId Sm2 = (TpmAlgId)0x001B;
+    public const TpmAlgId EcMqv = (TpmAlgId)0x001D;
+    public const TpmAlgId Kdf2 = (TpmAlgId)0x0021;
+    public const TpmAlgId Camellia = (TpmAlgId)0x0026;
+}
+
+/// <summary>TPM_ST_ATTEST_NV_DIGEST (TPM 2.0 Part 2, 6.9), not in <see cref="TpmSt"/>.</summary>
+public static class TpmStExtra
+{
+    public const TpmSt AttestNvDigest = (TpmSt)0x801C;
+}
