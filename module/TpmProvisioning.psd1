@@ -1,0 +1,28 @@
+@{
+    RootModule           = 'TpmProvisioning.dll'
+    ModuleVersion        = '0.1.0'
+    GUID                 = '5b0f1f8e-6f2c-4d0e-9a59-3f1c2f7e9b41'
+    Author               = 'TpmProvisioning contributors'
+    CompanyName          = 'TpmProvisioning'
+    Copyright            = '(c) TpmProvisioning contributors. All rights reserved.'
+    Description          = 'TPM-rooted device provisioning, Keylime-compatible remote attestation and attestation-gated key release: cmdlets, an in-process REST server and a device agent.'
+    PowerShellVersion    = '7.6'
+    CompatiblePSEditions = @('Core')
+    FormatsToProcess     = @('TpmProvisioning.format.ps1xml')
+    CmdletsToExport      = @(
+        'Start-ProvisioningServer'
+        'Get-ProvisioningServer'
+        'Stop-ProvisioningServer'
+        'Get-ProvisioningServerLog'
+        'Get-ProvisioningAuditLog'
+    )
+    FunctionsToExport    = @()
+    AliasesToExport      = @()
+    VariablesToExport    = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags       = @('TPM', 'Attestation', 'Keylime', 'Provisioning', 'KMS', 'PSEdition_Core', 'Linux', 'Windows')
+            ProjectUri = 'https://example.invalid/TpmProvisioning'
+        }
+    }
+}

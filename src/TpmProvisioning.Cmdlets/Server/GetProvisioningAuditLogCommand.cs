@@ -1,0 +1,59 @@
+using System.Management.Automation;
+using TpmProvisioning.Hosting;
+using TpmProvisioning.Storage;
+
+namespace TpmProvisioning.Cmdlets;
+
+/// <summary>Reads the audit log of a server's store: who changed what, from where, when, and the outcome.</summary>
+[Cmdlet(VerbsCommon.Get, "ProvisioningAuditLog", DefaultParameterSetName = "Server")]
+[OutputType(typeof(AuditEntry))]
+public sealed class GetProvisioningAuditLogCommand : PSCmdlet
+{
+    /// <summary>A server whose store to read.</summary>
+    [Parameter(ParameterSetName = "Server", ValueFromPipeline = true, Position = 0)]
+    public ServerInfo? InputObject { get; set; }
+
+    /// <summary>A data path whose store to read (the server need not run).</summary>
+    [Parameter(ParameterSetName = "DataPath", Mandatory = true)]
+    [ValidateNotNullOrEmpty]
+    public string? DataPath { get; set; }
+
+    /// <summary>Only entries at or after this time.</summary>
+    [Parameter]
+    public DateTime? Since { get; set; }
+
+    /// <summary>Only this action, e.g. server.start.</summary>
+    [Parameter]
+    public string? Action { get; set; }
+
+    /// <summary>Only this outcome.</summary>
+    [Parameter]
+    public AuditOutcome? Outcome { get; set; }
+
+    /// <summary>At most this many entries, newest first.</summary>
+    [Parameter]
+    [ValidateRange(1, 1000000)]
+    public int Last { get; set; } = 100;
+
+    protected override void ProcessRecord()
+    {
+        string path = ParameterSetName == "DataPath"
+            ? GetUnresolvedProviderPathFromPSPath(DataPath!)
+            : (InputObject?.DataPath ?? Defaults.DataPath);
+        var db = Path.Combine(path, "tpmprovisioning.db");
+        if (!File.Exists(db))
+        {
+            WriteError(new ErrorRecord(new ItemNotFoundException($"No store at '{db}'."), "StoreNotFound", ErrorCategory.ObjectNotFound, path));
+            return;
+        }
+        using var store = SqliteStore.OpenAsync(db).GetAwaiter().GetResult();
+        var entries = store.QueryAuditAsync(new AuditQuery
+        {
+            Since = Since is { } s ? new DateTimeOffset(s) : null,
+            Action = Action,
+            Outcome = Outcome,
+            Limit = Last,
+        }).GetAwaiter().GetResult();
+        WriteObject(entries, enumerateCollection: true);
+    }
+}

@@ -1,0 +1,152 @@
+using System.Collections.Concurrent;
+using System.Management.Automation;
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using TpmProvisioning.Hosting;
+
+namespace TpmProvisioning.Cmdlets;
+
+/// <summary>Starts a provisioning/attestation server inside this PowerShell process.</summary>
+[Cmdlet(VerbsLifecycle.Start, "ProvisioningServer", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(ServerInfo))]
+public sealed class StartProvisioningServerCommand : PSCmdlet
+{
+    private readonly CancellationTokenSource _cts = new();
+
+    /// <summary>A name for the server; defaults to server&lt;Id&gt;.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Name { get; set; }
+
+    /// <summary>The surfaces to host.</summary>
+    [Parameter(Position = 0)]
+    [ValidateNotNullOrEmpty]
+    public ServerRole[] Role { get; set; } = [ServerRole.Provisioning];
+
+    /// <summary>The address to bind; loopback unless told otherwise.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string Address { get; set; } = "127.0.0.1";
+
+    /// <summary>The TCP port; 0 picks a free one.</summary>
+    [Parameter]
+    [ValidateRange(0, 65535)]
+    public int Port { get; set; } = 8443;
+
+    /// <summary>Folder for the store, the CA, TLS material and logs.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? DataPath { get; set; }
+
+    /// <summary>A TLS server certificate with private key to serve instead of one issued by the server's own CA.</summary>
+    [Parameter]
+    public X509Certificate2? Certificate { get; set; }
+
+    /// <summary>Roles whose protected routes require a client certificate from the components CA (mutual TLS).</summary>
+    [Parameter]
+    public ServerRole[] RequireClientCertificate { get; set; } = [];
+
+    /// <summary>Serve plain HTTP instead of HTTPS. For isolated labs only.</summary>
+    [Parameter]
+    public SwitchParameter InsecurePlainHttp { get; set; }
+
+    /// <summary>Minimum level written to the server log.</summary>
+    [Parameter]
+    public LogLevelName LogLevel { get; set; } = LogLevelName.Information;
+
+    /// <summary>Keep the server in the foreground, relaying its log to the verbose stream, until Ctrl+C.</summary>
+    [Parameter]
+    public SwitchParameter Wait { get; set; }
+
+    protected override void EndProcessing()
+    {
+        if (!IPAddress.TryParse(Address, out var ip))
+        {
+            ThrowTerminatingError(new ErrorRecord(new ArgumentException($"'{Address}' is not an IP address."), "InvalidAddress", ErrorCategory.InvalidArgument, Address));
+            return;
+        }
+        if (AssemblyResolver.AspNetCoreFramework.Found is null)
+        {
+            var tried = string.Join(Environment.NewLine + "  ", AssemblyResolver.AspNetCoreFramework.Tried);
+            ThrowTerminatingError(new ErrorRecord(
+                new InvalidOperationException($"The ASP.NET Core runtime (Microsoft.AspNetCore.App {Environment.Version.Major}.{Environment.Version.Minor}) was not found. Install it, or set DOTNET_ROOT to a .NET installation that has it. Paths tried:{Environment.NewLine}  {tried}"),
+                "AspNetCoreRuntimeNotFound", ErrorCategory.NotInstalled, null));
+            return;
+        }
+
+        var roles = Role.Aggregate(ServerRole.None, (a, r) => a | r);
+        var mutual = RequireClientCertificate.Aggregate(ServerRole.None, (a, r) => a | r);
+        var dataPath = GetUnresolvedProviderPathFromPSPath(DataPath ?? Defaults.DataPath);
+        var target = $"{(InsecurePlainHttp ? "http" : "https")}://{ip}:{Port} roles={roles} data={dataPath}";
+        if (!ShouldProcess(target, "Start provisioning server")) return;
+        if (InsecurePlainHttp)
+            WriteWarning("Serving plain HTTP: requests, API keys and quotes travel unencrypted. Use this only in an isolated lab.");
+
+        var options = new ServerOptions
+        {
+            Name = Name,
+            Address = ip,
+            Port = Port,
+            DataPath = dataPath,
+            Roles = roles,
+            Certificate = Certificate,
+            RequireClientCertificate = mutual,
+            InsecurePlainHttp = InsecurePlainHttp,
+            LogLevel = LogLevel,
+        };
+
+        WriteVerbose($"ASP.NET Core shared framework: {AssemblyResolver.AspNetCoreFramework.Found}");
+        IServerHost host;
+        try
+        {
+            host = ServerRegistry.Start(options, _cts.Token);
+        }
+        catch (ServerStartException ex)
+        {
+            var category = ex.Reason switch
+            {
+                "PortInUse" => ErrorCategory.ResourceUnavailable,
+                "AddressNotAvailable" => ErrorCategory.InvalidArgument,
+                "DataPathNotWritable" => ErrorCategory.PermissionDenied,
+                "StoreUnavailable" => ErrorCategory.ResourceUnavailable,
+                "CertificateInvalid" => ErrorCategory.InvalidArgument,
+                _ => ErrorCategory.NotSpecified,
+            };
+            ThrowTerminatingError(new ErrorRecord(ex, "ServerStart" + ex.Reason, category, target));
+            return;
+        }
+        ServerRegistry.Add(host);
+        WriteVerbose($"Server {host.Info.Name} (Id {host.Info.Id}) listening on {string.Join(", ", host.Info.Urls)}; CA certificate: {host.Info.CaCertificatePath}; log: {host.Info.LogPath}");
+        WriteObject(host.Info);
+
+        if (Wait) RunInForeground(host);
+    }
+
+    private void RunInForeground(IServerHost host)
+    {
+        var queue = new BlockingCollection<ServerLogEntry>();
+        void Relay(ServerLogEntry e) => queue.Add(e);
+        host.Logged += Relay;
+        try
+        {
+            WriteVerbose("Running in the foreground; press Ctrl+C to stop.");
+            while (!_cts.IsCancellationRequested && host.Info.State == ServerState.Running)
+            {
+                try
+                {
+                    if (queue.TryTake(out var e, 250, _cts.Token))
+                        WriteVerbose($"[{e.Level}] {e.Category}: {e.Message}");
+                }
+                catch (OperationCanceledException) { break; }
+            }
+        }
+        finally
+        {
+            host.Logged -= Relay;
+            ServerRegistry.Remove(host.Info.Id);
+            host.StopAsync().GetAwaiter().GetResult();
+        }
+    }
+
+    protected override void StopProcessing() => _cts.Cancel();
+}

@@ -1,0 +1,103 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+
+namespace TpmProvisioning.Hosting;
+
+/// <summary>The surfaces a server can host. Combine with <c>|</c>.</summary>
+[Flags]
+public enum ServerRole
+{
+    None = 0,
+    Provisioning = 1,
+    Registrar = 2,
+    Verifier = 4,
+    Agent = 8,
+    Kms = 16,
+    Station = 32,
+    All = Provisioning | Registrar | Verifier | Agent | Kms | Station,
+}
+
+/// <summary>Lifecycle of a hosted server.</summary>
+public enum ServerState
+{
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Faulted,
+}
+
+/// <summary>How to start a server. Defaults are closed: loopback, HTTPS with the server's own CA.</summary>
+public sealed class ServerOptions
+{
+    public string? Name { get; set; }
+    public IPAddress Address { get; set; } = IPAddress.Loopback;
+    /// <summary>TCP port; 0 picks a free one.</summary>
+    public int Port { get; set; } = 8443;
+    public required string DataPath { get; set; }
+    public ServerRole Roles { get; set; } = ServerRole.Provisioning;
+    /// <summary>Serve this certificate (with private key) instead of one issued by the server's own CA.</summary>
+    public X509Certificate2? Certificate { get; set; }
+    /// <summary>Roles whose routes require a client certificate issued by the server-components CA.</summary>
+    public ServerRole RequireClientCertificate { get; set; } = ServerRole.None;
+    /// <summary>Serve plain HTTP. Off unless explicitly asked for; never for production.</summary>
+    public bool InsecurePlainHttp { get; set; }
+    /// <summary>Grace period for in-flight requests on stop.</summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>Minimum level written to the log file and the in-memory log.</summary>
+    public LogLevelName LogLevel { get; set; } = LogLevelName.Information;
+}
+
+/// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>
+public enum LogLevelName
+{
+    Trace,
+    Debug,
+    Information,
+    Warning,
+    Error,
+    Critical,
+    None,
+}
+
+/// <summary>One log line as kept in memory for <c>Get-ProvisioningServerLog</c>; already redacted.</summary>
+public sealed record ServerLogEntry(DateTimeOffset Time, LogLevelName Level, string Category, string Message, string? Exception);
+
+/// <summary>What a running (or stopped) server looks like to the pipeline.</summary>
+public sealed class ServerInfo
+{
+    public int Id { get; init; }
+    public string Name { get; init; } = "";
+    public string[] Urls { get; set; } = [];
+    public ServerRole Roles { get; init; }
+    public string DataPath { get; init; } = "";
+    public DateTimeOffset StartTime { get; init; }
+    public ServerState State { get; set; }
+    public int Port { get; set; }
+    /// <summary>The server-components CA certificate (PEM) clients trust, under the data path.</summary>
+    public string? CaCertificatePath { get; init; }
+    public string? CertificateThumbprint { get; init; }
+    public ServerRole ClientCertificateRoles { get; init; }
+    public string? LogPath { get; init; }
+
+    public override string ToString() => $"{Name} ({string.Join(", ", Urls)}) {State}";
+}
+
+/// <summary>A started server, as the hosting layer hands it to its caller.</summary>
+public interface IServerHost : IAsyncDisposable
+{
+    ServerInfo Info { get; }
+    /// <summary>The most recent log entries, oldest first.</summary>
+    IReadOnlyList<ServerLogEntry> RecentLog(int max);
+    /// <summary>Raised for each log entry at or above the configured level (already redacted).</summary>
+    event Action<ServerLogEntry>? Logged;
+    Task StopAsync(CancellationToken ct = default);
+}
+
+/// <summary>The server could not start; <see cref="Reason"/> says why in a stable word.</summary>
+public sealed class ServerStartException : Exception
+{
+    public ServerStartException(string reason, string message, Exception? inner = null) : base(message, inner) => Reason = reason;
+    /// <summary><c>PortInUse</c>, <c>AddressNotAvailable</c>, <c>DataPathNotWritable</c>, <c>StoreUnavailable</c>, <c>CertificateInvalid</c> or <c>Failed</c>.</summary>
+    public string Reason { get; }
+}

@@ -1,0 +1,132 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+
+namespace TpmProvisioning.Pki;
+
+/// <summary>
+/// The server-components CA, as Keylime's verifier keeps one: created on first start under
+/// <c>&lt;DataPath&gt;/ca</c>, it issues the server's TLS certificate and the client certificates
+/// used for mutual TLS. ECDSA P-256; the private key file is readable by its owner only.
+/// </summary>
+public sealed class ComponentCa : IDisposable
+{
+    public const string CertFileName = "cacert.pem";
+    public const string KeyFileName = "cakey.pem";
+
+    private readonly ECDsa _key;
+
+    private ComponentCa(X509Certificate2 cert, ECDsa key, string directory)
+    {
+        Certificate = cert;
+        _key = key;
+        Directory = directory;
+    }
+
+    public X509Certificate2 Certificate { get; }
+    public string Directory { get; }
+    public string CertificatePath => Path.Combine(Directory, CertFileName);
+
+    /// <summary>Loads the CA from <paramref name="directory"/>, creating it when absent.</summary>
+    public static ComponentCa LoadOrCreate(string directory, string commonName = "TpmProvisioning Components CA")
+    {
+        System.IO.Directory.CreateDirectory(directory);
+        RestrictDirectory(directory);
+        var certPath = Path.Combine(directory, CertFileName);
+        var keyPath = Path.Combine(directory, KeyFileName);
+        if (File.Exists(certPath) && File.Exists(keyPath))
+        {
+            var cert = X509Certificate2.CreateFromPem(File.ReadAllText(certPath));
+            var key = ECDsa.Create();
+            key.ImportFromPem(File.ReadAllText(keyPath));
+            return new ComponentCa(cert, key, directory);
+        }
+
+        var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var req = new CertificateRequest(new X500DistinguishedName($"CN={Escape(commonName)}, O=TpmProvisioning"), caKey, HashAlgorithmName.SHA256);
+        req.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, true, 1, true));
+        req.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign | X509KeyUsageFlags.DigitalSignature, true));
+        req.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(req.PublicKey, false));
+        var now = DateTimeOffset.UtcNow;
+        using var selfSigned = req.CreateSelfSigned(now.AddMinutes(-5), now.AddYears(10));
+        var publicCert = X509CertificateLoader.LoadCertificate(selfSigned.RawData);
+        WriteSecretFile(keyPath, caKey.ExportPkcs8PrivateKeyPem());
+        File.WriteAllText(certPath, publicCert.ExportCertificatePem());
+        return new ComponentCa(publicCert, caKey, directory);
+    }
+
+    /// <summary>Issues a TLS server certificate (with private key) for the given names and addresses.</summary>
+    public X509Certificate2 IssueServerCertificate(IEnumerable<string> dnsNames, IEnumerable<IPAddress> addresses, string commonName = "TpmProvisioning Server")
+    {
+        var san = new SubjectAlternativeNameBuilder();
+        foreach (var d in dnsNames.Distinct()) san.AddDnsName(d);
+        foreach (var a in addresses.Distinct()) san.AddIpAddress(a);
+        return Issue(commonName, san.Build(), new OidCollection { new Oid("1.3.6.1.5.5.7.3.1") }, TimeSpan.FromDays(397));
+    }
+
+    /// <summary>Issues a TLS client certificate (with private key) for mutual TLS.</summary>
+    public X509Certificate2 IssueClientCertificate(string commonName, TimeSpan? lifetime = null) =>
+        Issue(commonName, null, new OidCollection { new Oid("1.3.6.1.5.5.7.3.2") }, lifetime ?? TimeSpan.FromDays(397));
+
+    private X509Certificate2 Issue(string commonName, X509Extension? san, OidCollection eku, TimeSpan lifetime)
+    {
+        using var leafKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var req = new CertificateRequest(new X500DistinguishedName($"CN={Escape(commonName)}, O=TpmProvisioning"), leafKey, HashAlgorithmName.SHA256);
+        req.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        req.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature | X509KeyUsageFlags.KeyAgreement, true));
+        req.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(eku, false));
+        req.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(Certificate, true, false));
+        if (san is not null) req.CertificateExtensions.Add(san);
+        var now = DateTimeOffset.UtcNow;
+        var notAfter = now.Add(lifetime) < Certificate.NotAfter ? now.Add(lifetime) : new DateTimeOffset(Certificate.NotAfter.ToUniversalTime());
+        var serial = RandomNumberGenerator.GetBytes(16);
+        serial[0] &= 0x7F;
+        using var cert = req.Create(Certificate.SubjectName, X509SignatureGenerator.CreateForECDsa(_key), now.AddMinutes(-5), notAfter, serial);
+        using var withKey = cert.CopyWithPrivateKey(leafKey);
+        // Round-trip through PKCS#12 so the key is usable by SslStream on every platform.
+        return X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null, X509KeyStorageFlags.Exportable);
+    }
+
+    /// <summary>True when <paramref name="cert"/> was issued by this CA and is within its validity.</summary>
+    public bool Validates(X509Certificate2 cert)
+    {
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.Add(Certificate);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.VerificationFlags = X509VerificationFlags.NoFlag;
+        return chain.Build(cert) && chain.ChainElements[^1].Certificate.RawData.AsSpan().SequenceEqual(Certificate.RawData);
+    }
+
+    private static string Escape(string cn) => cn.Replace("\\", "\\\\").Replace(",", "\\,").Replace("=", "\\=").Replace("+", "\\+").Replace("\"", "\\\"");
+
+    /// <summary>Writes a file only its owner can read (mode 0600 on Unix).</summary>
+    public static void WriteSecretFile(string path, string content)
+    {
+        var tmp = path + ".tmp";
+        if (OperatingSystem.IsWindows())
+        {
+            File.WriteAllText(tmp, content);
+        }
+        else
+        {
+            using var fs = new FileStream(tmp, new FileStreamOptions
+            {
+                Mode = FileMode.Create,
+                Access = FileAccess.Write,
+                UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+            });
+            using var w = new StreamWriter(fs);
+            w.Write(content);
+        }
+        File.Move(tmp, path, overwrite: true);
+    }
+
+    private static void RestrictDirectory(string directory)
+    {
+        if (!OperatingSystem.IsWindows())
+            File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+    }
+
+    public void Dispose() => _key.Dispose();
+}

@@ -1,0 +1,154 @@
+using System.Data.Common;
+
+namespace TpmProvisioning.Storage;
+
+/// <summary>
+/// The store over any ADO.NET provider: portable SQL, named parameters, one connection per operation
+/// (both providers pool). Provider specifics live in <see cref="SqlDialect"/> and in the subclass's
+/// connection set-up only.
+/// </summary>
+public abstract class SqlStore : IStore
+{
+    protected SqlStore(SqlDialect dialect) => Dialect = dialect;
+
+    protected SqlDialect Dialect { get; }
+    public string Provider => Dialect.Name;
+    public int SchemaVersion { get; private set; }
+
+    /// <summary>Opens a new, ready connection.</summary>
+    protected abstract Task<DbConnection> OpenConnectionAsync(CancellationToken ct);
+
+    protected async Task<DbConnection> OpenAsync(CancellationToken ct)
+    {
+        try
+        {
+            return await OpenConnectionAsync(ct).ConfigureAwait(false);
+        }
+        catch (DbException ex)
+        {
+            throw new StoreUnavailableException($"The {Provider} store cannot be opened: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>Creates the migrations table if needed and applies every migration newer than the stored version.</summary>
+    public async Task MigrateAsync(CancellationToken ct = default)
+    {
+        await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+        await ExecAsync(conn, null, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)", ct).ConfigureAwait(false);
+        int current = await CurrentVersionAsync(conn, ct).ConfigureAwait(false);
+        if (current > Migrations.Latest)
+            throw new StoreUnavailableException($"The store's schema version {current} is newer than this module understands ({Migrations.Latest}); upgrade the module.");
+        foreach (var m in Migrations.All.Where(m => m.Version > current))
+        {
+            await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
+            foreach (var stmt in SplitStatements(Dialect.Expand(m.Sql)))
+                await ExecAsync(conn, tx, stmt, ct).ConfigureAwait(false);
+            await using (var cmd = conn.CreateCommand())
+            {
+                cmd.Transaction = tx;
+                cmd.CommandText = "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (@v, @n, @t)";
+                AddParam(cmd, "v", m.Version);
+                AddParam(cmd, "n", m.Name);
+                AddParam(cmd, "t", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+                await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            }
+            await tx.CommitAsync(ct).ConfigureAwait(false);
+        }
+        SchemaVersion = await CurrentVersionAsync(conn, ct).ConfigureAwait(false);
+    }
+
+    private static async Task<int> CurrentVersionAsync(DbConnection conn, CancellationToken ct)
+    {
+        await using var cmd = conn.CreateCommand();
+        cmd.CommandText = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
+        return Convert.ToInt32(await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false));
+    }
+
+    private static IEnumerable<string> SplitStatements(string sql) =>
+        sql.Split(';').Select(s => s.Trim()).Where(s => s.Length > 0);
+
+    protected static async Task ExecAsync(DbConnection conn, DbTransaction? tx, string sql, CancellationToken ct)
+    {
+        await using var cmd = conn.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = sql;
+        await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+    }
+
+    protected static void AddParam(DbCommand cmd, string name, object? value)
+    {
+        var p = cmd.CreateParameter();
+        p.ParameterName = "@" + name;
+        p.Value = value ?? DBNull.Value;
+        cmd.Parameters.Add(p);
+    }
+
+    public async Task<bool> PingAsync(CancellationToken ct = default)
+    {
+        try
+        {
+            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = "SELECT 1";
+            return Convert.ToInt32(await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false)) == 1;
+        }
+        catch (Exception ex) when (ex is StoreUnavailableException or DbException or InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    public async Task<long> AppendAuditAsync(AuditEntry entry, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(entry);
+        await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+        await using var cmd = conn.CreateCommand();
+        cmd.CommandText = "INSERT INTO audit_log (time_ms, actor, action, target, source, outcome, detail) VALUES (@t, @actor, @action, @target, @source, @outcome, @detail)" + Dialect.ReturningId;
+        AddParam(cmd, "t", entry.Time.ToUnixTimeMilliseconds());
+        AddParam(cmd, "actor", Limit(entry.Actor, 512));
+        AddParam(cmd, "action", Limit(entry.Action, 128));
+        AddParam(cmd, "target", Limit(entry.Target, 512));
+        AddParam(cmd, "source", Limit(entry.Source, 128));
+        AddParam(cmd, "outcome", entry.Outcome.ToString());
+        AddParam(cmd, "detail", Limit(entry.Detail is null ? null : SecretRedactor.Redact(entry.Detail), 4096));
+        return Convert.ToInt64(await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false));
+    }
+
+    private static string? Limit(string? s, int max) => s is null || s.Length <= max ? s : s[..max];
+
+    public async Task<IReadOnlyList<AuditEntry>> QueryAuditAsync(AuditQuery query, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+        await using var cmd = conn.CreateCommand();
+        var where = new List<string>();
+        if (query.Since is { } since) { where.Add("time_ms >= @since"); AddParam(cmd, "since", since.ToUnixTimeMilliseconds()); }
+        if (query.Until is { } until) { where.Add("time_ms <= @until"); AddParam(cmd, "until", until.ToUnixTimeMilliseconds()); }
+        if (query.Action is { } action) { where.Add("action = @action"); AddParam(cmd, "action", action); }
+        if (query.Actor is { } actor) { where.Add("actor = @actor"); AddParam(cmd, "actor", actor); }
+        if (query.Outcome is { } outcome) { where.Add("outcome = @outcome"); AddParam(cmd, "outcome", outcome.ToString()); }
+        cmd.CommandText = "SELECT id, time_ms, actor, action, target, source, outcome, detail FROM audit_log"
+            + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "")
+            + " ORDER BY id DESC LIMIT @limit";
+        AddParam(cmd, "limit", Math.Clamp(query.Limit, 1, 1_000_000));
+        var list = new List<AuditEntry>();
+        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        while (await r.ReadAsync(ct).ConfigureAwait(false))
+        {
+            list.Add(new AuditEntry
+            {
+                Id = r.GetInt64(0),
+                Time = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(1)),
+                Actor = r.GetString(2),
+                Action = r.GetString(3),
+                Target = r.IsDBNull(4) ? null : r.GetString(4),
+                Source = r.GetString(5),
+                Outcome = Enum.TryParse<AuditOutcome>(r.GetString(6), out var o) ? o : AuditOutcome.Failed,
+                Detail = r.IsDBNull(7) ? null : r.GetString(7),
+            });
+        }
+        return list;
+    }
+
+    public virtual void Dispose() { GC.SuppressFinalize(this); }
+}

@@ -1,0 +1,73 @@
+using System.Data.Common;
+using Microsoft.Data.Sqlite;
+
+namespace TpmProvisioning.Storage;
+
+/// <summary>The embedded default store: one SQLite file, WAL journal, busy timeout for concurrent writers.</summary>
+public sealed class SqliteStore : SqlStore
+{
+    private readonly string _connectionString;
+
+    private SqliteStore(string path) : base(new SqliteDialect())
+    {
+        Path = path;
+        _connectionString = new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Cache = SqliteCacheMode.Private,
+            Pooling = true,
+            DefaultTimeout = 30,
+        }.ToString();
+    }
+
+    /// <summary>The database file.</summary>
+    public string Path { get; }
+
+    /// <summary>Opens (creating if needed) the store file and brings its schema up to date.</summary>
+    public static async Task<SqliteStore> OpenAsync(string path, CancellationToken ct = default)
+    {
+        var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
+        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+        var store = new SqliteStore(System.IO.Path.GetFullPath(path));
+        try
+        {
+            await using (var conn = await store.OpenAsync(ct).ConfigureAwait(false))
+            {
+                await ExecAsync(conn, null, "PRAGMA journal_mode=WAL", ct).ConfigureAwait(false);
+            }
+            await store.MigrateAsync(ct).ConfigureAwait(false);
+            return store;
+        }
+        catch
+        {
+            store.Dispose();
+            throw;
+        }
+    }
+
+    protected override async Task<DbConnection> OpenConnectionAsync(CancellationToken ct)
+    {
+        var conn = new SqliteConnection(_connectionString);
+        try
+        {
+            await conn.OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = "PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;";
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            return conn;
+        }
+        catch
+        {
+            await conn.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public override void Dispose()
+    {
+        // Release pooled handles so the file can be deleted or moved once the server stops.
+        using (var conn = new SqliteConnection(_connectionString)) SqliteConnection.ClearPool(conn);
+        base.Dispose();
+    }
+}

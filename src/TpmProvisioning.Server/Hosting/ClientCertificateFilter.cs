@@ -1,0 +1,24 @@
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Http;
+using TpmProvisioning.Pki;
+
+namespace TpmProvisioning.Server.Hosting;
+
+/// <summary>Endpoint filter for routes of a role that requires mutual TLS: the client must present a certificate
+/// issued by the server-components CA; otherwise 401 (no certificate) or 403 (certificate not trusted).</summary>
+internal sealed class ClientCertificateFilter(ComponentCa ca) : IEndpointFilter
+{
+    public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        var http = context.HttpContext;
+        X509Certificate2? cert = http.Connection.ClientCertificate ?? await http.Connection.GetClientCertificateAsync(http.RequestAborted);
+        if (cert is null)
+            return Results.Json(new { code = 401, status = "Client certificate required", results = new { } }, statusCode: 401);
+        if (!ca.Validates(cert))
+            return Results.Json(new { code = 403, status = "Client certificate not trusted", results = new { } }, statusCode: 403);
+        http.Items[ClientIdentityKey] = cert.Subject;
+        return await next(context);
+    }
+
+    public const string ClientIdentityKey = "tpmprov.client";
+}

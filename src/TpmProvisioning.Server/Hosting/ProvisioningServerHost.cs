@@ -1,0 +1,295 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Reflection;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using TpmProvisioning.Hosting;
+using TpmProvisioning.Pki;
+using TpmProvisioning.Server.Roles;
+using TpmProvisioning.Storage;
+
+namespace TpmProvisioning.Server.Hosting;
+
+/// <summary>
+/// Kestrel hosted in the caller's process (a pwsh session, a test, a service). Started with
+/// <see cref="StartAsync"/>, never Run: the caller keeps its thread and its console.
+/// </summary>
+public sealed class ProvisioningServerHost : IServerHost
+{
+    private static int s_nextId;
+
+    private readonly WebApplication _app;
+    private readonly FileLoggerProvider _log;
+    private readonly IStore _store;
+    private readonly ComponentCa _ca;
+    private readonly ServerOptions _options;
+    private int _stopped;
+
+    private ProvisioningServerHost(WebApplication app, FileLoggerProvider log, IStore store, ComponentCa ca, ServerOptions options, ServerInfo info)
+    {
+        _app = app;
+        _log = log;
+        _store = store;
+        _ca = ca;
+        _options = options;
+        Info = info;
+    }
+
+    public ServerInfo Info { get; }
+
+    public event Action<ServerLogEntry>? Logged
+    {
+        add => _log.Logged += value;
+        remove => _log.Logged -= value;
+    }
+
+    public IReadOnlyList<ServerLogEntry> RecentLog(int max) => _log.Recent(max);
+
+    /// <summary>Starts a server. Throws <see cref="ServerStartException"/> with a stable reason when it cannot.</summary>
+    public static async Task<IServerHost> StartAsync(ServerOptions options, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Port is < 0 or > 65535)
+            throw new ServerStartException("Failed", $"Port {options.Port} is outside 0-65535.");
+        if (options.Roles == ServerRole.None)
+            throw new ServerStartException("Failed", "No role given: a server must host at least one surface.");
+
+        string dataPath = Path.GetFullPath(options.DataPath);
+        try
+        {
+            Directory.CreateDirectory(dataPath);
+            var probe = Path.Combine(dataPath, ".write-probe");
+            File.WriteAllText(probe, "");
+            File.Delete(probe);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new ServerStartException("DataPathNotWritable", $"The data path '{dataPath}' is not writable: {ex.Message}", ex);
+        }
+
+        var log = new FileLoggerProvider(Path.Combine(dataPath, "logs"), (LogLevel)(int)options.LogLevel);
+        IStore? store = null;
+        ComponentCa? ca = null;
+        try
+        {
+            try
+            {
+                store = await SqliteStore.OpenAsync(Path.Combine(dataPath, "tpmprovisioning.db"), ct).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is StoreUnavailableException or Microsoft.Data.Sqlite.SqliteException)
+            {
+                throw new ServerStartException("StoreUnavailable", $"The store under '{dataPath}' cannot be opened: {ex.Message}", ex);
+            }
+
+            ca = ComponentCa.LoadOrCreate(Path.Combine(dataPath, "ca"));
+            X509Certificate2? serverCert = null;
+            if (!options.InsecurePlainHttp)
+            {
+                serverCert = options.Certificate ?? LoadOrIssueServerCertificate(ca, dataPath, options.Address);
+                if (!serverCert.HasPrivateKey)
+                    throw new ServerStartException("CertificateInvalid", $"The server certificate {serverCert.Subject} has no private key.");
+            }
+
+            int id = Interlocked.Increment(ref s_nextId);
+            var info = new ServerInfo
+            {
+                Id = id,
+                Name = string.IsNullOrWhiteSpace(options.Name) ? $"server{id}" : options.Name!,
+                Roles = options.Roles,
+                DataPath = dataPath,
+                StartTime = DateTimeOffset.Now,
+                State = ServerState.Starting,
+                CaCertificatePath = ca.CertificatePath,
+                CertificateThumbprint = serverCert?.Thumbprint,
+                ClientCertificateRoles = options.RequireClientCertificate & options.Roles,
+                LogPath = Path.Combine(dataPath, "logs"),
+            };
+
+            var app = BuildApp(options, dataPath, log, store, ca, serverCert, info);
+            var host = new ProvisioningServerHost(app, log, store, ca, options, info);
+            try
+            {
+                await app.StartAsync(ct).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                await app.DisposeAsync().ConfigureAwait(false);
+                throw Classify(ex, options);
+            }
+
+            var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+            info.Urls = addresses.Select(a => a.Replace("[::]", "localhost")).ToArray();
+            info.Port = info.Urls.Select(u => new Uri(u).Port).FirstOrDefault();
+            info.State = ServerState.Running;
+            app.Logger.LogInformation("Server {Name} started on {Urls} with roles {Roles}", info.Name, string.Join(", ", info.Urls), info.Roles);
+            await store.AppendAuditAsync(new AuditEntry { Actor = Environment.UserName, Action = "server.start", Target = info.Name, Outcome = AuditOutcome.Success, Detail = $"{string.Join(" ", info.Urls)} roles={info.Roles}" }, ct).ConfigureAwait(false);
+            return host;
+        }
+        catch
+        {
+            store?.Dispose();
+            ca?.Dispose();
+            log.Dispose();
+            throw;
+        }
+    }
+
+    private static ServerStartException Classify(Exception ex, ServerOptions options)
+    {
+        for (Exception? e = ex; e is not null; e = e.InnerException)
+        {
+            if (e is SocketException { SocketErrorCode: SocketError.AddressAlreadyInUse } || (e is IOException && e.Message.Contains("address already in use", StringComparison.OrdinalIgnoreCase)))
+                return new ServerStartException("PortInUse", $"Port {options.Port} on {options.Address} is already in use. Choose another -Port, or -Port 0 for a free one.", ex);
+            if (e is SocketException { SocketErrorCode: SocketError.AddressNotAvailable })
+                return new ServerStartException("AddressNotAvailable", $"Address {options.Address} is not available on this machine.", ex);
+            if (e is SocketException { SocketErrorCode: SocketError.AccessDenied })
+                return new ServerStartException("AddressNotAvailable", $"Binding {options.Address}:{options.Port} was refused (privileged port?).", ex);
+        }
+        return new ServerStartException("Failed", $"The server failed to start: {ex.Message}", ex);
+    }
+
+    private static X509Certificate2 LoadOrIssueServerCertificate(ComponentCa ca, string dataPath, IPAddress address)
+    {
+        var dir = Path.Combine(dataPath, "tls");
+        Directory.CreateDirectory(dir);
+        var pfx = Path.Combine(dir, "server.pfx");
+        if (File.Exists(pfx))
+        {
+            var existing = X509CertificateLoader.LoadPkcs12FromFile(pfx, null, X509KeyStorageFlags.Exportable);
+            bool covers = address.Equals(IPAddress.Loopback) || address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any)
+                || existing.Extensions.OfType<X509SubjectAlternativeNameExtension>().Any(s => s.EnumerateIPAddresses().Contains(address));
+            if (existing.NotAfter > DateTime.Now.AddDays(30) && ca.Validates(existing) && covers) return existing;
+            existing.Dispose();
+        }
+        var dns = new List<string> { "localhost" };
+        try { dns.Add(Dns.GetHostName()); } catch (SocketException) { }
+        var ips = new List<IPAddress> { IPAddress.Loopback, IPAddress.IPv6Loopback };
+        if (!address.Equals(IPAddress.Any) && !address.Equals(IPAddress.IPv6Any)) ips.Add(address);
+        var cert = ca.IssueServerCertificate(dns, ips);
+        var bytes = cert.Export(X509ContentType.Pkcs12);
+        var tmp = pfx + ".tmp";
+        if (OperatingSystem.IsWindows()) File.WriteAllBytes(tmp, bytes);
+        else
+        {
+            using var fs = new FileStream(tmp, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite });
+            fs.Write(bytes);
+        }
+        File.Move(tmp, pfx, true);
+        return cert;
+    }
+
+    private static WebApplication BuildApp(ServerOptions options, string dataPath, FileLoggerProvider log, IStore store, ComponentCa ca, X509Certificate2? serverCert, ServerInfo info)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            ApplicationName = "TpmProvisioning.Server",
+            ContentRootPath = dataPath,
+            EnvironmentName = Environments.Production,
+            Args = [],
+        });
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(log);
+        builder.Logging.SetMinimumLevel((LogLevel)(int)options.LogLevel);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        builder.Services.AddSingleton<IHostLifetime, NoopHostLifetime>();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+
+        bool anyMutual = (options.RequireClientCertificate & options.Roles) != ServerRole.None;
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Limits.MaxRequestBodySize = 1 * 1024 * 1024;
+            k.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
+            k.Listen(options.Address, options.Port, lo =>
+            {
+                lo.Protocols = HttpProtocols.Http1AndHttp2;
+                if (serverCert is null) return;
+                lo.UseHttps(new HttpsConnectionAdapterOptions
+                {
+                    ServerCertificate = serverCert,
+                    SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+                    // Mutual TLS is enforced per route (some routes of a surface are open to agents, as in Keylime);
+                    // the handshake asks for a certificate and validates it against the components CA when given.
+                    ClientCertificateMode = anyMutual ? ClientCertificateMode.AllowCertificate : ClientCertificateMode.NoCertificate,
+                    ClientCertificateValidation = (cert, _, _) => ca.Validates(cert),
+                });
+            });
+        });
+
+        var context = new ServerContext { Options = options, Store = store, ComponentCa = ca, Info = info };
+        var modules = RoleModules.All.Where(m => options.Roles.HasFlag(m.Role)).ToList();
+        foreach (var m in modules) m.AddServices(builder.Services, context);
+        builder.Services.AddSingleton(context);
+        builder.Services.AddSingleton(store);
+
+        var app = builder.Build();
+        var version = typeof(ProvisioningServerHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
+        app.MapGet("/healthz", async (HttpContext http) =>
+        {
+            bool storeOk = await store.PingAsync(http.RequestAborted);
+            var body = new
+            {
+                status = storeOk ? "ok" : "degraded",
+                name = info.Name,
+                version = version.Split('+')[0],
+                roles = Enum.GetValues<ServerRole>().Where(r => r is not ServerRole.None and not ServerRole.All && info.Roles.HasFlag(r)).Select(r => r.ToString().ToLowerInvariant()).ToArray(),
+                store = new { provider = store.Provider, schema = store.SchemaVersion, ok = storeOk },
+                uptime_seconds = (long)(DateTimeOffset.Now - info.StartTime).TotalSeconds,
+            };
+            return Results.Json(body, statusCode: storeOk ? 200 : 503);
+        });
+
+        foreach (var m in modules)
+        {
+            var group = app.MapGroup("");
+            if (options.RequireClientCertificate.HasFlag(m.Role) && serverCert is not null)
+                group.AddEndpointFilter(new ClientCertificateFilter(ca));
+            m.Map(group, context);
+        }
+        return app;
+    }
+
+    /// <summary>Stops gracefully: in-flight requests get the shutdown timeout, then the store and log close.</summary>
+    public async Task StopAsync(CancellationToken ct = default)
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
+        Info.State = ServerState.Stopping;
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(_options.ShutdownTimeout);
+            await _app.StopAsync(timeout.Token).ConfigureAwait(false);
+            try
+            {
+                await _store.AppendAuditAsync(new AuditEntry { Actor = Environment.UserName, Action = "server.stop", Target = Info.Name, Outcome = AuditOutcome.Success }, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (StoreUnavailableException) { }
+            Info.State = ServerState.Stopped;
+        }
+        catch
+        {
+            Info.State = ServerState.Faulted;
+            throw;
+        }
+        finally
+        {
+            await _app.DisposeAsync().ConfigureAwait(false);
+            _store.Dispose();
+            _ca.Dispose();
+            _log.Dispose();
+        }
+    }
+
+    public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
+}

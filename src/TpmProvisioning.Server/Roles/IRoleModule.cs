@@ -1,0 +1,45 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using TpmProvisioning.Hosting;
+
+namespace TpmProvisioning.Server.Roles;
+
+/// <summary>One REST surface. The host adds its services, then maps its routes into a group that carries the role's
+/// client-certificate requirement when the server was started with one for this role.</summary>
+internal interface IRoleModule
+{
+    ServerRole Role { get; }
+    void AddServices(IServiceCollection services, ServerContext context) { }
+    void Map(IEndpointRouteBuilder routes, ServerContext context);
+}
+
+/// <summary>Everything a role module may need from the host.</summary>
+internal sealed class ServerContext
+{
+    public required ServerOptions Options { get; init; }
+    public required Storage.IStore Store { get; init; }
+    public required Pki.ComponentCa ComponentCa { get; init; }
+    public required ServerInfo Info { get; init; }
+}
+
+/// <summary>The registry of surfaces. Later surfaces replace their placeholder here.</summary>
+internal static class RoleModules
+{
+    public static IReadOnlyList<IRoleModule> All { get; } =
+    [
+        new PlaceholderRole(ServerRole.Provisioning),
+        new PlaceholderRole(ServerRole.Registrar),
+        new PlaceholderRole(ServerRole.Verifier),
+        new PlaceholderRole(ServerRole.Agent),
+        new PlaceholderRole(ServerRole.Kms),
+        new PlaceholderRole(ServerRole.Station),
+    ];
+}
+
+/// <summary>A role whose routes have not landed yet: the server may host it; it serves nothing but health.</summary>
+internal sealed class PlaceholderRole(ServerRole role) : IRoleModule
+{
+    public ServerRole Role => role;
+    public void Map(IEndpointRouteBuilder routes, ServerContext context) { }
+}
