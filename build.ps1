@@ -46,6 +46,20 @@ function Invoke-Native {
     return $code
 }
 
+# The running pwsh as a command line: pwsh itself, or 'dotnet <PSHOME>/pwsh.dll' under the .NET tool.
+function Get-PwshCommand {
+    $exe = [Environment]::ProcessPath
+    if ([IO.Path]::GetFileNameWithoutExtension($exe) -eq 'pwsh') { return , @($exe) }
+    return , @($exe, (Join-Path $PSHOME 'pwsh.dll'))
+}
+
+function Invoke-Pwsh([string[]] $Arguments) {
+    $cmd = Get-PwshCommand
+    $exe = $cmd[0]
+    $prefix = @($cmd | Select-Object -Skip 1)
+    & $exe @prefix @Arguments
+}
+
 function Get-NuGetPackageRoot {
     if ($env:NUGET_PACKAGES) { return $env:NUGET_PACKAGES }
     return Join-Path ([Environment]::GetFolderPath('UserProfile')) '.nuget/packages'
@@ -135,9 +149,8 @@ function Invoke-Test {
     if (-not $SkipPester) {
         Write-Step 'Test: Pester (fresh pwsh, built module)'
         $pesterJson = Join-Path $results 'pester.json'
-        $pwsh = (Get-Process -Id $PID).Path
         $runner = Join-Path $Root 'tests/Pester/Invoke-PesterSuite.ps1'
-        & $pwsh -NoProfile -NonInteractive -File $runner -PesterPath (Get-PesterPath) -ModulePath (Join-Path $ModuleOut 'TpmProvisioning.psd1') -TestPath (Join-Path $Root 'tests/Pester') -ResultPath $pesterJson
+        Invoke-Pwsh @('-NoProfile', '-NonInteractive', '-File', $runner, '-PesterPath', (Get-PesterPath), '-ModulePath', (Join-Path $ModuleOut 'TpmProvisioning.psd1'), '-TestPath', (Join-Path $Root 'tests/Pester'), '-ResultPath', $pesterJson)
         if (Test-Path $pesterJson) {
             $p = Get-Content -Raw $pesterJson | ConvertFrom-Json
             $passed += [int]$p.Passed; $failed += [int]$p.Failed
@@ -153,8 +166,7 @@ function Invoke-Demo {
     Invoke-Bootstrap
     Invoke-Build
     Write-Step 'Demo: running tools/Demo.ps1 in a fresh pwsh'
-    $pwsh = (Get-Process -Id $PID).Path
-    & $pwsh -NoProfile -NonInteractive -File (Join-Path $Root 'tools/Demo.ps1') -ModulePath (Join-Path $ModuleOut 'TpmProvisioning.psd1')
+    Invoke-Pwsh @('-NoProfile', '-NonInteractive', '-File', (Join-Path $Root 'tools/Demo.ps1'), '-ModulePath', (Join-Path $ModuleOut 'TpmProvisioning.psd1'))
     if ($LASTEXITCODE -ne 0) { throw "Demo failed (exit $LASTEXITCODE)" }
 }
 

@@ -13,10 +13,11 @@ AfterAll {
 
 Describe 'Module import in a clean pwsh' {
     It 'imports with -NoProfile in a child process and starts Kestrel there (the ASP.NET Core resolver works)' {
-        $pwsh = (Get-Process -Id $PID).Path
+        $exe = [Environment]::ProcessPath
+        [string[]] $prefix = if ([IO.Path]::GetFileNameWithoutExtension($exe) -eq 'pwsh') { @() } else { @(Join-Path $PSHOME 'pwsh.dll') }
         $dir = Join-Path $script:Data 'child'
         $script = "`$ErrorActionPreference='Stop'; Import-Module '$ModulePath'; `$s = Start-ProvisioningServer -Port 0 -DataPath '$dir'; `$h = Invoke-RestMethod (`$s.Urls[0] + '/healthz') -SkipCertificateCheck; `$s | Stop-ProvisioningServer -Confirm:`$false; `$h.status"
-        $out = & $pwsh -NoProfile -NonInteractive -Command $script
+        $out = & $exe @prefix -NoProfile -NonInteractive -Command $script
         $LASTEXITCODE | Should -Be 0
         ($out | Select-Object -Last 1) | Should -Be 'ok'
     }
