@@ -38,10 +38,12 @@ public sealed record AuditQuery
 }
 
 /// <summary>
-/// The one store the engine talks to. SQLite is the embedded default; PostgreSQL implements the same
+/// The one store the engine talks to. It is a partial interface: each surface declares its own members in a
+/// file of its own (<c>IStore.&lt;Surface&gt;.cs</c>) and implements them in <c>SqlStore.&lt;Surface&gt;.cs</c>,
+/// so every provider implements the whole contract. SQLite is the embedded default; PostgreSQL implements the same
 /// contract for fleets. Implementations apply their versioned schema migrations on open.
 /// </summary>
-public interface IStore : IDisposable
+public partial interface IStore : IDisposable
 {
     /// <summary>Provider name, e.g. <c>sqlite</c>.</summary>
     string Provider { get; }

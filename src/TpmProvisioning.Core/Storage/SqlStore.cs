@@ -7,7 +7,7 @@ namespace TpmProvisioning.Storage;
 /// (both providers pool). Provider specifics live in <see cref="SqlDialect"/> and in the subclass's
 /// connection set-up only.
 /// </summary>
-public abstract class SqlStore : IStore
+public abstract partial class SqlStore : IStore
 {
     protected SqlStore(SqlDialect dialect) => Dialect = dialect;
 
