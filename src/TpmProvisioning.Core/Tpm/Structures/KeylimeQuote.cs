@@ -33,9 +33,13 @@ public sealed class KeylimeQuote
     {
         if (string.IsNullOrEmpty(quote)) throw new TpmFormatException("Keylime quote: empty.");
         if (quote[0] != 'r') throw new TpmFormatException("Keylime quote: does not start with 'r'.");
-        var parts = quote[1..].Split(':');
-        if (parts.Length != 3) throw new TpmFormatException($"Keylime quote: {parts.Length} ':'-separated parts, expected 3.");
-        return new KeylimeQuote(B64(parts[0], "TPMS_ATTEST"), B64(parts[1], "TPMT_SIGNATURE"), B64(parts[2], "PCR blob"));
+        var body = quote.AsSpan(1);
+        int c1 = body.IndexOf(':');
+        int c2 = c1 < 0 ? -1 : body[(c1 + 1)..].IndexOf(':');
+        if (c1 < 0 || c2 < 0 || body[(c1 + 1 + c2 + 1)..].Contains(':'))
+            throw new TpmFormatException("Keylime quote: expected three ':'-separated parts.");
+        c2 += c1 + 1;
+        return new KeylimeQuote(B64(body[..c1], "TPMS_ATTEST"), B64(body[(c1 + 1)..c2], "TPMT_SIGNATURE"), B64(body[(c2 + 1)..], "PCR blob"));
     }
 
     /// <summary>Parses without throwing; <paramref name="error"/> says why on failure.</summary>
@@ -55,11 +59,18 @@ public sealed class KeylimeQuote
         }
     }
 
-    private static byte[] B64(string s, string what)
+    private static byte[] B64(ReadOnlySpan<char> s, string what)
     {
         if (s.Length == 0) throw new TpmFormatException($"Keylime quote: {what} part is empty.");
+        // Exact decoded size for canonical base64; anything else (whitespace, bad length) takes the slower checked path.
+        int pad = s[^1] == '=' ? (s.Length > 1 && s[^2] == '=' ? 2 : 1) : 0;
+        if (s.Length % 4 == 0)
+        {
+            var exact = new byte[s.Length / 4 * 3 - pad];
+            if (Convert.TryFromBase64Chars(s, exact, out int n) && n == exact.Length) return exact;
+        }
         var buf = new byte[s.Length / 4 * 3 + 3];
-        if (!Convert.TryFromBase64String(s, buf, out int n)) throw new TpmFormatException($"Keylime quote: {what} part is not base64.");
-        return buf[..n];
+        if (!Convert.TryFromBase64Chars(s, buf, out int m)) throw new TpmFormatException($"Keylime quote: {what} part is not base64.");
+        return buf[..m];
     }
 }

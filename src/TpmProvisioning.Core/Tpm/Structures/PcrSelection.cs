@@ -185,15 +185,30 @@ public sealed class PcrSelection
     public bool SelectsSame(PcrSelection other)
     {
         ArgumentNullException.ThrowIfNull(other);
-        static Dictionary<TpmAlgId, uint> Map(PcrSelection s)
+        Span<ushort> ha = stackalloc ushort[MaxBanks]; Span<uint> ma = stackalloc uint[MaxBanks];
+        Span<ushort> hb = stackalloc ushort[MaxBanks]; Span<uint> mb = stackalloc uint[MaxBanks];
+        int na = Collect(this, ha, ma), nb = Collect(other, hb, mb);
+        if (na != nb) return false;
+        for (int i = 0; i < na; i++)
         {
-            var d = new Dictionary<TpmAlgId, uint>();
-            foreach (var b in s._banks) d[b.Hash] = (d.TryGetValue(b.Hash, out var m) ? m : 0) | b.Mask;
-            foreach (var k in d.Where(kv => kv.Value == 0).Select(kv => kv.Key).ToList()) d.Remove(k);
-            return d;
+            int j = hb[..nb].IndexOf(ha[i]);
+            if (j < 0 || mb[j] != ma[i]) return false;
         }
-        var a = Map(this); var c = Map(other);
-        return a.Count == c.Count && a.All(kv => c.TryGetValue(kv.Key, out var m) && m == kv.Value);
+        return true;
+
+        static int Collect(PcrSelection s, Span<ushort> hashes, Span<uint> masks)
+        {
+            int n = 0;
+            foreach (var b in s._banks)
+            {
+                uint m = b.Mask;
+                if (m == 0) continue;
+                int j = hashes[..n].IndexOf((ushort)b.Hash);
+                if (j >= 0) masks[j] |= m;
+                else { hashes[n] = (ushort)b.Hash; masks[n++] = m; }
+            }
+            return n;
+        }
     }
 
     /// <summary>tpm2-tools syntax, for example <c>sha256:0,1,2+sha1:10</c>.</summary>
@@ -209,34 +224,50 @@ public sealed class PcrSelection
     }
 }
 
-/// <summary>PCR values by bank and index, as read from a TPM or an attestation evidence blob.</summary>
+/// <summary>PCR values by bank and index (0..31), as read from a TPM or an attestation evidence blob.</summary>
 public sealed class PcrValues
 {
-    private readonly Dictionary<TpmAlgId, SortedDictionary<int, byte[]>> _banks = [];
+    /// <summary>Number of PCR indices a bank can hold here.</summary>
+    public const int MaxPcrs = 32;
+
+    private readonly List<(TpmAlgId Bank, byte[]?[] Values)> _banks = new(2);
+
+    private byte[]?[]? Find(TpmAlgId bank)
+    {
+        foreach (var (b, v) in _banks) if (b == bank) return v;
+        return null;
+    }
 
     /// <summary>Sets one PCR value.</summary>
     public PcrValues Set(TpmAlgId bank, int index, byte[] value)
     {
         ArgumentNullException.ThrowIfNull(value);
-        if (!_banks.TryGetValue(bank, out var d)) _banks[bank] = d = [];
-        d[index] = value;
+        if (index is < 0 or >= MaxPcrs) throw new ArgumentOutOfRangeException(nameof(index), index, "PCR index must be 0..31.");
+        var arr = Find(bank);
+        if (arr is null) { arr = new byte[MaxPcrs][]; _banks.Add((bank, arr)); }
+        arr[index] = value;
         return this;
     }
 
     /// <summary>Gets one PCR value.</summary>
     public bool TryGet(TpmAlgId bank, int index, out byte[] value)
     {
-        if (_banks.TryGetValue(bank, out var d) && d.TryGetValue(index, out var v)) { value = v; return true; }
+        if (index is >= 0 and < MaxPcrs && Find(bank)?[index] is { } v) { value = v; return true; }
         value = [];
         return false;
     }
 
     /// <summary>The banks present.</summary>
-    public IEnumerable<TpmAlgId> Banks => _banks.Keys;
+    public IEnumerable<TpmAlgId> Banks => _banks.Select(b => b.Bank);
 
-    /// <summary>The values of one bank by index (empty when absent).</summary>
-    public IReadOnlyDictionary<int, byte[]> Bank(TpmAlgId bank) =>
-        _banks.TryGetValue(bank, out var d) ? d : new SortedDictionary<int, byte[]>();
+    /// <summary>The values of one bank by index, ascending (empty when absent).</summary>
+    public IReadOnlyDictionary<int, byte[]> Bank(TpmAlgId bank)
+    {
+        var d = new SortedDictionary<int, byte[]>();
+        var arr = Find(bank);
+        if (arr is not null) for (int i = 0; i < arr.Length; i++) if (arr[i] is { } v) d[i] = v;
+        return d;
+    }
 
     /// <summary>
     /// The quote's pcrDigest: H_<paramref name="hashAlg"/>(value of every selected PCR in selection order), or null when a selected PCR has no value
