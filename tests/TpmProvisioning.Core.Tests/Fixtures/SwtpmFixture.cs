@@ -26,8 +26,23 @@ public class SwtpmFixture : IDisposable
     /// <summary>A new connection to this fixture's TPM.</summary>
     public TpmDevice Open() => TpmDevice.Open(ConnectionString);
 
-    /// <summary>Runs a tpm2-tools command against this TPM (no <see cref="TpmDevice"/> may be open on it meanwhile).</summary>
-    public string Tools(string tool, params string[] args) => Tpm2Tools.Run(ConnectionString, tool, args);
+    /// <summary>
+    /// Runs a tpm2-tools command against this TPM (no <see cref="TpmDevice"/> may be open on it meanwhile), then flushes
+    /// transient objects: without a resource manager, tools that save contexts to files leave the originals loaded, and
+    /// swtpm holds only three.
+    /// </summary>
+    public string Tools(string tool, params string[] args)
+    {
+        try { return Tpm2Tools.Run(ConnectionString, tool, args); }
+        finally { FlushTransients(); }
+    }
+
+    /// <summary>Flushes every loaded transient object (so a failed test does not starve the next of object slots).</summary>
+    public void FlushTransients()
+    {
+        using var dev = Open();
+        foreach (var h in dev.GetHandles(TpmHandle.HrTransient)) dev.TryFlush(h);
+    }
 
     /// <inheritdoc />
     public void Dispose()
