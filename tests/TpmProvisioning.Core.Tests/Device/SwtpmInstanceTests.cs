@@ -58,3 +58,46 @@ public class SwtpmInstanceTests
         }
     }
 }
+
+public class SwtpmConfigurationTests
+{
+    [Fact]
+    public void GeneratedLocalCaConfigurationWorksAsForANonRootUser()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "swtpm-localca-test-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var ca = SwtpmLocalCa.InDirectory(dir);
+            Assert.NotNull(ca.SetupConfigFile);
+            using var s = SwtpmInstance.Start(new SwtpmOptions { LocalCa = ca, PcrBanks = "sha1,sha256" });
+            Assert.StartsWith(dir, s.ManufacturerRootPath);
+            Assert.True(File.Exists(s.ManufacturerRootPath));
+            using var dev = TpmDevice.Open(s.ConnectionString);
+            using var cert = dev.ReadEkCertificate(EkKind.Rsa2048)!;
+            using var issuer = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(File.ReadAllText(s.ManufacturerIssuerPath));
+            Assert.Equal(issuer.Subject, cert.Issuer);
+
+            // Two banks of 24 PCRs: PCR_Read answers 8 at a time, so this takes several calls.
+            var info = dev.GetInfo();
+            Assert.Equal(new[] { TpmAlgId.Sha1, TpmAlgId.Sha256 }, info.ActivePcrBanks.Order().ToArray());
+            var sel = PcrSelection.FromString("sha1:all+sha256:all");
+            var values = dev.PcrRead(sel);
+            Assert.Equal(24, values.Bank(TpmAlgId.Sha1).Count);
+            Assert.Equal(24, values.Bank(TpmAlgId.Sha256).Count);
+
+            var ak = dev.CreateAk().Key;
+            try
+            {
+                var nonce = new byte[] { 9, 8, 7 };
+                var q = dev.Quote(ak.Handle, nonce, sel);
+                var result = QuoteVerifier.Verify(q.Attest, q.Signature, values, ak.Public, nonce, sel);
+                Assert.True(result.IsValid, result.ToString());
+            }
+            finally { dev.FlushContext(ak.Handle); }
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+}
