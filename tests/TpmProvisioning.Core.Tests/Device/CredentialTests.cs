@@ -138,8 +138,8 @@ public class CredentialTests : IClassFixture<SwtpmFixture>
             var blob = Credential.MakeCredential(ek.Public, ak.Name, [1, 2, 3]);
             session = dev.StartAuthSession(TpmSe.Policy, TpmAlgId.Sha256);
             dev.PolicySecret(TpmHandle.RhEndorsement, session);
-            var ex = Assert.Throws<TpmException>(() => dev.ActivateCredential(ak.Handle, ek.Handle, blob.IdObject, blob.EncryptedSecret,
-                TpmAuthSession.Password(), TpmAuthSession.Policy(session, continueSession: true)));
+            var ex = Assert.Throws<TpmException>(() => dev.ActivateCredentialWithSessions(ek.Handle, ak.Handle, blob.IdObject, blob.EncryptedSecret,
+                TpmAuthSession.Policy(session, continueSession: true), TpmAuthSession.Password()));
             Assert.Equal(TpmCc.ActivateCredential, ex.Command);
             Assert.Equal("TPM_RC_POLICY_FAIL", ex.Decoded.Name);
             Assert.Equal(2, ex.Decoded.Session);

@@ -498,14 +498,19 @@ public sealed partial class TpmDevice
     }
 
     /// <summary>
-    /// TPM2_ActivateCredential with explicit authorizations: <paramref name="activateAuth"/> for the key the credential names
-    /// (the AK), <paramref name="keyAuth"/> for the decryption key (the EK, usually a satisfied policy session).
-    /// <paramref name="idObject"/> and <paramref name="encryptedSecret"/> are TPM2B contents without size prefixes.
+    /// TPM2_ActivateCredential with explicit authorizations, in the same argument order as
+    /// <see cref="ActivateCredential(uint, uint, byte[], byte[], byte[], byte[])"/>: the EK (the decryption key, usually
+    /// authorized by a satisfied policy session in <paramref name="ekAuth"/>) and the AK (the object the credential names,
+    /// <paramref name="akAuth"/>). The TPM receives them as activateHandle = AK, keyHandle = EK, so a TPM error's "handle 1" /
+    /// "session 1" is the AK and "handle 2" / "session 2" the EK. <paramref name="idObject"/> and
+    /// <paramref name="encryptedSecret"/> are TPM2B contents without size prefixes.
     /// </summary>
-    public byte[] ActivateCredential(uint activateHandle, uint keyHandle, byte[] idObject, byte[] encryptedSecret,
-        TpmAuthSession activateAuth, TpmAuthSession keyAuth)
+    public byte[] ActivateCredentialWithSessions(uint ekHandle, uint akHandle, byte[] idObject, byte[] encryptedSecret,
+        TpmAuthSession ekAuth, TpmAuthSession akAuth)
     {
-        var r = Execute(TpmCc.ActivateCredential, [activateHandle, keyHandle], [activateAuth, keyAuth], w =>
+        ArgumentNullException.ThrowIfNull(idObject);
+        ArgumentNullException.ThrowIfNull(encryptedSecret);
+        var r = Execute(TpmCc.ActivateCredential, [akHandle, ekHandle], [akAuth, ekAuth], w =>
         {
             w.B2(idObject);
             w.B2(encryptedSecret);

@@ -190,8 +190,8 @@ public sealed partial class TpmDevice
         bool consumed = false;
         try
         {
-            var cred = ActivateCredential(akHandle, ekHandle, idObject, encryptedSecret,
-                TpmAuthSession.Password(akAuth), TpmAuthSession.Policy(session, continueSession: false));
+            var cred = ActivateCredentialWithSessions(ekHandle, akHandle, idObject, encryptedSecret,
+                TpmAuthSession.Policy(session, continueSession: false), TpmAuthSession.Password(akAuth));
             consumed = true;
             return cred;
         }
