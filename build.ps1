@@ -114,7 +114,7 @@ function Invoke-Docs {
     if (-not (Test-Path $generator)) { Write-Warning "tools/Build-Help.ps1 is missing: no MAML help generated."; return }
     if (-not (Test-Path $ModuleOut)) { throw 'Build the module first (./build.ps1 Build).' }
     Write-Step 'Docs: generating MAML help from docs/cmdlets'
-    & $generator -DocsPath (Join-Path $Root 'docs') -OutputPath $ModuleOut -ModuleName 'TpmProvisioning'
+    $null = & $generator -DocsPath (Join-Path $Root 'docs') -OutputPath $ModuleOut -ModuleName 'TpmProvisioning'
 }
 
 function Get-TrxCounts([string] $Path) {

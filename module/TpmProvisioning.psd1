@@ -8,13 +8,22 @@
     Description          = 'TPM-rooted device provisioning, Keylime-compatible remote attestation and attestation-gated key release: cmdlets, an in-process REST server and a device agent.'
     PowerShellVersion    = '7.6'
     CompatiblePSEditions = @('Core')
-    FormatsToProcess     = @('TpmProvisioning.format.ps1xml')
+    FormatsToProcess     = @('TpmProvisioning.format.ps1xml', 'TpmProvisioning.Tpm.format.ps1xml')
     CmdletsToExport      = @(
         'Start-ProvisioningServer'
         'Get-ProvisioningServer'
         'Stop-ProvisioningServer'
         'Get-ProvisioningServerLog'
         'Get-ProvisioningAuditLog'
+        'Start-TpmSimulator'
+        'Get-TpmSimulator'
+        'Stop-TpmSimulator'
+        'Get-TpmInfo'
+        'Get-TpmPcr'
+        'Get-TpmEndorsementKey'
+        'New-TpmAttestationKey'
+        'Get-IntegrityQuote'
+        'Test-TpmQuote'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()
