@@ -250,6 +250,12 @@ Describe 'Get-IntegrityQuote and Test-TpmQuote' {
             Should -Throw -ErrorId 'InvalidAttestationKey,TpmProvisioning.Cmdlets.TestTpmQuoteCommand'
     }
 
+    It 'chains TPM cmdlets in one pipeline on a one-connection TPM (each closes the TPM before writing)' {
+        $q = $script:Sim | New-TpmAttestationKey -Transient | Get-IntegrityQuote -Nonce 'chained' -Pcr 0
+        $q.Nonce | Should -Be 'chained'
+        $q.PcrSelection | Should -Be 'sha256:0'
+    }
+
     It 'refuses -Pcr together with -PcrMask' {
         { $script:Ak | Get-IntegrityQuote -Pcr 0 -PcrMask 0x1 -ErrorAction Stop } | Should -Throw -ErrorId 'PcrAndPcrMask,TpmProvisioning.Cmdlets.GetIntegrityQuoteCommand'
     }

@@ -86,7 +86,7 @@ public sealed class NewTpmAttestationKeyCommand : TpmCmdletBase
             }
         }
         finally { tpm.TryFlush(ak.Handle); }
-        WriteObject(new TpmAttestationKey
+        Emit(new TpmAttestationKey
         {
             Algorithm = ecc ? "ECC" : "RSA",
             Handle = handle,
@@ -174,7 +174,7 @@ public sealed class GetIntegrityQuoteCommand : TpmCmdletBase
                 WriteVerbose($"Quoting {selection} with AK 0x{handle:x8} over nonce '{nonce}'.");
                 var evidence = tpm.GetIntegrityQuote(handle, nonceBytes, selection);
                 var attest = evidence.ParseAttest();
-                WriteObject(new TpmIntegrityQuote
+                Emit(new TpmIntegrityQuote
                 {
                     Nonce = nonce,
                     NonceBytes = nonceBytes,

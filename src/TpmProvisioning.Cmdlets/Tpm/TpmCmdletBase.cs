@@ -52,23 +52,38 @@ public abstract class TpmCmdletBase : PSCmdlet
             TpmException => ("TpmCommandFailed", ErrorCategory.DeviceError),
             TpmTransportException or IOException => ("TpmConnectionFailed", ErrorCategory.ConnectionError),
             TpmFormatException => ("TpmResponseMalformed", ErrorCategory.InvalidData),
+            System.Security.Cryptography.CryptographicException => ("TpmDataInvalid", ErrorCategory.InvalidData),
             ArgumentException => ("InvalidArgument", ErrorCategory.InvalidArgument),
             _ => ("TpmOperationFailed", ErrorCategory.NotSpecified),
         };
         WriteError(new ErrorRecord(ex, id, category, target ?? EffectiveTpm));
     }
 
-    /// <summary>Runs <paramref name="body"/> against the TPM, mapping TPM failures to errors for this record.</summary>
+    private readonly List<object> _pending = new();
+
+    /// <summary>
+    /// Queues an object for the pipeline. It is written once the TPM connection is closed: a TPM (swtpm, /dev/tpm0)
+    /// takes one connection at a time, so the next cmdlet in the pipeline must find it free.
+    /// </summary>
+    protected void Emit(object value) => _pending.Add(value);
+
+    /// <summary>Runs <paramref name="body"/> against the TPM, mapping TPM failures to errors for this record; then writes what it emitted.</summary>
     protected void WithTpm(Action<TpmDevice> body)
     {
-        using var tpm = OpenTpm();
-        if (tpm is null) return;
-        try { body(tpm); }
-        catch (PipelineStoppedException) { throw; }
-        catch (Exception ex) when (ex is TpmException or TpmTransportException or IOException or TpmFormatException or ArgumentException or InvalidOperationException)
+        _pending.Clear();
+        using (var tpm = OpenTpm())
         {
-            WriteTpmError(ex, EffectiveTpm);
+            if (tpm is null) return;
+            try { body(tpm); }
+            catch (PipelineStoppedException) { throw; }
+            catch (Exception ex) when (ex is TpmException or TpmTransportException or IOException or TpmFormatException or ArgumentException
+                or InvalidOperationException or System.Security.Cryptography.CryptographicException)
+            {
+                WriteTpmError(ex, EffectiveTpm);
+            }
         }
+        foreach (var o in _pending) WriteObject(o);
+        _pending.Clear();
     }
 
     internal static TpmAlgId ParseHashAlgorithm(string name) => name.ToLowerInvariant() switch

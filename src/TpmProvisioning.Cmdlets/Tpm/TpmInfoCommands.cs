@@ -14,7 +14,7 @@ public sealed class GetTpmInfoCommand : TpmCmdletBase
         var info = tpm.GetInfo();
         var pso = PSObject.AsPSObject(info);
         pso.Properties.Add(new PSNoteProperty("Tpm", EffectiveTpm));
-        WriteObject(pso);
+        Emit(pso);
     });
 }
 
@@ -60,7 +60,7 @@ public sealed class GetTpmPcrCommand : TpmCmdletBase
             foreach (var i in valid)
             {
                 if (!values.TryGet(bank, i, out var v)) continue;
-                WriteObject(new TpmPcrValue { Bank = HashName(bank), Index = i, Value = Hex(v), Digest = v, Tpm = EffectiveTpm ?? "" });
+                Emit(new TpmPcrValue { Bank = HashName(bank), Index = i, Value = Hex(v), Digest = v, Tpm = EffectiveTpm ?? "" });
             }
         }
     });
@@ -89,7 +89,7 @@ public sealed class GetTpmEndorsementKeyCommand : TpmCmdletBase
                 if (cert is null) WriteVerbose($"No EK certificate at NV 0x{EkKinds.CertificateIndex(kind):x8}.");
                 else if (matches == false)
                     WriteWarning($"The {kind} EK certificate at NV 0x{EkKinds.CertificateIndex(kind):x8} does not carry this TPM's {kind} EK public key.");
-                WriteObject(new TpmEndorsementKey
+                Emit(new TpmEndorsementKey
                 {
                     Kind = kind,
                     Algorithm = Describe(ek.Public),

@@ -118,7 +118,7 @@ public sealed class TpmQuoteVerification
 {
     /// <summary>True when no check failed.</summary>
     public bool IsValid { get; init; }
-    /// <summary>Codes of the failed checks (see about_TpmProvisioning), e.g. NonceMismatch, SignatureInvalid.</summary>
+    /// <summary>Codes of the failed checks (see about_TpmProvisioning), e.g. NonceMismatch, BadSignature.</summary>
     public string[] FailedChecks { get; init; } = [];
     /// <summary>The failed checks with their messages.</summary>
     public QuoteCheckFailure[] Failures { get; init; } = [];
