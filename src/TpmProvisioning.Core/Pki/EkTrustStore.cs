@@ -221,7 +221,6 @@ public sealed class EkTrustAnchors
         _intermediates = intermediatesDirectory;
         _stamp = Stamp();
         _current = EkTrustStore.Load(_roots, _intermediates);
-        _nextCheck = Environment.TickCount64 + (long)RefreshInterval.TotalMilliseconds;
     }
 
     /// <summary>How often the folders are looked at.</summary>
