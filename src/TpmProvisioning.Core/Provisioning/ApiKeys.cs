@@ -148,18 +148,23 @@ public sealed class ApiKeyManager
 
     /// <summary>
     /// The key carried by an <c>Authorization</c> header: <c>Bearer &lt;key&gt;</c>, <c>APIToken &lt;key&gt;</c> (the scheme of the
-    /// spec's console) or a bare key. Null when the header holds none of these.
+    /// spec's console) or a bare key. Only values that look like this module's keys (<c>tpk_</c>) count, so a client written
+    /// for the original service, which sends its console token there, is not mistaken for presenting a wrong key.
     /// </summary>
     public static string? FromAuthorizationHeader(string? header)
     {
         if (string.IsNullOrWhiteSpace(header)) return null;
         var h = header.Trim();
         int sp = h.IndexOf(' ');
-        if (sp < 0) return h.StartsWith(Prefix, StringComparison.Ordinal) ? h : null;
-        var scheme = h[..sp];
-        if (!scheme.Equals("Bearer", StringComparison.OrdinalIgnoreCase) && !scheme.Equals("APIToken", StringComparison.OrdinalIgnoreCase)) return null;
-        var v = h[(sp + 1)..].Trim();
-        return v.Length == 0 ? null : v;
+        string v;
+        if (sp < 0) v = h;
+        else
+        {
+            var scheme = h[..sp];
+            if (!scheme.Equals("Bearer", StringComparison.OrdinalIgnoreCase) && !scheme.Equals("APIToken", StringComparison.OrdinalIgnoreCase)) return null;
+            v = h[(sp + 1)..].Trim();
+        }
+        return v.StartsWith(Prefix, StringComparison.Ordinal) ? v : null;
     }
 
     private static IReadOnlyList<string> NormalizeVendors(IEnumerable<string>? vendors)
