@@ -46,6 +46,8 @@ public sealed class ServerOptions
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(10);
     /// <summary>Minimum level written to the log file and the in-memory log.</summary>
     public LogLevelName LogLevel { get; set; } = LogLevelName.Information;
+    /// <summary>Settings of the provisioning surface (namespaces, body cap, signer timeout, file locations).</summary>
+    public Provisioning.ProvisioningSettings Provisioning { get; set; } = new();
 }
 
 /// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>
@@ -73,6 +75,11 @@ public sealed class ServerInfo
     public string DataPath { get; init; } = "";
     public DateTimeOffset StartTime { get; init; }
     public ServerState State { get; set; }
+    /// <summary>
+    /// True once the server stops taking new work (<see cref="IServerHost.BeginDrain"/> or a stop in progress): surfaces answer
+    /// 503 with Retry-After so load balancers and clients move on, while requests already in flight finish.
+    /// </summary>
+    public bool Draining { get; set; }
     public int Port { get; set; }
     /// <summary>The server-components CA certificate (PEM) clients trust, under the data path.</summary>
     public string? CaCertificatePath { get; init; }
@@ -91,6 +98,8 @@ public interface IServerHost : IAsyncDisposable
     IReadOnlyList<ServerLogEntry> RecentLog(int max);
     /// <summary>Raised for each log entry at or above the configured level (already redacted).</summary>
     event Action<ServerLogEntry>? Logged;
+    /// <summary>Stops taking new work without stopping: new requests get 503 and Retry-After; in-flight requests finish.</summary>
+    void BeginDrain();
     Task StopAsync(CancellationToken ct = default);
 }
 

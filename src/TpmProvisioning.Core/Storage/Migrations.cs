@@ -22,6 +22,41 @@ public static class Migrations
             CREATE INDEX ix_audit_log_time ON audit_log (time_ms);
             CREATE INDEX ix_audit_log_action ON audit_log (action);
             """),
+        new(2, "provisioning: api keys, device bindings, manufacturing records", """
+            CREATE TABLE api_keys (
+                key_id {text} NOT NULL PRIMARY KEY,
+                name {text} NOT NULL,
+                secret_hash {blob} NOT NULL,
+                vendors {text} NOT NULL,
+                rate_per_minute INTEGER NOT NULL,
+                enabled INTEGER NOT NULL,
+                created_ms {bigint} NOT NULL
+            );
+            CREATE TABLE device_bindings (
+                vendor {text} NOT NULL,
+                serial {text} NOT NULL,
+                ek_fingerprint {text} NOT NULL,
+                bound_ms {bigint} NOT NULL,
+                PRIMARY KEY (vendor, serial)
+            );
+            CREATE UNIQUE INDEX ux_device_bindings_ek ON device_bindings (ek_fingerprint);
+            CREATE TABLE manufacturing_records (
+                id {id},
+                time_ms {bigint} NOT NULL,
+                serial {text} NOT NULL,
+                vendor {text} NOT NULL,
+                device_name {text} NOT NULL,
+                device_version {text} NOT NULL,
+                ek_fingerprint {text} NOT NULL,
+                ak_name {text} NOT NULL,
+                ak_cert_serial {text} NOT NULL,
+                ak_cert {blob} NOT NULL,
+                api_key_id {text} NOT NULL
+            );
+            CREATE INDEX ix_manufacturing_records_device ON manufacturing_records (vendor, serial);
+            CREATE INDEX ix_manufacturing_records_ek ON manufacturing_records (ek_fingerprint);
+            CREATE INDEX ix_manufacturing_records_time ON manufacturing_records (time_ms);
+            """),
     ];
 
     public static int Latest => All[^1].Version;

@@ -260,10 +260,19 @@ public sealed class ProvisioningServerHost : IServerHost
         return app;
     }
 
+    /// <summary>Stops taking new work: surfaces answer 503 with Retry-After from now on; requests in flight finish.</summary>
+    public void BeginDrain()
+    {
+        if (Info.Draining) return;
+        Info.Draining = true;
+        _app.Logger.LogInformation("Server {Name} is draining: new requests get 503", Info.Name);
+    }
+
     /// <summary>Stops gracefully: in-flight requests get the shutdown timeout, then the store and log close.</summary>
     public async Task StopAsync(CancellationToken ct = default)
     {
         if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
+        Info.Draining = true;
         Info.State = ServerState.Stopping;
         try
         {

@@ -28,7 +28,7 @@ internal static class RoleModules
 {
     public static IReadOnlyList<IRoleModule> All { get; } =
     [
-        new PlaceholderRole(ServerRole.Provisioning),
+        new ProvisioningRole(),
         new PlaceholderRole(ServerRole.Registrar),
         new PlaceholderRole(ServerRole.Verifier),
         new PlaceholderRole(ServerRole.Agent),
