@@ -8,7 +8,7 @@
     Description          = 'TPM-rooted device provisioning, Keylime-compatible remote attestation and attestation-gated key release: cmdlets, an in-process REST server and a device agent.'
     PowerShellVersion    = '7.6'
     CompatiblePSEditions = @('Core')
-    FormatsToProcess     = @('TpmProvisioning.format.ps1xml', 'TpmProvisioning.Tpm.format.ps1xml')
+    FormatsToProcess     = @('TpmProvisioning.format.ps1xml', 'TpmProvisioning.Tpm.format.ps1xml', 'TpmProvisioning.Provisioning.format.ps1xml')
     CmdletsToExport      = @(
         'Start-ProvisioningServer'
         'Get-ProvisioningServer'
@@ -24,6 +24,18 @@
         'New-TpmAttestationKey'
         'Get-IntegrityQuote'
         'Test-TpmQuote'
+        'New-TpmProvisioning'
+        'New-ProvisioningApiKey'
+        'Get-ProvisioningApiKey'
+        'Set-ProvisioningApiKey'
+        'Remove-ProvisioningApiKey'
+        'Get-ManufacturingRecord'
+        'Add-TpmManufacturerCa'
+        'Get-TpmManufacturerCa'
+        'Remove-TpmManufacturerCa'
+        'New-TpmCa'
+        'Import-TpmCa'
+        'Export-TpmCa'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

@@ -226,28 +226,41 @@ public sealed class EkTrustAnchors
     /// <summary>How often the folders are looked at.</summary>
     public TimeSpan RefreshInterval { get; init; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>The current snapshot (reloaded first when the folders changed).</summary>
+    /// <summary>
+    /// The current snapshot. Adding or removing a file changes its folder's modification time, which is looked at on every
+    /// call (one stat per folder), so a root added by a cmdlet applies to the very next request; a file rewritten in place
+    /// is noticed within <see cref="RefreshInterval"/>.
+    /// </summary>
     public EkTrustStore Current
     {
         get
         {
             long now = Environment.TickCount64;
-            if (now < Volatile.Read(ref _nextCheck)) return Volatile.Read(ref _current);
+            long dirs = FolderTimes();
+            if (now < Volatile.Read(ref _nextCheck) && dirs == Volatile.Read(ref _folderTimes)) return Volatile.Read(ref _current);
             lock (_gate)
             {
-                if (now >= _nextCheck)
+                _nextCheck = now + (long)RefreshInterval.TotalMilliseconds;
+                _folderTimes = dirs;
+                var stamp = Stamp();
+                if (stamp != _stamp)
                 {
-                    _nextCheck = now + (long)RefreshInterval.TotalMilliseconds;
-                    var stamp = Stamp();
-                    if (stamp != _stamp)
-                    {
-                        Volatile.Write(ref _current, EkTrustStore.Load(_roots, _intermediates));
-                        _stamp = stamp;
-                    }
+                    Volatile.Write(ref _current, EkTrustStore.Load(_roots, _intermediates));
+                    _stamp = stamp;
                 }
                 return _current;
             }
         }
+    }
+
+    private long _folderTimes;
+
+    private long FolderTimes()
+    {
+        long t = 0;
+        foreach (var dir in new[] { _roots, _intermediates })
+            if (dir is not null) t = t * 31 + Directory.GetLastWriteTimeUtc(dir).Ticks;
+        return t;
     }
 
     /// <summary>Reloads now.</summary>

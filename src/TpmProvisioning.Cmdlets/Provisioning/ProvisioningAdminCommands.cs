@@ -1,0 +1,397 @@
+using System.Management.Automation;
+using System.Security;
+using System.Security.Cryptography.X509Certificates;
+using TpmProvisioning.Pki;
+using TpmProvisioning.Provisioning;
+using TpmProvisioning.Storage;
+
+namespace TpmProvisioning.Cmdlets;
+
+/// <summary>A new provisioning API key: its secret is in <see cref="Key"/>, here and nowhere else (the store keeps a hash).</summary>
+public sealed class ProvisioningApiKeySecret
+{
+    /// <summary>The key's public id (also the audit actor).</summary>
+    public string KeyId { get; init; } = "";
+    /// <summary>Label.</summary>
+    public string Name { get; init; } = "";
+    /// <summary>Vendors the key may provision ('*' = any).</summary>
+    public IReadOnlyList<string> Vendors { get; init; } = [];
+    /// <summary>Requests per minute; 0 = unlimited.</summary>
+    public int RatePerMinute { get; init; }
+    /// <summary>Whether the key is accepted.</summary>
+    public bool Enabled { get; init; }
+    /// <summary>The secret key to give the factory; shown once, never stored.</summary>
+    public SecureString Key { get; init; } = new();
+}
+
+/// <summary>Base of the cmdlets that manage a server's data path (store, TPM CA, EK trust folders) from the session.</summary>
+public abstract class ProvisioningDataCmdletBase : PSCmdlet
+{
+    /// <summary>The server data path (default: TPMPROV_DATA or the per-user folder). Binds from a server object's DataPath.</summary>
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    public string? DataPath { get; set; }
+
+    /// <summary>The data path in effect, resolved against the current location.</summary>
+    protected string ResolvedDataPath => GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
+
+    /// <summary>Who the audit log names for changes made from this session.</summary>
+    protected static string Actor => $"local:{Environment.UserName}";
+
+    /// <summary>Opens (creating and migrating if needed) the data path's store.</summary>
+    protected IStore OpenStore()
+    {
+        var dir = ResolvedDataPath;
+        Directory.CreateDirectory(dir);
+        try { return SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
+        catch (Exception ex) when (ex is not PipelineStoppedException)
+        {
+            ThrowTerminatingError(new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, dir));
+            throw;
+        }
+    }
+
+    internal static T Run<T>(Task<T> task) => task.GetAwaiter().GetResult();
+
+    /// <summary>Records a change made from this session in the data path's audit log.</summary>
+    protected void Audit(string action, string target, string? detail = null)
+    {
+        using var store = OpenStore();
+        Run(store.AppendAuditAsync(new AuditEntry { Actor = Actor, Action = action, Target = target, Outcome = AuditOutcome.Success, Detail = detail }));
+    }
+}
+
+/// <summary>Creates a provisioning API key for a manufacturing plant.</summary>
+[Cmdlet(VerbsCommon.New, "ProvisioningApiKey", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(ProvisioningApiKeySecret))]
+public sealed class NewProvisioningApiKeyCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>A label for the key (e.g. the plant).</summary>
+    [Parameter(Mandatory = true, Position = 0)]
+    [ValidateLength(1, 256)]
+    public string Name { get; set; } = "";
+
+    /// <summary>Vendors the key may provision; default '*' (any).</summary>
+    [Parameter]
+    public string[]? Vendor { get; set; }
+
+    /// <summary>Requests per minute allowed for the key; 0 (default) means unlimited.</summary>
+    [Parameter]
+    [ValidateRange(0, 1_000_000)]
+    public int RatePerMinute { get; set; }
+
+    /// <summary>Create the key disabled.</summary>
+    [Parameter]
+    public SwitchParameter Disabled { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        if (!ShouldProcess(ResolvedDataPath, $"Create provisioning API key '{Name}'")) return;
+        using var store = OpenStore();
+        var created = Run(new ApiKeyManager(store).CreateAsync(Name, Vendor, RatePerMinute, !Disabled, Actor));
+        var secure = new SecureString();
+        foreach (var c in created.Key) secure.AppendChar(c);
+        secure.MakeReadOnly();
+        WriteObject(new ProvisioningApiKeySecret
+        {
+            KeyId = created.Info.KeyId, Name = created.Info.Name, Vendors = created.Info.Vendors,
+            RatePerMinute = created.Info.RatePerMinute, Enabled = created.Info.Enabled, Key = secure,
+        });
+    }
+}
+
+/// <summary>Lists provisioning API keys (never their secrets).</summary>
+[Cmdlet(VerbsCommon.Get, "ProvisioningApiKey")]
+[OutputType(typeof(ApiKeyInfo))]
+public sealed class GetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>Key ids or names; wildcards allowed.</summary>
+    [Parameter(Position = 0)]
+    [SupportsWildcards]
+    [Alias("KeyId")]
+    public string[]? Name { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        using var store = OpenStore();
+        var all = Run(new ApiKeyManager(store).ListAsync());
+        if (Name is not { Length: > 0 }) { WriteObject(all, enumerateCollection: true); return; }
+        foreach (var n in Name)
+        {
+            var p = new WildcardPattern(n, WildcardOptions.IgnoreCase);
+            var hits = all.Where(k => p.IsMatch(k.KeyId) || p.IsMatch(k.Name)).ToList();
+            if (hits.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(n))
+                WriteError(new ErrorRecord(new ItemNotFoundException($"No provisioning API key with id or name '{n}'."), "ApiKeyNotFound", ErrorCategory.ObjectNotFound, n));
+            WriteObject(hits, enumerateCollection: true);
+        }
+    }
+}
+
+/// <summary>Changes a provisioning API key: enable or disable it, its vendors, its rate, its name.</summary>
+[Cmdlet(VerbsCommon.Set, "ProvisioningApiKey", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(ApiKeyInfo))]
+public sealed class SetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>The key id (binds from Get-ProvisioningApiKey output).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    public string KeyId { get; set; } = "";
+
+    /// <summary>$true to accept the key, $false to refuse it (403).</summary>
+    [Parameter]
+    public bool? Enabled { get; set; }
+
+    /// <summary>New vendor scope ('*' = any).</summary>
+    [Parameter]
+    public string[]? Vendor { get; set; }
+
+    /// <summary>New rate (requests per minute; 0 = unlimited).</summary>
+    [Parameter]
+    [ValidateRange(0, 1_000_000)]
+    public int? RatePerMinute { get; set; }
+
+    /// <summary>New label.</summary>
+    [Parameter]
+    [ValidateLength(1, 256)]
+    public string? NewName { get; set; }
+
+    /// <summary>Write the updated key.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        if (!ShouldProcess(KeyId, "Update provisioning API key")) return;
+        using var store = OpenStore();
+        var updated = Run(new ApiKeyManager(store).UpdateAsync(KeyId, Enabled, Vendor, RatePerMinute, NewName, Actor));
+        if (updated is null)
+        {
+            WriteError(new ErrorRecord(new ItemNotFoundException($"No provisioning API key with id '{KeyId}'."), "ApiKeyNotFound", ErrorCategory.ObjectNotFound, KeyId));
+            return;
+        }
+        if (PassThru) WriteObject(updated);
+    }
+}
+
+/// <summary>Deletes provisioning API keys; requests with them are refused from then on (401).</summary>
+[Cmdlet(VerbsCommon.Remove, "ProvisioningApiKey", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+public sealed class RemoveProvisioningApiKeyCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>The key id (binds from Get-ProvisioningApiKey output).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    public string KeyId { get; set; } = "";
+
+    protected override void ProcessRecord()
+    {
+        if (!ShouldProcess(KeyId, "Remove provisioning API key")) return;
+        using var store = OpenStore();
+        if (!Run(new ApiKeyManager(store).RemoveAsync(KeyId, Actor)))
+            WriteError(new ErrorRecord(new ItemNotFoundException($"No provisioning API key with id '{KeyId}'."), "ApiKeyNotFound", ErrorCategory.ObjectNotFound, KeyId));
+    }
+}
+
+/// <summary>Lists manufacturing records: one per successful provisioning.</summary>
+[Cmdlet(VerbsCommon.Get, "ManufacturingRecord")]
+[OutputType(typeof(ManufacturingRecord))]
+public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>Device serial number.</summary>
+    [Parameter(Position = 0)]
+    public string? Serial { get; set; }
+
+    /// <summary>Device vendor.</summary>
+    [Parameter]
+    public string? Vendor { get; set; }
+
+    /// <summary>Records made with this API key id.</summary>
+    [Parameter]
+    public string? ApiKeyId { get; set; }
+
+    /// <summary>Only records at or after this time.</summary>
+    [Parameter]
+    public DateTime? Since { get; set; }
+
+    /// <summary>At most this many, newest first (default 1000).</summary>
+    [Parameter]
+    [ValidateRange(1, 1_000_000)]
+    public int Last { get; set; } = 1000;
+
+    protected override void ProcessRecord()
+    {
+        using var store = OpenStore();
+        var records = Run(store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery
+        {
+            Serial = Serial, Vendor = Vendor, ApiKeyId = ApiKeyId, Since = Since is { } s ? new DateTimeOffset(s) : null, Limit = Last,
+        }));
+        WriteObject(records, enumerateCollection: true);
+    }
+}
+
+/// <summary>Adds a TPM manufacturer CA (root, or intermediate with -Intermediate) that EK certificates must chain to.</summary>
+[Cmdlet(VerbsCommon.Add, "TpmManufacturerCa", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, DefaultParameterSetName = "Path")]
+[OutputType(typeof(EkTrustEntry))]
+public sealed class AddTpmManufacturerCaCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>PEM or DER file(s) with the CA certificate(s).</summary>
+    [Parameter(ParameterSetName = "Path", Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Alias("FullName")]
+    public string[]? Path { get; set; }
+
+    /// <summary>The CA certificate(s).</summary>
+    [Parameter(ParameterSetName = "Certificate", Mandatory = true, ValueFromPipeline = true)]
+    public X509Certificate2[]? Certificate { get; set; }
+
+    /// <summary>Add as an intermediate: used to build chains, never trusted on its own.</summary>
+    [Parameter]
+    public SwitchParameter Intermediate { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var certs = new List<(X509Certificate2 Cert, string From)>();
+        if (Certificate is not null) certs.AddRange(Certificate.Select(c => (c, c.Subject)));
+        foreach (var p in Path ?? [])
+        {
+            var full = GetUnresolvedProviderPathFromPSPath(p);
+            try { certs.AddRange(EkTrustStore.ReadCertificates(File.ReadAllBytes(full)).Select(c => (c, full))); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+            {
+                WriteError(new ErrorRecord(ex, "CertificateUnreadable", ErrorCategory.ReadError, full));
+            }
+        }
+        var kind = Intermediate ? EkTrustKind.Intermediate : EkTrustKind.Root;
+        foreach (var (cert, from) in certs)
+        {
+            if (!ShouldProcess($"{cert.Subject} ({cert.Thumbprint})", $"Trust as TPM manufacturer {kind.ToString().ToLowerInvariant()} CA")) continue;
+            try
+            {
+                var entry = EkTrustStore.Add(ResolvedDataPath, cert, kind);
+                Audit("provision.ekca.add", entry.Thumbprint, $"{kind}: {entry.Subject}");
+                WriteObject(entry);
+            }
+            catch (ArgumentException ex) { WriteError(new ErrorRecord(ex, "NotACaCertificate", ErrorCategory.InvalidData, from)); }
+        }
+    }
+}
+
+/// <summary>Lists the trusted TPM manufacturer CAs.</summary>
+[Cmdlet(VerbsCommon.Get, "TpmManufacturerCa")]
+[OutputType(typeof(EkTrustEntry))]
+public sealed class GetTpmManufacturerCaCommand : ProvisioningDataCmdletBase
+{
+    protected override void ProcessRecord() => WriteObject(EkTrustStore.List(ResolvedDataPath), enumerateCollection: true);
+}
+
+/// <summary>Stops trusting a TPM manufacturer CA.</summary>
+[Cmdlet(VerbsCommon.Remove, "TpmManufacturerCa", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+public sealed class RemoveTpmManufacturerCaCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>Thumbprint of the CA (binds from Get-TpmManufacturerCa output).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    public string Thumbprint { get; set; } = "";
+
+    protected override void ProcessRecord()
+    {
+        if (!ShouldProcess(Thumbprint, "Stop trusting TPM manufacturer CA")) return;
+        if (EkTrustStore.Remove(ResolvedDataPath, Thumbprint)) Audit("provision.ekca.remove", Thumbprint);
+        else
+            WriteError(new ErrorRecord(new ItemNotFoundException($"No trusted TPM manufacturer CA with thumbprint '{Thumbprint}'."), "ManufacturerCaNotFound", ErrorCategory.ObjectNotFound, Thumbprint));
+    }
+}
+
+/// <summary>Creates the TPM CA that signs AK certificates (P-256 key in a 0600 file under the data path).</summary>
+[Cmdlet(VerbsCommon.New, "TpmCa", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+[OutputType(typeof(X509Certificate2))]
+public sealed class NewTpmCaCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>Subject of the CA certificate.</summary>
+    [Parameter(Position = 0)]
+    public string? Subject { get; set; }
+
+    /// <summary>Validity in days (default 3652).</summary>
+    [Parameter]
+    [ValidateRange(1, 36500)]
+    public int ValidDays { get; set; } = 3652;
+
+    /// <summary>Replace an existing TPM CA (AK certificates it issued no longer chain to the new one).</summary>
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var dir = ProvisioningPaths.TpmCa(ResolvedDataPath);
+        if (TpmCa.Exists(dir) && !Force)
+        {
+            WriteError(new ErrorRecord(new InvalidOperationException($"A TPM CA exists in '{dir}'. Use -Force to replace it."), "TpmCaExists", ErrorCategory.ResourceExists, dir));
+            return;
+        }
+        if (!ShouldProcess(dir, TpmCa.Exists(dir) ? "Replace the TPM CA" : "Create the TPM CA")) return;
+        using var ca = TpmCa.Create(dir, Subject, TimeSpan.FromDays(ValidDays), force: Force);
+        Audit("provision.tpmca.create", ca.Certificate.Thumbprint, ca.Certificate.Subject);
+        WriteObject(new X509Certificate2(ca.Certificate.RawData));
+    }
+}
+
+/// <summary>Imports the TPM CA from a PEM certificate and its PEM private key.</summary>
+[Cmdlet(VerbsData.Import, "TpmCa", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+[OutputType(typeof(X509Certificate2))]
+public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>PEM file with the CA certificate.</summary>
+    [Parameter(Mandatory = true, Position = 0)]
+    public string CertificatePath { get; set; } = "";
+
+    /// <summary>PEM file with the CA's private key (PKCS#8 or EC/RSA PRIVATE KEY).</summary>
+    [Parameter(Mandatory = true, Position = 1)]
+    public string KeyPath { get; set; } = "";
+
+    /// <summary>Replace an existing TPM CA.</summary>
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var dir = ProvisioningPaths.TpmCa(ResolvedDataPath);
+        if (TpmCa.Exists(dir) && !Force)
+        {
+            WriteError(new ErrorRecord(new InvalidOperationException($"A TPM CA exists in '{dir}'. Use -Force to replace it."), "TpmCaExists", ErrorCategory.ResourceExists, dir));
+            return;
+        }
+        if (!ShouldProcess(dir, "Import the TPM CA")) return;
+        try
+        {
+            var cert = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(CertificatePath));
+            var key = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(KeyPath));
+            using var ca = TpmCa.Import(dir, cert, key, Force);
+            Audit("provision.tpmca.import", ca.Certificate.Thumbprint, ca.Certificate.Subject);
+            WriteObject(new X509Certificate2(ca.Certificate.RawData));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or System.Security.Cryptography.CryptographicException or InvalidOperationException)
+        {
+            WriteError(new ErrorRecord(ex, "TpmCaImportFailed", ErrorCategory.InvalidData, CertificatePath));
+        }
+    }
+}
+
+/// <summary>Returns the TPM CA certificate (public part only), or writes it as PEM with -Path.</summary>
+[Cmdlet(VerbsData.Export, "TpmCa", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(X509Certificate2), typeof(FileInfo))]
+public sealed class ExportTpmCaCommand : ProvisioningDataCmdletBase
+{
+    /// <summary>Write the certificate as PEM to this file.</summary>
+    [Parameter(Position = 0)]
+    public string? Path { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var dir = ProvisioningPaths.TpmCa(ResolvedDataPath);
+        if (!TpmCa.Exists(dir))
+        {
+            WriteError(new ErrorRecord(new ItemNotFoundException($"No TPM CA in '{dir}'. Create one with New-TpmCa or start a server with the Provisioning role."), "TpmCaNotFound", ErrorCategory.ObjectNotFound, dir));
+            return;
+        }
+        var cert = X509Certificate2.CreateFromPem(File.ReadAllText(System.IO.Path.Combine(dir, TpmCa.CertFileName)));
+        if (Path is null) { WriteObject(cert); return; }
+        var target = GetUnresolvedProviderPathFromPSPath(Path);
+        if (!ShouldProcess(target, "Write the TPM CA certificate (PEM)")) return;
+        File.WriteAllText(target, cert.ExportCertificatePem() + "\n");
+        WriteObject(new FileInfo(target));
+    }
+}

@@ -1,0 +1,144 @@
+#Requires -Version 7.6
+# Factory provisioning end to end through the cmdlets: a real swtpm, the server over HTTPS in this session, SQLite.
+BeforeAll {
+    $ModulePath = $env:TPMPROV_MODULE_PATH
+    if (-not $ModulePath) { throw 'Set TPMPROV_MODULE_PATH to the built module manifest (build.ps1 Test does).' }
+    Import-Module $ModulePath -Force
+    $script:Work = Join-Path ([IO.Path]::GetTempPath()) ("tpmprov-pester-prov-" + [guid]::NewGuid())
+    New-Item -ItemType Directory -Path $script:Work | Out-Null
+    $script:Data = Join-Path $script:Work 'data'
+    $script:Sim = Start-TpmSimulator -Name 'prov-a'
+    $script:Server = Start-ProvisioningServer -Port 0 -DataPath $script:Data -Role Provisioning
+    $script:Url = $script:Server.Urls[0]
+    $script:Server | Add-TpmManufacturerCa -Path $script:Sim.ManufacturerRootPath -Confirm:$false | Out-Null
+    $script:Server | Add-TpmManufacturerCa -Path $script:Sim.ManufacturerIssuerPath -Intermediate -Confirm:$false | Out-Null
+    $script:Key = $script:Server | New-ProvisioningApiKey -Name 'plant-1' -Vendor 'Contoso' -Confirm:$false
+    $script:TpmCaPem = Join-Path $script:Work 'tpmca.pem'
+    $script:Server | Export-TpmCa -Path $script:TpmCaPem -Confirm:$false | Out-Null
+    $script:Common = @{ Server = $script:Url; ApiKey = $script:Key.Key; SkipCertificateCheck = $true; TpmCaCertificate = $script:TpmCaPem; Confirm = $false }
+    function script:Get-RecordCount { @(Get-ManufacturingRecord -DataPath $script:Data).Count }
+}
+
+AfterAll {
+    Get-ProvisioningServer | Stop-ProvisioningServer -Confirm:$false
+    Get-TpmSimulator | Stop-TpmSimulator -Confirm:$false
+    Remove-Item $script:Work -Recurse -Force -ErrorAction Ignore
+}
+
+Describe 'Provisioning administration' {
+    It 'creates an API key whose secret is returned once, as a SecureString, and stored only as a hash' {
+        $script:Key.Key | Should -BeOfType ([securestring])
+        $plain = ConvertFrom-SecureString $script:Key.Key -AsPlainText
+        $plain | Should -Match '^tpk_'
+        $listed = Get-ProvisioningApiKey -DataPath $script:Data -Name 'plant-1'
+        $listed.KeyId | Should -Be $script:Key.KeyId
+        ($listed | Get-Member -MemberType Property).Name | Should -Not -Contain 'Key'
+        $db = [IO.File]::ReadAllBytes((Join-Path $script:Data 'tpmprovisioning.db'))
+        [Text.Encoding]::ASCII.GetString($db).Contains($plain.Substring(20)) | Should -BeFalse
+    }
+
+    It 'lists the trusted manufacturer CAs and refuses a certificate that is not a CA' {
+        $cas = Get-TpmManufacturerCa -DataPath $script:Data
+        ($cas | Where-Object Kind -EQ 'Root').Count | Should -Be 1
+        ($cas | Where-Object Kind -EQ 'Intermediate').Count | Should -Be 1
+        $ek = $script:Sim | Get-TpmEndorsementKey
+        Add-TpmManufacturerCa -DataPath $script:Data -Certificate $ek.Certificate -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
+        $e[0].FullyQualifiedErrorId | Should -Be 'NotACaCertificate,TpmProvisioning.Cmdlets.AddTpmManufacturerCaCommand'
+    }
+
+    It 'exports the TPM CA public certificate only and refuses to replace it without -Force' {
+        (Get-Content -Raw $script:TpmCaPem) | Should -Match 'BEGIN CERTIFICATE'
+        (Get-Content -Raw $script:TpmCaPem) | Should -Not -Match 'PRIVATE'
+        New-TpmCa -DataPath $script:Data -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
+        $e[0].FullyQualifiedErrorId | Should -Be 'TpmCaExists,TpmProvisioning.Cmdlets.NewTpmCaCommand'
+    }
+}
+
+Describe 'New-TpmProvisioning' {
+    It 'provisions a device on swtpm: the AK certificate chains to the TPM CA and carries the persisted AK' {
+        $before = Get-RecordCount
+        $r = New-TpmProvisioning @script:Common -Tpm $script:Sim.ConnectionString -DeviceName 'sensor-0001' -Serial 'SN-0001' -Vendor 'Contoso' -Version '1.0'
+        $r.Serial | Should -Be 'SN-0001'
+        $r.AkCertificate.Subject | Should -Match 'SN-0001'
+        $ca = [Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPem((Get-Content -Raw $script:TpmCaPem))
+        $chain = [Security.Cryptography.X509Certificates.X509Chain]::new()
+        $chain.ChainPolicy.TrustMode = 'CustomRootTrust'; $chain.ChainPolicy.RevocationMode = 'NoCheck'
+        [void]$chain.ChainPolicy.CustomTrustStore.Add($ca)
+        $chain.Build($r.AkCertificate) | Should -BeTrue
+        $pem = Join-Path $script:Work 'ak.pem'
+        & tpm2_readpublic -T $script:Sim.ConnectionString -c ('0x{0:x8}' -f $r.AkHandle) -f pem -o $pem 2>&1 | Out-Null
+        $LASTEXITCODE | Should -Be 0
+        $akSpki = [Convert]::ToBase64String($r.AkCertificate.PublicKey.ExportSubjectPublicKeyInfo())
+        (Get-Content -Raw $pem) -replace '-----[A-Z ]+-----|\s', '' | Should -Be $akSpki
+        Get-RecordCount | Should -Be ($before + 1)
+        (Get-ManufacturingRecord -DataPath $script:Data -Serial 'SN-0001').EkFingerprint | Should -Not -BeNullOrEmpty
+    }
+
+    It 'provisions a CSV batch on two TPMs with -ThrottleLimit, writing one result per row' {
+        $simB = Start-TpmSimulator -Name 'prov-b' -Fast
+        try {
+            $csv = Join-Path $script:Work 'devices.csv'
+            @(
+                [pscustomobject]@{ Tpm = $script:Sim.ConnectionString; DeviceName = 'sensor-0002'; Serial = 'SN-0001'; Vendor = 'Contoso'; Version = '1.1' }
+                [pscustomobject]@{ Tpm = $simB.ConnectionString; DeviceName = 'sensor-0003'; Serial = 'SN-0003'; Vendor = 'Contoso'; Version = '2' }
+            ) | Export-Csv -Path $csv -NoTypeInformation
+            $results = Import-Csv $csv | New-TpmProvisioning @script:Common -ThrottleLimit 2
+            $results.Count | Should -Be 2
+            ($results.Serial | Sort-Object) | Should -Be @('SN-0001', 'SN-0003')
+        }
+        finally { $simB | Stop-TpmSimulator -Confirm:$false }
+    }
+
+    It 'refuses a second TPM for a known serial with 409 and stores nothing' {
+        $other = Start-TpmSimulator -Name 'prov-c'
+        try {
+            $before = Get-RecordCount
+            $r = New-TpmProvisioning @script:Common -Tpm $other.ConnectionString -DeviceName 'sensor-0001' -Serial 'SN-0001' -Vendor 'Contoso' -Version '1.0' -ErrorAction SilentlyContinue -ErrorVariable e
+            $r | Should -BeNullOrEmpty
+            $e[0].FullyQualifiedErrorId | Should -Be 'ProvisioningRefused409,TpmProvisioning.Cmdlets.NewTpmProvisioningCommand'
+            Get-RecordCount | Should -Be $before
+            ((Get-TpmInfo -Tpm $other.ConnectionString).PersistentHandles | Where-Object { $_ -lt 0x81010000 }) | Should -BeNullOrEmpty
+        }
+        finally { $other | Stop-TpmSimulator -Confirm:$false }
+    }
+
+    It 'refuses a vendor outside the key scope (403), a disabled key (403) and a removed key (401)' {
+        $args1 = @{ Tpm = $script:Sim.ConnectionString; DeviceName = 'sensor-0009'; Serial = 'SN-0009'; Version = '1' }
+        New-TpmProvisioning @script:Common @args1 -Vendor 'Fabrikam' -ErrorAction SilentlyContinue -ErrorVariable e1 | Out-Null
+        $e1[0].FullyQualifiedErrorId | Should -BeLike 'ProvisioningRefused403,*'
+
+        $k2 = New-ProvisioningApiKey -DataPath $script:Data -Name 'plant-2' -Confirm:$false
+        $k2 | Set-ProvisioningApiKey -DataPath $script:Data -Enabled $false -Confirm:$false
+        (Get-ProvisioningApiKey -DataPath $script:Data -Name $k2.KeyId).Enabled | Should -BeFalse
+        $c2 = $script:Common.Clone(); $c2.ApiKey = $k2.Key
+        New-TpmProvisioning @c2 @args1 -Vendor 'Contoso' -ErrorAction SilentlyContinue -ErrorVariable e2 | Out-Null
+        $e2[0].FullyQualifiedErrorId | Should -BeLike 'ProvisioningRefused403,*'
+
+        $k2 | Remove-ProvisioningApiKey -DataPath $script:Data -Confirm:$false
+        New-TpmProvisioning @c2 @args1 -Vendor 'Contoso' -ErrorAction SilentlyContinue -ErrorVariable e3 | Out-Null
+        $e3[0].FullyQualifiedErrorId | Should -BeLike 'ProvisioningRefused401,*'
+        Get-ManufacturingRecord -DataPath $script:Data -Serial 'SN-0009' | Should -BeNullOrEmpty
+    }
+
+    It 'changes nothing under -WhatIf' {
+        $before = Get-RecordCount
+        $handles = (Get-TpmInfo -Tpm $script:Sim.ConnectionString).PersistentHandles
+        New-TpmProvisioning @script:Common -Tpm $script:Sim.ConnectionString -DeviceName 'sensor-0010' -Serial 'SN-0010' -Vendor 'Contoso' -Version '1' -WhatIf | Should -BeNullOrEmpty
+        Get-RecordCount | Should -Be $before
+        (Get-TpmInfo -Tpm $script:Sim.ConnectionString).PersistentHandles | Should -Be $handles
+    }
+
+    It 'refuses a device name shorter than 6 characters before contacting anything' {
+        { New-TpmProvisioning @script:Common -Tpm $script:Sim.ConnectionString -DeviceName 'short' -Serial 'SN-1' -Vendor 'Contoso' -Version '1' -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ParameterArgumentValidationError,TpmProvisioning.Cmdlets.NewTpmProvisioningCommand'
+    }
+
+    It 'audits every call with the key id as actor and never the key' {
+        $audit = Get-ProvisioningAuditLog -DataPath $script:Data -Last 1000
+        ($audit | Where-Object { $_.Action -like 'provision*' -and $_.Actor -eq $script:Key.KeyId }).Count | Should -BeGreaterThan 0
+        $plain = ConvertFrom-SecureString $script:Key.Key -AsPlainText
+        ($audit | Where-Object { "$($_.Actor) $($_.Detail) $($_.Target)".Contains($plain) }) | Should -BeNullOrEmpty
+        $log = Get-ChildItem (Join-Path $script:Data 'logs') -File -ErrorAction Ignore | Get-Content -Raw
+        "$log".Contains($plain) | Should -BeFalse
+    }
+}
