@@ -47,40 +47,63 @@ try {
     Write-Check 'EK cert carries the EK' ([bool]$ek.CertificateMatchesKey)
     Write-Check 'EK cert chains to root' $chained
 
-    Write-DemoStep 'Create a restricted signing attestation key (AK) and persist it in the TPM'
-    $ak = $sim | New-TpmAttestationKey -Algorithm Rsa -Confirm:$false
-    Write-Fact 'AK' "$($ak.Algorithm) at $($ak.HandleHex)"
-    Write-Fact 'AK Name' $ak.Name
-
-    Write-DemoStep 'Quote PCRs over a verifier nonce (Keylime''s /quotes/integrity evidence) and verify it'
-    $nonce = -join ((48..57) + (97..122) | Get-Random -Count 20 | ForEach-Object { [char]$_ })
-    $quote = $ak | Get-IntegrityQuote -Nonce $nonce -PcrMask '0x408001'
-    Write-Fact 'nonce' $nonce
-    Write-Fact 'PCRs quoted' $quote.PcrSelection
-    Write-Fact 'Keylime quote string' ("{0}... ({1} chars)" -f $quote.KeylimeQuote.Substring(0, 40), $quote.KeylimeQuote.Length)
-    $ok = $quote | Test-TpmQuote -AttestationKey $ak
-    Write-Check 'quote verifies' $ok.IsValid
-    $replay = $quote | Test-TpmQuote -AttestationKey $ak -Nonce 'a-replayed-nonce'
-    Write-Check 'replay with old nonce refused' (-not $replay.IsValid)
-    Write-Fact 'refused because' ($replay.FailedChecks -join ', ')
-    $tampered = [byte[]]$quote.Attest.Clone(); $i = $tampered.Length - 5; $tampered[$i] = $tampered[$i] -bxor 1
-    $bad = Test-TpmQuote -Attest $tampered -Signature $quote.Signature -PcrBlob $quote.PcrBlob -AttestationKey $ak -Nonce $nonce
-    Write-Check 'tampered quote refused' (-not $bad.IsValid)
-    Write-Fact 'refused because' ($bad.FailedChecks -join ', ')
-
     Write-DemoStep 'Start the provisioning server in this session (HTTPS, own CA, SQLite store)'
-    $server = Start-ProvisioningServer -Port 0 -DataPath $DataPath
+    $server = Start-ProvisioningServer -Port 0 -DataPath $DataPath -Role Provisioning
     Write-Fact 'listening on' ($server.Urls -join ', ')
-    Write-Fact 'roles' $server.Roles
     $health = Invoke-RestMethod "$($server.Urls[0])/healthz" -SkipCertificateCheck
     Write-Check 'GET /healthz' ($health.status -eq 'ok')
     Write-Fact 'store' "$($health.store.provider) schema v$($health.store.schema)"
+
+    Write-DemoStep 'Factory set-up: trust the TPM manufacturer, issue the plant an API key, export the TPM CA'
+    $server | Add-TpmManufacturerCa -Path $sim.ManufacturerRootPath -Confirm:$false | Out-Null
+    $server | Add-TpmManufacturerCa -Path $sim.ManufacturerIssuerPath -Intermediate -Confirm:$false | Out-Null
+    Get-TpmManufacturerCa -DataPath $DataPath | ForEach-Object { Write-Fact "trusted $($_.Kind.ToString().ToLowerInvariant())" $_.Subject }
+    $key = $server | New-ProvisioningApiKey -Name 'plant-1' -Vendor 'Contoso' -RatePerMinute 600 -Confirm:$false
+    Write-Fact 'API key id' "$($key.KeyId) (secret shown once, stored hashed)"
+    $tpmCaPem = Join-Path $DataPath 'tpm-ca.pem'
+    $server | Export-TpmCa -Path $tpmCaPem -Confirm:$false | Out-Null
+    $tpmCa = [System.Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPem((Get-Content -Raw $tpmCaPem))
+    Write-Fact 'TPM CA' $tpmCa.Subject
+
+    Write-DemoStep 'Provision the device: EK-checked AK certificate, delivered encrypted to this TPM (POST /api/tpm/tpm/provision)'
+    $device = New-TpmProvisioning -Server $server.Urls[0] -ApiKey $key.Key -SkipCertificateCheck -TpmCaCertificate $tpmCaPem `
+        -Tpm $sim.ConnectionString -DeviceName 'demo-sensor-01' -Serial 'SN-DEMO-0001' -Vendor 'Contoso' -Version '1.0' -Confirm:$false
+    Write-Fact 'AK handle' ('0x{0:x8}' -f $device.AkHandle)
+    Write-Fact 'AK certificate' $device.AkCertificate.Subject
+    $chain2 = [System.Security.Cryptography.X509Certificates.X509Chain]::new()
+    $chain2.ChainPolicy.TrustMode = 'CustomRootTrust'; $chain2.ChainPolicy.RevocationMode = 'NoCheck'
+    [void]$chain2.ChainPolicy.CustomTrustStore.Add($tpmCa)
+    Write-Check 'AK cert chains to TPM CA' $chain2.Build($device.AkCertificate)
+    $record = Get-ManufacturingRecord -DataPath $DataPath -Serial 'SN-DEMO-0001'
+    Write-Check 'manufacturing record stored' ($null -ne $record)
+    Write-Fact 'record' "$($record.Serial) $($record.Vendor) EK $($record.EkFingerprint.Substring(0, 16))... AK cert $($record.AkCertificateSerial)"
+    $wrong = ConvertTo-SecureString 'tpk_0000000000000000_not-a-key' -AsPlainText -Force
+    New-TpmProvisioning -Server $server.Urls[0] -ApiKey $wrong -SkipCertificateCheck -Tpm $sim.ConnectionString -DeviceName 'demo-sensor-01' `
+        -Serial 'SN-DEMO-0001' -Vendor 'Contoso' -Version '1.0' -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable refused | Out-Null
+    Write-Check 'unknown API key refused' ($refused.Count -gt 0 -and $refused[0].FullyQualifiedErrorId -like 'ProvisioningRefused401*')
+
+    Write-DemoStep 'Quote PCRs with the provisioned AK over a verifier nonce (Keylime''s /quotes/integrity evidence) and verify it'
+    $nonce = -join ((48..57) + (97..122) | Get-Random -Count 20 | ForEach-Object { [char]$_ })
+    $quote = Get-IntegrityQuote -Tpm $sim.ConnectionString -AkHandle $device.AkHandle -Nonce $nonce -PcrMask '0x408001'
+    Write-Fact 'nonce' $nonce
+    Write-Fact 'PCRs quoted' $quote.PcrSelection
+    Write-Fact 'Keylime quote string' ("{0}... ({1} chars)" -f $quote.KeylimeQuote.Substring(0, 40), $quote.KeylimeQuote.Length)
+    $akFromCert = $device.AkCertificate.PublicKey.ExportSubjectPublicKeyInfo()
+    $ok = $quote | Test-TpmQuote -AttestationKey $akFromCert
+    Write-Check 'quote verifies (AK from cert)' $ok.IsValid
+    $replay = $quote | Test-TpmQuote -AttestationKey $akFromCert -Nonce 'a-replayed-nonce'
+    Write-Check 'replayed nonce refused' (-not $replay.IsValid)
+    Write-Fact 'refused because' ($replay.FailedChecks -join ', ')
+    $tampered = [byte[]]$quote.Attest.Clone(); $i = $tampered.Length - 5; $tampered[$i] = $tampered[$i] -bxor 1
+    $bad = Test-TpmQuote -Attest $tampered -Signature $quote.Signature -PcrBlob $quote.PcrBlob -AttestationKey $akFromCert -Nonce $nonce
+    Write-Check 'tampered quote refused' (-not $bad.IsValid)
+    Write-Fact 'refused because' ($bad.FailedChecks -join ', ')
 }
 finally {
     Write-DemoStep 'Stop everything and show the audit trail'
     if ($server) {
         $server | Stop-ProvisioningServer -Confirm:$false
-        Get-ProvisioningAuditLog -DataPath $DataPath | Select-Object -First 5 | Format-Table -AutoSize | Out-String | Write-Host
+        Get-ProvisioningAuditLog -DataPath $DataPath | Select-Object -First 12 | Format-Table Time, Actor, Action, Outcome, Detail -AutoSize -Wrap | Out-String | Write-Host
     }
     if ($sim) { $sim | Stop-TpmSimulator -Confirm:$false }
     if (-not $KeepData) { Remove-Item $DataPath -Recurse -Force -ErrorAction Ignore }
