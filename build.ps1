@@ -175,7 +175,12 @@ function Invoke-Bench {
     Write-Step 'Bench: BenchmarkDotNet (Release)'
     $out = Join-Path $Root 'out/bench'
     New-Item -ItemType Directory -Path $out -Force | Out-Null
-    Invoke-Native dotnet @('run', '-c', 'Release', '--project', (Join-Path $Root 'bench/TpmProvisioning.Bench/TpmProvisioning.Bench.csproj'), '--', '--artifacts', $out) | Out-Null
+    $project = Join-Path $Root 'bench/TpmProvisioning.Bench/TpmProvisioning.Bench.csproj'
+    Invoke-Native dotnet @('build', $project, '-c', 'Release', '--nologo', '-v', 'quiet', '-clp:ErrorsOnly') | Out-Null
+    Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out) | Out-Null
+    Write-Step 'Bench: provisioning throughput over HTTPS (load test)'
+    Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'provisioning', '--duration', '15') | Out-Null
+    Write-Host "    summaries: $(Join-Path $out '*.md')"
 }
 
 foreach ($t in $Task) {

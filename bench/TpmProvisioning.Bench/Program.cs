@@ -25,6 +25,15 @@ public static class Program
         var list = args.ToList();
         bool strict = list.Remove("--strict");
         string artifacts = Path.GetFullPath(OptionValue(list, "--artifacts", "-a") ?? "BenchmarkDotNet.Artifacts");
+        // Load tests are not micro-benchmarks: `--load provisioning [--duration S] [--concurrency N] [--devices N]`.
+        if (OptionValue(list, "--load") is { } load)
+        {
+            if (load != "provisioning") { Console.Error.WriteLine($"Unknown load test '{load}' (known: provisioning)."); return 1; }
+            return Load.ProvisioningLoad.RunAsync(artifacts,
+                TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "10")),
+                int.Parse(OptionValue(list, "--concurrency") ?? "32"),
+                int.Parse(OptionValue(list, "--devices") ?? "64"), Console.Out).GetAwaiter().GetResult();
+        }
         bool listOnly = list.Any(a => a.StartsWith("--list", StringComparison.Ordinal));
         // Without a filter BenchmarkSwitcher asks on the console which benchmarks to run.
         if (OptionValue(list, "--filter", "-f") is null && !listOnly) list.AddRange(["--filter", "*"]);
