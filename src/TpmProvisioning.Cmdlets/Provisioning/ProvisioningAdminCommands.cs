@@ -52,6 +52,14 @@ public abstract class ProvisioningDataCmdletBase : PSCmdlet
 
     internal static T Run<T>(Task<T> task) => task.GetAwaiter().GetResult();
 
+    /// <summary>True (after writing TpmCaExists) when a TPM CA is in <paramref name="dir"/> and -Force was not given.</summary>
+    protected bool RefuseExistingCa(string dir, bool force)
+    {
+        if (!TpmCa.Exists(dir) || force) return false;
+        WriteError(new ErrorRecord(new InvalidOperationException($"A TPM CA exists in '{dir}'. Use -Force to replace it."), "TpmCaExists", ErrorCategory.ResourceExists, dir));
+        return true;
+    }
+
     /// <summary>Records a change made from this session in the data path's audit log.</summary>
     protected void Audit(string action, string target, string? detail = null)
     {
@@ -317,11 +325,7 @@ public sealed class NewTpmCaCommand : ProvisioningDataCmdletBase
     protected override void ProcessRecord()
     {
         var dir = ProvisioningPaths.TpmCa(ResolvedDataPath);
-        if (TpmCa.Exists(dir) && !Force)
-        {
-            WriteError(new ErrorRecord(new InvalidOperationException($"A TPM CA exists in '{dir}'. Use -Force to replace it."), "TpmCaExists", ErrorCategory.ResourceExists, dir));
-            return;
-        }
+        if (RefuseExistingCa(dir, Force)) return;
         if (!ShouldProcess(dir, TpmCa.Exists(dir) ? "Replace the TPM CA" : "Create the TPM CA")) return;
         using var ca = TpmCa.Create(dir, Subject, TimeSpan.FromDays(ValidDays), force: Force);
         Audit("provision.tpmca.create", ca.Certificate.Thumbprint, ca.Certificate.Subject);
@@ -349,11 +353,7 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
     protected override void ProcessRecord()
     {
         var dir = ProvisioningPaths.TpmCa(ResolvedDataPath);
-        if (TpmCa.Exists(dir) && !Force)
-        {
-            WriteError(new ErrorRecord(new InvalidOperationException($"A TPM CA exists in '{dir}'. Use -Force to replace it."), "TpmCaExists", ErrorCategory.ResourceExists, dir));
-            return;
-        }
+        if (RefuseExistingCa(dir, Force)) return;
         if (!ShouldProcess(dir, "Import the TPM CA")) return;
         try
         {

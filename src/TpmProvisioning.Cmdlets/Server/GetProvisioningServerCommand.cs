@@ -28,34 +28,8 @@ public sealed class GetProvisioningServerCommand : PSCmdlet
 /// <summary>Shared lookup by name (wildcards) or id; writes a not-found error per name or id that matches nothing.</summary>
 internal static class ServerLookup
 {
-    public static IEnumerable<IServerHost> Select(PSCmdlet cmdlet, string[]? names, int[]? ids)
-    {
-        var all = ServerRegistry.All.ToList();
-        if (ids is not null)
-        {
-            foreach (var id in ids)
-            {
-                var h = ServerRegistry.Get(id);
-                if (h is null)
-                    cmdlet.WriteError(new ErrorRecord(new ItemNotFoundException($"No server with Id {id} runs in this session."), "ServerNotFound", ErrorCategory.ObjectNotFound, id));
-                else yield return h;
-            }
-            yield break;
-        }
-        if (names is null || names.Length == 0)
-        {
-            foreach (var h in all) yield return h;
-            yield break;
-        }
-        foreach (var n in names)
-        {
-            var pattern = new WildcardPattern(n, WildcardOptions.IgnoreCase);
-            var hits = all.Where(h => pattern.IsMatch(h.Info.Name)).ToList();
-            if (hits.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(n))
-                cmdlet.WriteError(new ErrorRecord(new ItemNotFoundException($"No server named '{n}' runs in this session."), "ServerNotFound", ErrorCategory.ObjectNotFound, n));
-            foreach (var h in hits) yield return h;
-        }
-    }
+    public static IEnumerable<IServerHost> Select(PSCmdlet cmdlet, string[]? names, int[]? ids) =>
+        NamedLookup.Select(cmdlet, ServerRegistry.All.ToList(), h => h.Info.Name, h => h.Info.Id, names, ids, "server", "ServerNotFound");
 }
 
 /// <summary>Completes -Name with the names of running servers.</summary>

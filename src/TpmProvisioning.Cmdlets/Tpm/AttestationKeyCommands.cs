@@ -133,16 +133,7 @@ public sealed class GetIntegrityQuoteCommand : TpmCmdletBase
     [ValidateSet("sha1", "sha256", "sha384", "sha512")]
     public string HashAlgorithm { get; set; } = "sha256";
 
-    protected override void BeginProcessing()
-    {
-        if (Pcr is { Length: > 0 } && PcrMask is not null)
-            ThrowTerminatingError(new ErrorRecord(new ArgumentException("Give -Pcr or -PcrMask, not both."), "PcrAndPcrMask", ErrorCategory.InvalidArgument, PcrMask));
-        if (PcrMask is not null)
-        {
-            try { Pcr = ParsePcrMask(PcrMask); }
-            catch (ArgumentException ex) { ThrowTerminatingError(new ErrorRecord(ex, "InvalidPcrMask", ErrorCategory.InvalidArgument, PcrMask)); }
-        }
-    }
+    protected override void BeginProcessing() => Pcr = ResolvePcrs(this, Pcr, PcrMask);
 
     protected override void ProcessRecord()
     {

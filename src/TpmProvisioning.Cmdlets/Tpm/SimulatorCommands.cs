@@ -72,33 +72,8 @@ namespace TpmProvisioning.Cmdlets
             finally { sim.State = "Stopped"; }
         }
 
-        public static IEnumerable<TpmSimulator> Select(PSCmdlet cmdlet, string[]? names, int[]? ids)
-        {
-            var all = All.ToList();
-            if (ids is not null)
-            {
-                foreach (var id in ids)
-                {
-                    var s = all.FirstOrDefault(x => x.Id == id);
-                    if (s is null) cmdlet.WriteError(new ErrorRecord(new ItemNotFoundException($"No TPM simulator with Id {id} runs in this session."), "TpmSimulatorNotFound", ErrorCategory.ObjectNotFound, id));
-                    else yield return s;
-                }
-                yield break;
-            }
-            if (names is null || names.Length == 0)
-            {
-                foreach (var s in all) yield return s;
-                yield break;
-            }
-            foreach (var n in names)
-            {
-                var pattern = new WildcardPattern(n, WildcardOptions.IgnoreCase);
-                var hits = all.Where(s => pattern.IsMatch(s.Name)).ToList();
-                if (hits.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(n))
-                    cmdlet.WriteError(new ErrorRecord(new ItemNotFoundException($"No TPM simulator named '{n}' runs in this session."), "TpmSimulatorNotFound", ErrorCategory.ObjectNotFound, n));
-                foreach (var s in hits) yield return s;
-            }
-        }
+        public static IEnumerable<TpmSimulator> Select(PSCmdlet cmdlet, string[]? names, int[]? ids) =>
+            NamedLookup.Select(cmdlet, All.ToList(), s => s.Name, s => s.Id, names, ids, "TPM simulator", "TpmSimulatorNotFound");
     }
 
     /// <summary>Starts a software TPM (swtpm) on free loopback ports with fresh EK certificates.</summary>

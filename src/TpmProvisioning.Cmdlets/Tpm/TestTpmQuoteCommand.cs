@@ -83,14 +83,8 @@ public sealed class TestTpmQuoteCommand : PSCmdlet
         {
             ThrowTerminatingError(new ErrorRecord(new ArgumentException("The attestation key could not be read: " + ex.Message, ex), "InvalidAttestationKey", ErrorCategory.InvalidArgument, AttestationKey));
         }
-        if (Pcr is { Length: > 0 } && PcrMask is not null)
-            ThrowTerminatingError(new ErrorRecord(new ArgumentException("Give -Pcr or -PcrMask, not both."), "PcrAndPcrMask", ErrorCategory.InvalidArgument, PcrMask));
-        try
-        {
-            var pcrs = PcrMask is not null ? TpmCmdletBase.ParsePcrMask(PcrMask) : Pcr;
-            if (pcrs is { Length: > 0 }) _expected = PcrSelection.Create(TpmCmdletBase.ParseHashAlgorithm(HashAlgorithm), pcrs.Distinct().Order().ToArray());
-        }
-        catch (ArgumentException ex) { ThrowTerminatingError(new ErrorRecord(ex, "InvalidPcrMask", ErrorCategory.InvalidArgument, PcrMask)); }
+        var pcrs = TpmCmdletBase.ResolvePcrs(this, Pcr, PcrMask);
+        if (pcrs is not null) _expected = PcrSelection.Create(TpmCmdletBase.ParseHashAlgorithm(HashAlgorithm), pcrs);
     }
 
     protected override void ProcessRecord()

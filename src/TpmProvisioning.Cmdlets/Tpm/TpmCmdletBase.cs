@@ -117,6 +117,22 @@ public abstract class TpmCmdletBase : PSCmdlet
         return list.ToArray();
     }
 
+    /// <summary>
+    /// The PCRs from -Pcr or -PcrMask (null when neither is given); a terminating error for both at once or a bad mask.
+    /// </summary>
+    internal static int[]? ResolvePcrs(PSCmdlet cmdlet, int[]? pcr, string? mask)
+    {
+        if (pcr is { Length: > 0 } && mask is not null)
+            cmdlet.ThrowTerminatingError(new ErrorRecord(new ArgumentException("Give -Pcr or -PcrMask, not both."), "PcrAndPcrMask", ErrorCategory.InvalidArgument, mask));
+        if (mask is null) return pcr is { Length: > 0 } ? pcr.Distinct().Order().ToArray() : null;
+        try { return ParsePcrMask(mask); }
+        catch (ArgumentException ex)
+        {
+            cmdlet.ThrowTerminatingError(new ErrorRecord(ex, "InvalidPcrMask", ErrorCategory.InvalidArgument, mask));
+            return null;
+        }
+    }
+
     internal static string Hex(byte[]? bytes) => bytes is null ? "" : Convert.ToHexString(bytes).ToLowerInvariant();
 }
 
