@@ -239,6 +239,8 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
             TpmException => new ErrorRecord(ex, "TpmCommandFailed", ErrorCategory.DeviceError, target),
             TpmTransportException or IOException => new ErrorRecord(ex, "TpmConnectionFailed", ErrorCategory.ConnectionError, target),
             HttpRequestException => new ErrorRecord(ex, "ServerUnreachable", ErrorCategory.ConnectionError, target),
+            TaskCanceledException or TimeoutException => new ErrorRecord(ex, "ServerTimeout", ErrorCategory.OperationTimeout, target),
+            ArgumentException => new ErrorRecord(ex, "InvalidArgument", ErrorCategory.InvalidArgument, target),
             DeviceProvisioningException => new ErrorRecord(ex, "DeviceProvisioningFailed", ErrorCategory.InvalidResult, target),
             _ => new ErrorRecord(ex, "ProvisioningFailed", ErrorCategory.NotSpecified, target),
         };

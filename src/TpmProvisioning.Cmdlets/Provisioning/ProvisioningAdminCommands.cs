@@ -267,7 +267,8 @@ public sealed class AddTpmManufacturerCaCommand : ProvisioningDataCmdletBase
         var kind = Intermediate ? EkTrustKind.Intermediate : EkTrustKind.Root;
         foreach (var (cert, from) in certs)
         {
-            if (!ShouldProcess($"{cert.Subject} ({cert.Thumbprint})", $"Trust as TPM manufacturer {kind.ToString().ToLowerInvariant()} CA")) continue;
+            var sha256 = Convert.ToHexString(cert.GetCertHash(System.Security.Cryptography.HashAlgorithmName.SHA256));
+            if (!ShouldProcess($"{cert.Subject} (SHA-256 {sha256})", $"Trust as TPM manufacturer {kind.ToString().ToLowerInvariant()} CA")) continue;
             try
             {
                 var entry = EkTrustStore.Add(ResolvedDataPath, cert, kind);
