@@ -71,12 +71,16 @@ internal static class Keylime
     /// <c>GET /version</c> (unauthenticated, as Keylime's tenant and verifier negotiate with it) and a 400 in the envelope
     /// for any other <c>/v{major}.{minor}/</c> prefix; mapped once per server whichever Keylime roles it hosts.
     /// </summary>
+    private static bool LooksLikeVersion(string v) =>
+        v.Length is > 0 and <= 8 && v.All(c => char.IsAsciiDigit(c) || c == '.') && char.IsAsciiDigit(v[0]);
+
     public static void MapShared(IEndpointRouteBuilder routes, ServerContext context)
     {
         if (!context.SharedRoutes.Add("keylime")) return;
         routes.MapGet("/version", () => Envelope(200, "Success", new KeylimeVersionInfo())).Open();
-        routes.Map("/v{version:regex(^\\d+(\\.\\d+)?$)}/{**rest}", (string version) =>
-            version == KeylimeApi.CurrentVersion
+        // The slim host has no regex route constraints: the version is checked here.
+        routes.Map("/v{version}/{**rest}", (string version) =>
+            version == KeylimeApi.CurrentVersion || !LooksLikeVersion(version)
                 ? Envelope(404, "Not Found", null)
                 : Envelope(400, $"API version v{version} not supported; supported: {string.Join(", ", KeylimeApi.SupportedVersions)}", null)).Open();
     }

@@ -77,7 +77,7 @@ internal sealed class RegistrarRole : IRoleModule
         }).Open();
 
         var mutual = Keylime.Mutual(routes, context);
-        mutual.MapGet(p + "/agents/", async (HttpContext http) => Keylime.Envelope(await svc.ListAsync(http.RequestAborted)));
+        mutual.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) => Keylime.Envelope(await svc.ListAsync(http.RequestAborted)));
         mutual.MapGet(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) => Keylime.Envelope(await svc.GetAsync(agent_id, http.RequestAborted)));
         mutual.MapDelete(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
         {
