@@ -54,6 +54,8 @@ public sealed class ServerOptions
     public Provisioning.ProvisioningSettings Provisioning { get; set; } = new();
     /// <summary>Settings of the Keylime registrar surface (EK certificate checks, agent id rule, trust folders).</summary>
     public Attestation.RegistrarSettings Registrar { get; set; } = new();
+    /// <summary>Settings of the Keylime agent surface (TPM, AK, registrar to register with, IMA and event log files).</summary>
+    public Attestation.AgentSettings Agent { get; set; } = new();
 }
 
 /// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>
@@ -92,6 +94,10 @@ public sealed class ServerInfo
     public string? CertificateThumbprint { get; init; }
     public ServerRole ClientCertificateRoles { get; init; }
     public string? LogPath { get; init; }
+    /// <summary>Agent role: true once the agent registered and activated at its registrar.</summary>
+    public bool AgentRegistered { get; set; }
+    /// <summary>Agent role: why registration at the registrar failed, if it did.</summary>
+    public string? AgentRegistrationError { get; set; }
 
     public override string ToString() => $"{Name} ({string.Join(", ", Urls)}) {State}";
 }

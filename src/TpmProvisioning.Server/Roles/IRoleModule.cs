@@ -42,7 +42,7 @@ internal static class RoleModules
         new ProvisioningRole(),
         new RegistrarRole(),
         new PlaceholderRole(ServerRole.Verifier),
-        new PlaceholderRole(ServerRole.Agent),
+        new AgentRole(),
         new PlaceholderRole(ServerRole.Kms),
         new PlaceholderRole(ServerRole.Station),
     ];
