@@ -108,7 +108,7 @@ public sealed partial class AgentService : IDisposable
 
     /// <summary>
     /// Opens the TPM, makes the EK (transient), reuses the persistent AK at <see cref="AgentSettings.AkHandle"/> or creates one,
-    /// makes the NK and extends SHA-x(NK PEM) into PCR 16 in every active bank.
+    /// makes the NK, resets PCR 16 and extends SHA-x(NK PEM) into it in every active bank.
     /// </summary>
     public static AgentService Start(AgentSettings settings)
     {
@@ -140,6 +140,8 @@ public sealed partial class AgentService : IDisposable
             nk = RSA.Create(2048);
             var pem = nk.ExportSubjectPublicKeyInfoPem() + "\n";
             var banks = tpm.GetPcrBanks().Banks.Where(b => b.Count > 0 && TpmHash.IsSupported(b.Hash)).Select(b => (b.Hash, TpmHash.Hash(b.Hash, Encoding.UTF8.GetBytes(pem)))).ToArray();
+            // As Keylime's agent does: PCR 16 starts from zero, so a verifier can expect exactly H(0 || H(pubkey PEM)).
+            tpm.PcrReset(DataPcr);
             if (banks.Length > 0) tpm.PcrExtend(DataPcr, banks);
             string id = settings.AgentId ?? Convert.ToHexStringLower(SHA256.HashData(ekObj.Public.ToTpm2B()));
             return new AgentService(tpm, settings, nk, ek, ak, ownsAk, akPub, ekObj.Public.ToTpm2B(), ekCert, id);
