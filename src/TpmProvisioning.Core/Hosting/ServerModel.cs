@@ -38,7 +38,11 @@ public sealed class ServerOptions
     public ServerRole Roles { get; set; } = ServerRole.Provisioning;
     /// <summary>Serve this certificate (with private key) instead of one issued by the server's own CA.</summary>
     public X509Certificate2? Certificate { get; set; }
-    /// <summary>Roles whose routes require a client certificate issued by the server-components CA.</summary>
+    /// <summary>
+    /// Roles whose routes require a client certificate issued by the server-components CA. The Keylime roles (registrar,
+    /// agent) always require one on their protected routes when serving TLS, as Keylime does; their registration,
+    /// activation and <c>/version</c> routes stay open.
+    /// </summary>
     public ServerRole RequireClientCertificate { get; set; } = ServerRole.None;
     /// <summary>Serve plain HTTP. Off unless explicitly asked for; never for production.</summary>
     public bool InsecurePlainHttp { get; set; }
@@ -48,6 +52,10 @@ public sealed class ServerOptions
     public LogLevelName LogLevel { get; set; } = LogLevelName.Information;
     /// <summary>Settings of the provisioning surface (namespaces, body cap, signer timeout, file locations).</summary>
     public Provisioning.ProvisioningSettings Provisioning { get; set; } = new();
+    /// <summary>Settings of the Keylime registrar surface (EK certificate checks, agent id rule, trust folders).</summary>
+    public Attestation.RegistrarSettings Registrar { get; set; } = new();
+    /// <summary>Settings of the Keylime agent surface (TPM, AK, registrar to register with, IMA and event log files).</summary>
+    public Attestation.AgentSettings Agent { get; set; } = new();
 }
 
 /// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>
@@ -86,6 +94,10 @@ public sealed class ServerInfo
     public string? CertificateThumbprint { get; init; }
     public ServerRole ClientCertificateRoles { get; init; }
     public string? LogPath { get; init; }
+    /// <summary>Agent role: true once the agent registered and activated at its registrar.</summary>
+    public bool AgentRegistered { get; set; }
+    /// <summary>Agent role: why registration at the registrar failed, if it did.</summary>
+    public string? AgentRegistrationError { get; set; }
 
     public override string ToString() => $"{Name} ({string.Join(", ", Urls)}) {State}";
 }

@@ -57,6 +57,23 @@ public static class Migrations
             CREATE INDEX ix_manufacturing_records_ek ON manufacturing_records (ek_fingerprint);
             CREATE INDEX ix_manufacturing_records_time ON manufacturing_records (time_ms);
             """),
+        new(3, "attestation: registrar agents", """
+            CREATE TABLE registrar_agents (
+                agent_id {text} NOT NULL PRIMARY KEY,
+                aik_tpm {blob} NOT NULL,
+                ek_tpm {blob} NOT NULL,
+                ekcert {blob},
+                mtls_cert {text},
+                ip {text},
+                port INTEGER,
+                regcount INTEGER NOT NULL,
+                active INTEGER NOT NULL,
+                auth_tag_hash {blob},
+                registered_ms {bigint} NOT NULL,
+                updated_ms {bigint} NOT NULL,
+                activated_ms {bigint}
+            );
+            """),
     ];
 
     public static int Latest => All[^1].Version;

@@ -11,6 +11,8 @@ internal sealed class ClientCertificateFilter(ComponentCa ca) : IEndpointFilter
     public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var http = context.HttpContext;
+        if (http.GetEndpoint()?.Metadata.GetMetadata<AllowWithoutClientCertificateAttribute>() is not null)
+            return await next(context);
         X509Certificate2? cert = http.Connection.ClientCertificate ?? await http.Connection.GetClientCertificateAsync(http.RequestAborted);
         if (cert is null)
             return Results.Json(new { code = 401, status = "Client certificate required", results = new { } }, statusCode: 401);
@@ -21,4 +23,14 @@ internal sealed class ClientCertificateFilter(ComponentCa ca) : IEndpointFilter
     }
 
     public const string ClientIdentityKey = "tpmprov.client";
+}
+
+/// <summary>
+/// Endpoint metadata: this route of a mutual-TLS role is open without a client certificate (Keylime serves agent
+/// registration, activation and <c>/version</c> to callers that have none).
+/// </summary>
+[AttributeUsage(AttributeTargets.Method | AttributeTargets.Class)]
+internal sealed class AllowWithoutClientCertificateAttribute : Attribute
+{
+    public static AllowWithoutClientCertificateAttribute Instance { get; } = new();
 }

@@ -111,7 +111,8 @@ public sealed class ProvisioningServerHost : IServerHost
                 State = ServerState.Starting,
                 CaCertificatePath = ca.CertificatePath,
                 CertificateThumbprint = serverCert?.Thumbprint,
-                ClientCertificateRoles = options.RequireClientCertificate & options.Roles,
+                ClientCertificateRoles = options.InsecurePlainHttp ? ServerRole.None
+                    : (options.RequireClientCertificate | RoleModules.All.Where(m => m.ChoosesClientCertificatesPerRoute).Aggregate(ServerRole.None, (a, m) => a | m.Role)) & options.Roles,
                 LogPath = Path.Combine(dataPath, "logs"),
             };
 
@@ -205,7 +206,8 @@ public sealed class ProvisioningServerHost : IServerHost
         builder.Services.AddSingleton<IHostLifetime, NoopHostLifetime>();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
 
-        bool anyMutual = (options.RequireClientCertificate & options.Roles) != ServerRole.None;
+        var modules = RoleModules.All.Where(m => options.Roles.HasFlag(m.Role)).ToList();
+        bool anyMutual = (options.RequireClientCertificate & options.Roles) != ServerRole.None || modules.Any(m => m.ChoosesClientCertificatesPerRoute);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
@@ -227,8 +229,7 @@ public sealed class ProvisioningServerHost : IServerHost
             });
         });
 
-        var context = new ServerContext { Options = options, Store = store, ComponentCa = ca, Info = info };
-        var modules = RoleModules.All.Where(m => options.Roles.HasFlag(m.Role)).ToList();
+        var context = new ServerContext { Options = options, Store = store, ComponentCa = ca, Info = info, Tls = serverCert is not null };
         foreach (var m in modules) m.AddServices(builder.Services, context);
         builder.Services.AddSingleton(context);
         builder.Services.AddSingleton(store);
@@ -253,7 +254,7 @@ public sealed class ProvisioningServerHost : IServerHost
         foreach (var m in modules)
         {
             var group = app.MapGroup("");
-            if (options.RequireClientCertificate.HasFlag(m.Role) && serverCert is not null)
+            if (options.RequireClientCertificate.HasFlag(m.Role) && serverCert is not null && !m.ChoosesClientCertificatesPerRoute)
                 group.AddEndpointFilter(new ClientCertificateFilter(ca));
             m.Map(group, context);
         }

@@ -10,6 +10,13 @@ namespace TpmProvisioning.Server.Roles;
 internal interface IRoleModule
 {
     ServerRole Role { get; }
+    /// <summary>
+    /// True when the role decides per route which endpoints need a client certificate (it adds
+    /// <see cref="Hosting.ClientCertificateFilter"/> itself and marks open routes with
+    /// <see cref="Hosting.AllowWithoutClientCertificateAttribute"/>): the handshake then asks clients for a certificate
+    /// whenever the server speaks TLS, whatever <see cref="ServerOptions.RequireClientCertificate"/> says.
+    /// </summary>
+    bool ChoosesClientCertificatesPerRoute => false;
     void AddServices(IServiceCollection services, ServerContext context) { }
     void Map(IEndpointRouteBuilder routes, ServerContext context);
 }
@@ -21,6 +28,10 @@ internal sealed class ServerContext
     public required Storage.IStore Store { get; init; }
     public required Pki.ComponentCa ComponentCa { get; init; }
     public required ServerInfo Info { get; init; }
+    /// <summary>True when the server speaks TLS (false only with <see cref="ServerOptions.InsecurePlainHttp"/>).</summary>
+    public bool Tls { get; init; }
+    /// <summary>Routes several roles share (such as Keylime's <c>/version</c>), mapped by whichever role comes first.</summary>
+    public HashSet<string> SharedRoutes { get; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>The registry of surfaces. Later surfaces replace their placeholder here.</summary>
@@ -29,9 +40,9 @@ internal static class RoleModules
     public static IReadOnlyList<IRoleModule> All { get; } =
     [
         new ProvisioningRole(),
-        new PlaceholderRole(ServerRole.Registrar),
+        new RegistrarRole(),
         new PlaceholderRole(ServerRole.Verifier),
-        new PlaceholderRole(ServerRole.Agent),
+        new AgentRole(),
         new PlaceholderRole(ServerRole.Kms),
         new PlaceholderRole(ServerRole.Station),
     ];

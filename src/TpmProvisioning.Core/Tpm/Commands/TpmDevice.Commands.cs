@@ -209,6 +209,13 @@ public sealed partial class TpmDevice
         });
     }
 
+    /// <summary>TPM2_PCR_Reset: sets a resettable PCR (such as 16, the debug PCR) to zeros in every bank.</summary>
+    public void PcrReset(int pcr)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(pcr);
+        Execute(TpmCc.PCR_Reset, [(uint)pcr], NoAuth, _ => { });
+    }
+
     // ------------------------------------------------------------------ NV
 
     /// <summary>TPM2_NV_ReadPublic.</summary>

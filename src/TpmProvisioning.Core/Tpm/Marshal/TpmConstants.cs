@@ -104,6 +104,7 @@ public enum TpmCc : uint
     PCR_Read = 0x0000017E,
     PolicyGetDigest = 0x00000189,
     PCR_Extend = 0x00000182,
+    PCR_Reset = 0x0000013D,
     PolicyPassword = 0x0000018C,
 }
 

@@ -1,0 +1,292 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+using TpmProvisioning.Tpm;
+
+namespace TpmProvisioning.Attestation;
+
+/// <summary>Settings of the Keylime agent surface.</summary>
+public sealed class AgentSettings
+{
+    /// <summary>The agent's id (a UUID); null makes one from the EK (SHA-256 of the EK public area, as a UUID-shaped string is not required then).</summary>
+    public string? AgentId { get; set; }
+    /// <summary>The TPM, as a tpm2-tools TCTI string (<c>swtpm:host=127.0.0.1,port=2321</c>, <c>device:/dev/tpmrm0</c>); null reads <c>TPM2TOOLS_TCTI</c>.</summary>
+    public string? Tpm { get; set; }
+    /// <summary>Which EK to use (and whose certificate to send).</summary>
+    public EkKind EkKind { get; set; } = EkKind.Rsa2048;
+    /// <summary>A persistent AK to reuse (for example one provisioned at the factory); null creates a fresh AK at start, held while the agent runs.</summary>
+    public uint? AkHandle { get; set; }
+    /// <summary>The registrar to register with at start (for example <c>https://registrar:8891</c>); null skips registration.</summary>
+    public Uri? Registrar { get; set; }
+    /// <summary>The CA (PEM file) the registrar's TLS certificate chains to; null uses the system store.</summary>
+    public string? RegistrarCaCertificatePath { get; set; }
+    /// <summary>Contact address sent to the registrar.</summary>
+    public string? ContactIp { get; set; }
+    /// <summary>Contact port sent to the registrar; null sends the server's own port.</summary>
+    public int? ContactPort { get; set; }
+    /// <summary>The IMA runtime list served when PCR 10 is quoted.</summary>
+    public string ImaMeasurementListPath { get; set; } = "/sys/kernel/security/ima/ascii_runtime_measurements";
+    /// <summary>The UEFI event log served (base64) when PCR 0 is quoted.</summary>
+    public string EventLogPath { get; set; } = "/sys/kernel/security/tpm0/binary_bios_measurements";
+}
+
+/// <summary><c>GET /v2.1/agent/info</c>'s results.</summary>
+public sealed record AgentInfo
+{
+    [JsonPropertyName("agent_uuid")] public required string AgentUuid { get; init; }
+    [JsonPropertyName("tpm_hash_alg")] public required string TpmHashAlg { get; init; }
+    [JsonPropertyName("tpm_enc_alg")] public required string TpmEncAlg { get; init; }
+    [JsonPropertyName("tpm_sign_alg")] public required string TpmSignAlg { get; init; }
+    [JsonPropertyName("ak_handle")] public required uint AkHandle { get; init; }
+}
+
+/// <summary><c>GET /v2.1/keys/pubkey</c>'s results.</summary>
+public sealed record AgentPublicKey
+{
+    [JsonPropertyName("pubkey")] public required string Pubkey { get; init; }
+}
+
+/// <summary>A quote as <c>/quotes/integrity</c> and <c>/quotes/identity</c> answer it.</summary>
+public sealed record AgentQuote
+{
+    [JsonPropertyName("quote")] public required string Quote { get; init; }
+    [JsonPropertyName("hash_alg")] public required string HashAlg { get; init; }
+    [JsonPropertyName("enc_alg")] public required string EncAlg { get; init; }
+    [JsonPropertyName("sign_alg")] public required string SignAlg { get; init; }
+    [JsonPropertyName("pubkey")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Pubkey { get; init; }
+    [JsonPropertyName("boottime")] public required long Boottime { get; init; }
+    [JsonPropertyName("ima_measurement_list")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? ImaMeasurementList { get; init; }
+    [JsonPropertyName("ima_measurement_list_entry")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? ImaMeasurementListEntry { get; init; }
+    [JsonPropertyName("mb_measurement_list")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? MbMeasurementList { get; init; }
+}
+
+/// <summary>
+/// Spec 001's agent: holds one connection to the TPM (swtpm and unmanaged TPMs take one at a time), an EK and an AK, and the
+/// NK (an RSA key whose PEM digest is extended into PCR 16 so identity quotes bind it); answers quotes in Keylime's format.
+/// </summary>
+public sealed partial class AgentService : IDisposable
+{
+    /// <summary>Keylime's data PCR: the NK's digest is measured here.</summary>
+    public const int DataPcr = 16;
+    /// <summary>The IMA PCR.</summary>
+    public const int ImaPcr = 10;
+
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly TpmDevice _tpm;
+    private readonly AgentSettings _settings;
+    private readonly RSA _nk;
+    private readonly uint _ekHandle;
+    private readonly uint _akHandle;
+    private readonly bool _ownsAk;
+    private readonly TpmPublic _ak;
+
+    private AgentService(TpmDevice tpm, AgentSettings settings, RSA nk, uint ekHandle, uint akHandle, bool ownsAk, TpmPublic ak, byte[] ekPublic, byte[]? ekCert, string agentId)
+    {
+        _tpm = tpm;
+        _settings = settings;
+        _nk = nk;
+        _ekHandle = ekHandle;
+        _akHandle = akHandle;
+        _ownsAk = ownsAk;
+        _ak = ak;
+        EkPublic = ekPublic;
+        EkCertificate = ekCert;
+        AgentId = agentId;
+        NkPublicPem = nk.ExportSubjectPublicKeyInfoPem() + "\n";
+    }
+
+    public string AgentId { get; }
+    public byte[] EkPublic { get; }
+    public byte[] AkPublic => _ak.ToTpm2B();
+    public TpmPublic Ak => _ak;
+    public uint AkHandle => _akHandle;
+    public byte[]? EkCertificate { get; }
+    /// <summary>The NK's public key, PEM (SubjectPublicKeyInfo), as <c>keys/pubkey</c> serves it.</summary>
+    public string NkPublicPem { get; }
+
+    /// <summary>
+    /// Opens the TPM, makes the EK (transient), reuses the persistent AK at <see cref="AgentSettings.AkHandle"/> or creates one,
+    /// makes the NK, resets PCR 16 and extends SHA-x(NK PEM) into it in every active bank.
+    /// </summary>
+    public static AgentService Start(AgentSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        var tpm = TpmDevice.Open(settings.Tpm ?? Environment.GetEnvironmentVariable("TPM2TOOLS_TCTI") ?? throw new InvalidOperationException("No TPM given: set the agent's Tpm connection string or TPM2TOOLS_TCTI."));
+        uint ek = 0, ak = 0;
+        bool ownsAk = false;
+        RSA? nk = null;
+        try
+        {
+            var ekObj = tpm.CreateEk(settings.EkKind);
+            ek = ekObj.Handle;
+            var ekCert = tpm.ReadEkCertificateDer(settings.EkKind);
+            TpmPublic akPub;
+            if (settings.AkHandle is { } h)
+            {
+                ak = h;
+                akPub = tpm.ReadPublic(h).Object.Public;
+                if (!akPub.IsRestrictedSigningKey(out var why))
+                    throw new InvalidOperationException($"The AK at 0x{h:X8} is not a restricted signing key: {why}.");
+            }
+            else
+            {
+                var created = tpm.CreateAk().Key;
+                ak = created.Handle;
+                akPub = created.Public;
+                ownsAk = true;
+            }
+            nk = RSA.Create(2048);
+            var pem = nk.ExportSubjectPublicKeyInfoPem() + "\n";
+            var banks = tpm.GetPcrBanks().Banks.Where(b => b.Count > 0 && TpmHash.IsSupported(b.Hash)).Select(b => (b.Hash, TpmHash.Hash(b.Hash, Encoding.UTF8.GetBytes(pem)))).ToArray();
+            // As Keylime's agent does: PCR 16 starts from zero, so a verifier can expect exactly H(0 || H(pubkey PEM)).
+            tpm.PcrReset(DataPcr);
+            if (banks.Length > 0) tpm.PcrExtend(DataPcr, banks);
+            string id = settings.AgentId ?? Convert.ToHexStringLower(SHA256.HashData(ekObj.Public.ToTpm2B()));
+            return new AgentService(tpm, settings, nk, ek, ak, ownsAk, akPub, ekObj.Public.ToTpm2B(), ekCert, id);
+        }
+        catch
+        {
+            if (ownsAk) tpm.TryFlush(ak);
+            if (ek != 0) tpm.TryFlush(ek);
+            nk?.Dispose();
+            tpm.Dispose();
+            throw;
+        }
+    }
+
+    public AgentSettings Settings => _settings;
+
+    private string HashAlgName => AlgName(_ak.Scheme.HashAlg == TpmAlgId.Null ? _ak.NameAlg : _ak.Scheme.HashAlg);
+    private string EncAlgName => _ak.IsRsa ? "rsa" : "ecc";
+    private string SignAlgName => _ak.Scheme.Scheme switch { TpmAlgId.RsaSsa => "rsassa", TpmAlgId.RsaPss => "rsapss", TpmAlgId.EcDsa => "ecdsa", TpmAlgId.EcSchnorr => "ecschnorr", _ => _ak.IsRsa ? "rsassa" : "ecdsa" };
+
+    private static string AlgName(TpmAlgId a) => a switch { TpmAlgId.Sha1 => "sha1", TpmAlgId.Sha256 => "sha256", TpmAlgId.Sha384 => "sha384", TpmAlgId.Sha512 => "sha512", _ => a.ToString().ToLowerInvariant() };
+
+    public AgentInfo Info() => new() { AgentUuid = AgentId, TpmHashAlg = HashAlgName, TpmEncAlg = EncAlgName, TpmSignAlg = SignAlgName, AkHandle = _akHandle };
+
+    [GeneratedRegex("^[A-Za-z0-9]{1,20}$")]
+    private static partial Regex NonceRegex();
+
+    /// <summary>True for a nonce Keylime's tenant and verifier send: up to 20 characters of [A-Za-z0-9].</summary>
+    public static bool IsValidNonce(string? nonce) => nonce is not null && NonceRegex().IsMatch(nonce);
+
+    /// <summary>Parses Keylime's PCR mask (<c>0x10401</c>, hex with or without 0x); null when malformed or beyond PCR 23.</summary>
+    public static uint? ParseMask(string? mask)
+    {
+        if (string.IsNullOrEmpty(mask)) return null;
+        var s = mask.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? mask[2..] : mask;
+        if (s.Length is 0 or > 6 || !uint.TryParse(s, System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var m)) return null;
+        return m is 0 or > 0xFFFFFF ? null : m;
+    }
+
+    /// <summary>
+    /// <c>/quotes/integrity</c>: quotes the PCRs of <paramref name="mask"/> in the AK's hash bank over <paramref name="nonce"/>;
+    /// adds the IMA list from line <paramref name="imaEntry"/> when PCR 10 is quoted and the UEFI event log when PCR 0 is.
+    /// </summary>
+    public async Task<AttestationOutcome<AgentQuote>> IntegrityQuoteAsync(string? nonce, string? mask, string? partial, string? imaEntry, CancellationToken ct = default)
+    {
+        if (!IsValidNonce(nonce)) return AttestationOutcome<AgentQuote>.Fail(400, "nonce: must be 1-20 characters of [A-Za-z0-9]");
+        if (ParseMask(mask) is not { } m) return AttestationOutcome<AgentQuote>.Fail(400, "mask: must be a hex PCR mask such as 0x10401 (PCRs 0-23)");
+        if (partial is not (null or "0" or "1")) return AttestationOutcome<AgentQuote>.Fail(400, "partial: must be 0 or 1");
+        int entry = 0;
+        if (imaEntry is not null && (!int.TryParse(imaEntry, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out entry)))
+            return AttestationOutcome<AgentQuote>.Fail(400, "ima_ml_entry: must be a line number");
+
+        var q = await QuoteAsync(nonce!, m, ct).ConfigureAwait(false);
+        string? ima = null;
+        int? imaStart = null;
+        if ((m & (1u << ImaPcr)) != 0)
+        {
+            ima = ReadImaList(entry, out var start);
+            if (ima is not null) imaStart = start;
+        }
+        string? mb = null;
+        if ((m & 1u) != 0 && File.Exists(_settings.EventLogPath))
+        {
+            try { mb = Convert.ToBase64String(await File.ReadAllBytesAsync(_settings.EventLogPath, ct).ConfigureAwait(false)); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { mb = null; }
+        }
+        return AttestationOutcome<AgentQuote>.Ok(q with
+        {
+            Pubkey = partial == "1" ? null : NkPublicPem,
+            ImaMeasurementList = ima,
+            ImaMeasurementListEntry = imaStart,
+            MbMeasurementList = mb,
+        });
+    }
+
+    /// <summary><c>/quotes/identity</c>: a quote of PCR 16 (where the NK is measured) over <paramref name="nonce"/>, with the NK.</summary>
+    public async Task<AttestationOutcome<AgentQuote>> IdentityQuoteAsync(string? nonce, CancellationToken ct = default)
+    {
+        if (!IsValidNonce(nonce)) return AttestationOutcome<AgentQuote>.Fail(400, "nonce: must be 1-20 characters of [A-Za-z0-9]");
+        var q = await QuoteAsync(nonce!, 1u << DataPcr, ct).ConfigureAwait(false);
+        return AttestationOutcome<AgentQuote>.Ok(q with { Pubkey = NkPublicPem });
+    }
+
+    private async Task<AgentQuote> QuoteAsync(string nonce, uint mask, CancellationToken ct)
+    {
+        var bank = _ak.Scheme.HashAlg == TpmAlgId.Null ? _ak.NameAlg : _ak.Scheme.HashAlg;
+        var selection = PcrSelection.FromBitmask(bank, mask);
+        IntegrityQuoteEvidence ev;
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try { ev = _tpm.GetIntegrityQuote(_akHandle, Encoding.ASCII.GetBytes(nonce), selection); }
+        finally { _gate.Release(); }
+        return new AgentQuote
+        {
+            Quote = ev.ToKeylimeString(),
+            HashAlg = AlgName(bank),
+            EncAlg = EncAlgName,
+            SignAlg = SignAlgName,
+            Boottime = Environment.TickCount64 / 1000,
+        };
+    }
+
+    private string? ReadImaList(int fromLine, out int start)
+    {
+        start = fromLine;
+        try
+        {
+            if (!File.Exists(_settings.ImaMeasurementListPath)) return null;
+            var sb = new StringBuilder();
+            int n = 0;
+            foreach (var line in File.ReadLines(_settings.ImaMeasurementListPath))
+            {
+                if (n++ < fromLine) continue;
+                sb.Append(line).Append('\n');
+            }
+            if (fromLine > n) start = n;
+            return sb.ToString();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    /// <summary>The TPM side of a registration with this agent's keys (the EK is transient and loaded, the AK loaded or persistent).</summary>
+    public AgentTpmKeys Keys => new() { EkHandle = _ekHandle, AkHandle = _akHandle, EkPublic = EkPublic, AkPublic = AkPublic, EkCertificate = EkCertificate };
+
+    /// <summary>Registers with and activates at the registrar (<see cref="RegistrarClient.RegisterAndActivateAsync"/>), holding the TPM meanwhile.</summary>
+    public async Task RegisterAsync(RegistrarClient registrar, AgentIdentity contact, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(registrar);
+        var blob = await registrar.RegisterAsync(contact with { AgentId = AgentId }, EkPublic, AkPublic, EkCertificate, ct).ConfigureAwait(false);
+        string tag;
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try { tag = RegistrarClient.SolveChallenge(_tpm, Keys, AgentId, blob); }
+        finally { _gate.Release(); }
+        await registrar.ActivateAsync(AgentId, tag, ct).ConfigureAwait(false);
+    }
+
+    public void Dispose()
+    {
+        _gate.Wait();
+        try
+        {
+            if (_ownsAk) _tpm.TryFlush(_akHandle);
+            _tpm.TryFlush(_ekHandle);
+            _tpm.Dispose();
+            _nk.Dispose();
+        }
+        finally { _gate.Release(); }
+    }
+}

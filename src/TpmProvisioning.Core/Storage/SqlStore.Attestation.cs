@@ -1,0 +1,113 @@
+using System.Data.Common;
+
+namespace TpmProvisioning.Storage;
+
+/// <summary>Registrar members over portable SQL (table from migration 3).</summary>
+public abstract partial class SqlStore
+{
+    private const string RegistrarColumns = "agent_id, aik_tpm, ek_tpm, ekcert, mtls_cert, ip, port, regcount, active, auth_tag_hash, registered_ms, updated_ms, activated_ms";
+
+    public Task<RegistrarAgentRecord?> GetRegistrarAgentAsync(string agentId, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agentId);
+        return Guard("read a registered agent", async () =>
+        {
+            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = $"SELECT {RegistrarColumns} FROM registrar_agents WHERE agent_id = @id";
+            AddParam(cmd, "id", agentId);
+            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+            return await r.ReadAsync(ct).ConfigureAwait(false) ? ReadRegistrarAgent(r) : null;
+        });
+    }
+
+    public Task<IReadOnlyList<string>> ListRegistrarAgentIdsAsync(CancellationToken ct = default) =>
+        Guard<IReadOnlyList<string>>("list registered agents", async () =>
+        {
+            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = "SELECT agent_id FROM registrar_agents ORDER BY agent_id";
+            var list = new List<string>();
+            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+            while (await r.ReadAsync(ct).ConfigureAwait(false)) list.Add(r.GetString(0));
+            return list;
+        });
+
+    public Task UpsertRegistrarAgentAsync(RegistrarAgentRecord agent, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agent);
+        return Guard("store a registered agent", async () =>
+        {
+            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = $"""
+                INSERT INTO registrar_agents ({RegistrarColumns})
+                VALUES (@id, @aik, @ek, @ekcert, @mtls, @ip, @port, @regcount, @active, @tag, @reg, @upd, @act)
+                ON CONFLICT (agent_id) DO UPDATE SET aik_tpm = @aik, ek_tpm = @ek, ekcert = @ekcert, mtls_cert = @mtls, ip = @ip,
+                    port = @port, regcount = @regcount, active = @active, auth_tag_hash = @tag, registered_ms = @reg,
+                    updated_ms = @upd, activated_ms = @act
+                """;
+            AddParam(cmd, "id", agent.AgentId);
+            AddParam(cmd, "aik", agent.AikTpm);
+            AddParam(cmd, "ek", agent.EkTpm);
+            AddParam(cmd, "ekcert", agent.EkCert);
+            AddParam(cmd, "mtls", agent.MtlsCert);
+            AddParam(cmd, "ip", agent.Ip);
+            AddParam(cmd, "port", agent.Port);
+            AddParam(cmd, "regcount", agent.RegCount);
+            AddParam(cmd, "active", agent.Active ? 1 : 0);
+            AddParam(cmd, "tag", agent.AuthTagHash);
+            AddParam(cmd, "reg", agent.Registered.ToUnixTimeMilliseconds());
+            AddParam(cmd, "upd", agent.Updated.ToUnixTimeMilliseconds());
+            AddParam(cmd, "act", agent.Activated?.ToUnixTimeMilliseconds());
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            return 0;
+        });
+    }
+
+    public Task<bool> ActivateRegistrarAgentAsync(string agentId, byte[] expectedAuthTagHash, DateTimeOffset at, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agentId);
+        ArgumentNullException.ThrowIfNull(expectedAuthTagHash);
+        return Guard("activate a registered agent", async () =>
+        {
+            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = "UPDATE registrar_agents SET active = 1, auth_tag_hash = NULL, activated_ms = @t, updated_ms = @t WHERE agent_id = @id AND auth_tag_hash = @tag";
+            AddParam(cmd, "id", agentId);
+            AddParam(cmd, "tag", expectedAuthTagHash);
+            AddParam(cmd, "t", at.ToUnixTimeMilliseconds());
+            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
+        });
+    }
+
+    public Task<bool> DeleteRegistrarAgentAsync(string agentId, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agentId);
+        return Guard("remove a registered agent", async () =>
+        {
+            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = "DELETE FROM registrar_agents WHERE agent_id = @id";
+            AddParam(cmd, "id", agentId);
+            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
+        });
+    }
+
+    private static RegistrarAgentRecord ReadRegistrarAgent(DbDataReader r) => new()
+    {
+        AgentId = r.GetString(0),
+        AikTpm = r.GetFieldValue<byte[]>(1),
+        EkTpm = r.GetFieldValue<byte[]>(2),
+        EkCert = r.IsDBNull(3) ? null : r.GetFieldValue<byte[]>(3),
+        MtlsCert = r.IsDBNull(4) ? null : r.GetString(4),
+        Ip = r.IsDBNull(5) ? null : r.GetString(5),
+        Port = r.IsDBNull(6) ? null : Convert.ToInt32(r.GetValue(6)),
+        RegCount = Convert.ToInt32(r.GetValue(7)),
+        Active = Convert.ToInt64(r.GetValue(8)) != 0,
+        AuthTagHash = r.IsDBNull(9) ? null : r.GetFieldValue<byte[]>(9),
+        Registered = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(10))),
+        Updated = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(11))),
+        Activated = r.IsDBNull(12) ? null : DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(12))),
+    };
+}

@@ -1,0 +1,87 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing;
+using TpmProvisioning.Attestation;
+using TpmProvisioning.Server.Hosting;
+
+namespace TpmProvisioning.Server.Roles;
+
+/// <summary>What the Keylime surfaces (registrar, agent) share: the <c>{code, status, results}</c> envelope, <c>/version</c>,
+/// the answer to unsupported API versions, body reading, and the per-route client-certificate rule.</summary>
+internal static class Keylime
+{
+    public const string Prefix = "/v" + KeylimeApi.CurrentVersion;
+    public const int MaxBodyBytes = 1024 * 1024;
+
+    private static readonly JsonSerializerOptions s_json = new(JsonSerializerDefaults.Web)
+    {
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        PropertyNamingPolicy = null,
+    };
+
+    public static IResult Envelope<T>(AttestationOutcome<T> outcome) =>
+        Envelope(outcome.Status, outcome.Message, outcome.Succeeded ? outcome.Value : null);
+
+    /// <summary>Keylime's envelope; <c>results</c> is <c>{}</c> when there is nothing to say, as Keylime answers.</summary>
+    public static IResult Envelope(int status, string message, object? results) =>
+        Results.Json(new Dictionary<string, object?> { ["code"] = status, ["status"] = message, ["results"] = results ?? new Dictionary<string, object>() }, s_json, statusCode: status);
+
+    public static IResult Draining() => Envelope(503, "Service Unavailable: the server is draining", null);
+
+    public static AttestationCallInfo CallInfo(HttpContext http) => new()
+    {
+        Actor = http.Items.TryGetValue(ClientCertificateFilter.ClientIdentityKey, out var who) && who is string s ? s : "agent",
+        Source = http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
+    };
+
+    /// <summary>Reads the body up to <see cref="MaxBodyBytes"/>; null with an error result when too large or unreadable.</summary>
+    public static async Task<(byte[]? Body, IResult? Error)> ReadBodyAsync(HttpContext http)
+    {
+        if (http.Request.ContentLength is > MaxBodyBytes) return (null, Envelope(413, "Request body too large", null));
+        var size = http.Features.Get<IHttpMaxRequestBodySizeFeature>();
+        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = MaxBodyBytes;
+        try
+        {
+            using var ms = new MemoryStream();
+            await http.Request.Body.CopyToAsync(ms, http.RequestAborted);
+            return (ms.ToArray(), null);
+        }
+        catch (BadHttpRequestException ex)
+        {
+            return (null, Envelope(ex.StatusCode, "Bad request: " + ex.Message, null));
+        }
+    }
+
+    /// <summary>Marks an endpoint open to callers without a client certificate.</summary>
+    public static TBuilder Open<TBuilder>(this TBuilder b) where TBuilder : IEndpointConventionBuilder =>
+        b.WithMetadata(AllowWithoutClientCertificateAttribute.Instance);
+
+    /// <summary>A route group whose endpoints need a components-CA client certificate when the server speaks TLS.</summary>
+    public static RouteGroupBuilder Mutual(IEndpointRouteBuilder routes, ServerContext context)
+    {
+        var g = routes.MapGroup("");
+        if (context.Tls) g.AddEndpointFilter(new ClientCertificateFilter(context.ComponentCa));
+        return g;
+    }
+
+    /// <summary>
+    /// <c>GET /version</c> (unauthenticated, as Keylime's tenant and verifier negotiate with it) and a 400 in the envelope
+    /// for any other <c>/v{major}.{minor}/</c> prefix; mapped once per server whichever Keylime roles it hosts.
+    /// </summary>
+    private static bool LooksLikeVersion(string v) =>
+        v.Length is > 0 and <= 8 && v.All(c => char.IsAsciiDigit(c) || c == '.') && char.IsAsciiDigit(v[0]);
+
+    public static void MapShared(IEndpointRouteBuilder routes, ServerContext context)
+    {
+        if (!context.SharedRoutes.Add("keylime")) return;
+        routes.MapGet("/version", () => Envelope(200, "Success", new KeylimeVersionInfo())).Open();
+        // The slim host has no regex route constraints: the version is checked here.
+        routes.Map("/v{version}/{**rest}", (string version) =>
+            version == KeylimeApi.CurrentVersion || !LooksLikeVersion(version)
+                ? Envelope(404, "Not Found", null)
+                : Envelope(400, $"API version v{version} not supported; supported: {string.Join(", ", KeylimeApi.SupportedVersions)}", null)).Open();
+    }
+}
