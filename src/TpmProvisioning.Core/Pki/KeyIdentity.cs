@@ -1,3 +1,4 @@
+using System.Formats.Asn1;
 using Org.BouncyCastle.Asn1;
 using Org.BouncyCastle.Asn1.X509;
 using Org.BouncyCastle.Asn1.X9;
@@ -54,52 +55,133 @@ public sealed class KeyIdentity : IEquatable<KeyIdentity>
     /// <summary>Reads a DER SubjectPublicKeyInfo; <see cref="FormatException"/> when it is not an RSA or named-curve EC key.</summary>
     public static KeyIdentity FromSubjectPublicKeyInfo(ReadOnlySpan<byte> der)
     {
-        SubjectPublicKeyInfo spki;
+        // System.Formats.Asn1 rather than BouncyCastle: this runs several times per provisioning request.
+        string alg;
+        string? curve = null;
+        ReadOnlyMemory<byte> keyBits;
         try
         {
-            var obj = Asn1Object.FromByteArray(der.ToArray());
-            spki = SubjectPublicKeyInfo.GetInstance(obj);
-            if (obj.GetDerEncoded().Length != der.Length) throw new FormatException("trailing bytes after the SubjectPublicKeyInfo");
+            var spki = new AsnReader(der.ToArray(), AsnEncodingRules.DER);
+            var outer = spki.ReadSequence();
+            spki.ThrowIfNotEmpty();
+            var algId = outer.ReadSequence();
+            alg = algId.ReadObjectIdentifier();
+            if (algId.HasData)
+            {
+                if (algId.PeekTag().HasSameClassAndValue(Asn1Tag.ObjectIdentifier)) curve = algId.ReadObjectIdentifier();
+                else algId.ReadEncodedValue();
+            }
+            algId.ThrowIfNotEmpty();
+            if (!outer.TryReadPrimitiveBitString(out int unused, out keyBits) || unused != 0) throw new FormatException("the subjectPublicKey BIT STRING is not whole bytes");
+            outer.ThrowIfNotEmpty();
         }
-        catch (Exception ex) when (ex is IOException or ArgumentException or InvalidCastException or Asn1Exception or InvalidOperationException)
+        catch (AsnContentException ex)
         {
             throw new FormatException("not a DER SubjectPublicKeyInfo", ex);
         }
-        return FromSubjectPublicKeyInfo(spki);
-    }
-
-    /// <summary>Reads a parsed SubjectPublicKeyInfo.</summary>
-    public static KeyIdentity FromSubjectPublicKeyInfo(SubjectPublicKeyInfo spki)
-    {
-        ArgumentNullException.ThrowIfNull(spki);
-        string alg = spki.Algorithm.Algorithm.Id;
+        var key = keyBits.Span;
         try
         {
             switch (alg)
             {
                 case RsaEncryption or RsaesOaep or RsassaPss:
                 {
-                    var rsa = RsaPublicKeyStructure.GetInstance(spki.ParsePublicKey());
-                    if (rsa.Modulus.SignValue <= 0 || rsa.PublicExponent.SignValue <= 0) throw new FormatException("RSA key with a non-positive modulus or exponent");
-                    return new KeyIdentity(true, rsa.Modulus.ToByteArrayUnsigned(), rsa.PublicExponent.ToByteArrayUnsigned(), null);
+                    var r = new AsnReader(keyBits, AsnEncodingRules.DER);
+                    var seq = r.ReadSequence();
+                    r.ThrowIfNotEmpty();
+                    var n = seq.ReadIntegerBytes().Span;
+                    var e = seq.ReadIntegerBytes().Span;
+                    seq.ThrowIfNotEmpty();
+                    if (n.Length == 0 || e.Length == 0 || (n[0] & 0x80) != 0 || (e[0] & 0x80) != 0) throw new FormatException("RSA key with a negative modulus or exponent");
+                    var nb = TrimZeros(n.ToArray());
+                    var eb = TrimZeros(e.ToArray());
+                    if (nb is [0] || eb is [0]) throw new FormatException("RSA key with a zero modulus or exponent");
+                    return new KeyIdentity(true, nb, eb, null);
                 }
                 case EcPublicKey:
                 {
-                    if (spki.Algorithm.Parameters is not DerObjectIdentifier curveOid)
-                        throw new FormatException("EC key without a named curve");
-                    var x9 = ECNamedCurveTable.GetByOid(curveOid) ?? throw new FormatException($"unknown curve {curveOid.Id}");
-                    var q = x9.Curve.DecodePoint(spki.PublicKey.GetOctets()).Normalize();
+                    if (curve is null) throw new FormatException("EC key without a named curve");
+                    int size = curve switch
+                    {
+                        "1.2.840.10045.3.1.7" => 32,
+                        "1.3.132.0.34" => 48,
+                        "1.3.132.0.35" => 66,
+                        _ => 0,
+                    };
+                    if (size > 0 && key.Length == 1 + 2 * size && key[0] == 0x04)
+                    {
+                        // Uncompressed point: .NET checks that it is on the curve as it imports it.
+                        var x = key.Slice(1, size).ToArray();
+                        var y = key.Slice(1 + size, size).ToArray();
+                        try
+                        {
+                            using var ec = System.Security.Cryptography.ECDiffieHellman.Create(new System.Security.Cryptography.ECParameters
+                            {
+                                Curve = System.Security.Cryptography.ECCurve.CreateFromValue(curve),
+                                Q = new System.Security.Cryptography.ECPoint { X = x, Y = y },
+                            });
+                        }
+                        catch (System.Security.Cryptography.CryptographicException ex) { throw new FormatException("EC point not on its curve", ex); }
+                        return new KeyIdentity(false, x, y, curve);
+                    }
+                    // Compressed points and other curves: BouncyCastle decodes and validates.
+                    var x9 = ECNamedCurveTable.GetByOid(new DerObjectIdentifier(curve)) ?? throw new FormatException($"unknown curve {curve}");
+                    var q = x9.Curve.DecodePoint(key.ToArray()).Normalize();
                     if (q.IsInfinity || !q.IsValid()) throw new FormatException("EC point not on its curve");
-                    return new KeyIdentity(false, q.AffineXCoord.GetEncoded(), q.AffineYCoord.GetEncoded(), curveOid.Id);
+                    return new KeyIdentity(false, q.AffineXCoord.GetEncoded(), q.AffineYCoord.GetEncoded(), curve);
                 }
                 default:
                     throw new FormatException($"unsupported key algorithm {alg}");
             }
         }
-        catch (Exception ex) when (ex is ArgumentException or InvalidCastException or IOException or Asn1Exception or InvalidOperationException)
+        catch (Exception ex) when (ex is AsnContentException or ArgumentException or InvalidOperationException)
         {
             throw new FormatException($"malformed {(alg == EcPublicKey ? "EC" : "RSA")} public key: {ex.Message}", ex);
         }
+    }
+
+    /// <summary>
+    /// The DER SubjectPublicKeyInfo of this key: rsaEncryption (NULL parameters) or id-ecPublicKey with its named curve and an
+    /// uncompressed point. Written directly, without importing the key into a crypto provider.
+    /// </summary>
+    public byte[] ToSubjectPublicKeyInfo()
+    {
+        var w = new AsnWriter(AsnEncodingRules.DER);
+        using (w.PushSequence())
+        {
+            using (w.PushSequence())
+            {
+                w.WriteObjectIdentifier(IsRsa ? RsaEncryption : EcPublicKey);
+                if (IsRsa) w.WriteNull();
+                else w.WriteObjectIdentifier(CurveOid!);
+            }
+            if (IsRsa)
+            {
+                var inner = new AsnWriter(AsnEncodingRules.DER);
+                using (inner.PushSequence())
+                {
+                    inner.WriteIntegerUnsigned(A);
+                    inner.WriteIntegerUnsigned(B);
+                }
+                w.WriteBitString(inner.Encode());
+            }
+            else
+            {
+                var point = new byte[1 + A.Length + B.Length];
+                point[0] = 0x04;
+                A.CopyTo(point, 1);
+                B.CopyTo(point, 1 + A.Length);
+                w.WriteBitString(point);
+            }
+        }
+        return w.Encode();
+    }
+
+    /// <summary>Reads a parsed SubjectPublicKeyInfo.</summary>
+    public static KeyIdentity FromSubjectPublicKeyInfo(SubjectPublicKeyInfo spki)
+    {
+        ArgumentNullException.ThrowIfNull(spki);
+        return FromSubjectPublicKeyInfo(spki.GetDerEncoded());
     }
 
     /// <summary>The key of a TPM public area.</summary>

@@ -236,7 +236,14 @@ public sealed class TpmCa : IDisposable
     /// and <see cref="AkCertificateProfile.DeviceVersionOid"/>.
     /// </summary>
     /// <exception cref="CertificateSignerTimeoutException">The signer took longer than <see cref="SignerTimeout"/>.</exception>
-    public async Task<X509Certificate2> IssueAkCertificateAsync(AkCertificateRequest request, CancellationToken ct = default)
+    public async Task<X509Certificate2> IssueAkCertificateAsync(AkCertificateRequest request, CancellationToken ct = default) =>
+        X509CertificateLoader.LoadCertificate((await IssueAkCertificateDerAsync(request, ct).ConfigureAwait(false)).Der);
+
+    /// <summary>
+    /// <see cref="IssueAkCertificateAsync"/> without building an <see cref="X509Certificate2"/> (the server only needs the bytes):
+    /// returns the DER certificate and its serial number as upper-case hex.
+    /// </summary>
+    public async Task<(byte[] Der, string SerialNumber)> IssueAkCertificateDerAsync(AkCertificateRequest request, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(request);
         if (request.EkCertificateSha256.Length != 32) throw new ArgumentException("The EK certificate fingerprint must be 32 bytes (SHA-256).", nameof(request));
@@ -257,7 +264,8 @@ public sealed class TpmCa : IDisposable
         if (notAfter > caEnd) notAfter = caEnd;
         var tbs = BuildTbs(_sigAlg, _issuer, subject, spki, now.AddMinutes(-5), notAfter, ext.Generate());
         var sig = await SignWithTimeoutAsync(tbs.GetDerEncoded(), ct).ConfigureAwait(false);
-        return Assemble(tbs, _sigAlg, sig);
+        var der = new X509CertificateStructure(tbs, _sigAlg, new DerBitString(sig)).GetDerEncoded();
+        return (der, Convert.ToHexString(tbs.SerialNumber.Value.ToByteArrayUnsigned()));
     }
 
     private async Task<byte[]> SignWithTimeoutAsync(byte[] tbs, CancellationToken ct)

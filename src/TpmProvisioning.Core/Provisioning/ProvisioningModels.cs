@@ -76,8 +76,11 @@ public sealed record ProvisioningOutcome
     public ProvisioningResponse? Response { get; init; }
     /// <summary>The manufacturing record written on success.</summary>
     public ManufacturingRecord? Record { get; init; }
-    /// <summary>The AK certificate issued on success.</summary>
-    public X509Certificate2? Certificate { get; init; }
+    /// <summary>The AK certificate issued on success (DER).</summary>
+    public byte[]? AkCertificate { get; init; }
+
+    /// <summary>A new <see cref="X509Certificate2"/> of the issued AK certificate (the caller disposes it), or null.</summary>
+    public X509Certificate2? LoadAkCertificate() => AkCertificate is null ? null : X509CertificateLoader.LoadCertificate(AkCertificate);
     /// <summary>The rejection message (safe to return to the caller).</summary>
     public string? Error { get; init; }
     /// <summary>For 429 and 503: seconds after which a retry may succeed.</summary>

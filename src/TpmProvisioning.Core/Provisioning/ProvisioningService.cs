@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Org.BouncyCastle.Pkcs;
 using TpmProvisioning.Pki;
 using TpmProvisioning.Storage;
 using TpmProvisioning.Tpm;
@@ -129,9 +128,9 @@ public sealed class ProvisioningService
                 ThrowIfConflict(binding);
 
                 // 8. Issue, protect, record.
-                using var akCert = await _ca.IssueAkCertificateAsync(new AkCertificateRequest
+                var (akCertDer, akCertSerial) = await _ca.IssueAkCertificateDerAsync(new AkCertificateRequest
                 {
-                    AkSubjectPublicKeyInfo = akPublic.ToSubjectPublicKeyInfo(),
+                    AkSubjectPublicKeyInfo = akKey.ToSubjectPublicKeyInfo(),
                     DeviceName = device.Name,
                     Serial = device.Serial,
                     Vendor = device.Vendor,
@@ -142,7 +141,7 @@ public sealed class ProvisioningService
 
                 var secret = RandomNumberGenerator.GetBytes(ProvisioningEnvelope.SecretBytes);
                 var blob = Credential.MakeCredential(ekPublic, akName, secret);
-                var (sealedCert, nonce) = ProvisioningEnvelope.Seal(secret, akCert.RawData);
+                var (sealedCert, nonce) = ProvisioningEnvelope.Seal(secret, akCertDer);
                 CryptographicOperations.ZeroMemory(secret);
 
                 var record = new ManufacturingRecord
@@ -153,8 +152,8 @@ public sealed class ProvisioningService
                     DeviceVersion = device.Version,
                     EkFingerprint = ekFingerprint,
                     AkName = Convert.ToHexString(akName),
-                    AkCertificateSerial = akCert.SerialNumber,
-                    AkCertificate = akCert.RawData,
+                    AkCertificateSerial = akCertSerial,
+                    AkCertificate = akCertDer,
                     ApiKeyId = key.KeyId,
                 };
                 var (committed, id) = await _store.AddManufacturingRecordAsync(record, ct).ConfigureAwait(false);
@@ -166,7 +165,7 @@ public sealed class ProvisioningService
                     Status = 200,
                     ApiKeyId = key.KeyId,
                     Record = record,
-                    Certificate = X509CertificateLoader.LoadCertificate(akCert.RawData),
+                    AkCertificate = akCertDer,
                     Response = new ProvisioningResponse
                     {
                         CredentialBundle = Convert.ToBase64String(Credential.ToTpm2ToolsFile(blob)),
@@ -399,25 +398,15 @@ public sealed class ProvisioningService
             der = Base64Field("csr", value);
         }
         if (der.Length < 2 || der[0] != 0x30) throw Bad("csr", "not a DER PKCS#10 request");
-        Pkcs10CertificationRequest csr;
-        try
-        {
-            csr = new Pkcs10CertificationRequest(der);
-            _ = csr.GetCertificationRequestInfo().SubjectPublicKeyInfo.Algorithm;
-        }
-        catch (Exception ex) when (ex is ArgumentException or IOException or InvalidCastException or InvalidOperationException or Org.BouncyCastle.Asn1.Asn1Exception or NullReferenceException)
-        {
-            throw Bad("csr", "not a DER PKCS#10 request");
-        }
-        bool valid;
-        try { valid = csr.Verify(); }
-        catch (Exception ex) when (ex is not OperationCanceledException)
-        {
-            throw Bad("csr", "its signature cannot be checked (unsupported algorithm or malformed key)");
-        }
-        if (!valid) throw Bad("csr", "signature does not verify");
+        // .NET (OpenSSL) parses and verifies: RSASSA-PKCS1-v1_5, RSASSA-PSS and ECDSA. BouncyCastle would run a primality test on
+        // every new RSA modulus before verifying, which costs milliseconds per request.
+        CertificateRequest csr;
+        try { csr = CertificateRequest.LoadSigningRequest(der, HashAlgorithmName.SHA256, CertificateRequestLoadOptions.SkipSignatureValidation); }
+        catch (CryptographicException) { throw Bad("csr", "not a DER PKCS#10 request"); }
+        try { CertificateRequest.LoadSigningRequest(der, HashAlgorithmName.SHA256); }
+        catch (CryptographicException) { throw Bad("csr", "signature does not verify"); }
         KeyIdentity csrKey;
-        try { csrKey = KeyIdentity.FromSubjectPublicKeyInfo(csr.GetCertificationRequestInfo().SubjectPublicKeyInfo); }
+        try { csrKey = KeyIdentity.FromSubjectPublicKeyInfo(csr.PublicKey.ExportSubjectPublicKeyInfo()); }
         catch (FormatException ex) { throw Bad("csr", "its public key cannot be read: " + ex.Message); }
         if (!csrKey.Equals(akKey)) throw Bad("csr", "its public key is not the AK (ak_pub_key)");
     }

@@ -24,6 +24,16 @@ public sealed class SqliteStore : SqlStore
     /// <summary>The database file.</summary>
     public string Path { get; }
 
+    /// <summary>The store's file name under a server's data path.</summary>
+    public const string DefaultFileName = "tpmprovisioning.db";
+
+    /// <summary>
+    /// Opens the store a server with data path <paramref name="dataPath"/> uses (<see cref="DefaultFileName"/> in it). Admin
+    /// sessions open it beside a running server (WAL allows it) to manage API keys and read records.
+    /// </summary>
+    public static Task<SqliteStore> OpenInDataPathAsync(string dataPath, CancellationToken ct = default) =>
+        OpenAsync(System.IO.Path.Combine(System.IO.Path.GetFullPath(dataPath), DefaultFileName), ct);
+
     /// <summary>Opens (creating if needed) the store file and brings its schema up to date.</summary>
     public static async Task<SqliteStore> OpenAsync(string path, CancellationToken ct = default)
     {

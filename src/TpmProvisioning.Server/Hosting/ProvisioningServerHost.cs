@@ -84,7 +84,7 @@ public sealed class ProvisioningServerHost : IServerHost
         {
             try
             {
-                store = await SqliteStore.OpenAsync(Path.Combine(dataPath, "tpmprovisioning.db"), ct).ConfigureAwait(false);
+                store = await SqliteStore.OpenInDataPathAsync(dataPath, ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is StoreUnavailableException or Microsoft.Data.Sqlite.SqliteException)
             {

@@ -65,7 +65,7 @@ public sealed class DeviceProvisioningTests : IClassFixture<SwtpmFixture>, IAsyn
         var outcome = await h.Service.ProvisionAsync(session.BuildRequest(h.Key.Key));
         Assert.True(outcome.Succeeded, outcome.Error);
         using var cert = session.OpenResponse(outcome.Response!);
-        Assert.Equal(outcome.Certificate!.RawData, cert.RawData);
+        Assert.Equal(outcome.AkCertificate!, cert.RawData);
         Assert.Equal(KeyIdentity.FromTpmPublic(session.Ak.Public), KeyIdentity.FromSubjectPublicKeyInfo(cert.PublicKey.ExportSubjectPublicKeyInfo()));
         Assert.Equal(session.EkThumbprint, outcome.Record!.EkFingerprint);
         Assert.Equal(Convert.ToHexString(session.Ak.Name), outcome.Record.AkName); // the server's Name is the TPM's

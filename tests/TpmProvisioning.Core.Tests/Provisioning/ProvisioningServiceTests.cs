@@ -56,10 +56,10 @@ public sealed class ProvisioningServiceTests : IAsyncLifetime
         var bundle = Convert.FromBase64String(outcome.Response!.CredentialBundle);
         Assert.Equal(0xBADCC0DEu, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(bundle));
         Assert.Equal(12, Convert.FromBase64String(outcome.Response.Nonce).Length);
-        Assert.Equal(outcome.Certificate!.RawData.Length + 16, Convert.FromBase64String(outcome.Response.EncryptedAkCert).Length);
+        Assert.Equal(outcome.AkCertificate!.Length + 16, Convert.FromBase64String(outcome.Response.EncryptedAkCert).Length);
 
         using var cert = dev.Open(outcome.Response);
-        Assert.Equal(outcome.Certificate.RawData, cert.RawData);
+        Assert.Equal(outcome.AkCertificate, cert.RawData);
         using (var chain = ChainTo(h.Ca.Certificate)) Assert.True(chain.Build(cert), string.Join(",", chain.ChainStatus.Select(s => s.Status)));
         Assert.Equal(KeyIdentity.FromTpmPublic(dev.Ak.Public), KeyIdentity.FromSubjectPublicKeyInfo(cert.PublicKey.ExportSubjectPublicKeyInfo()));
         Assert.Equal("CN=sensor-01, SERIALNUMBER=SN-0001, O=Contoso", cert.Subject);

@@ -30,7 +30,7 @@ public sealed class TestServer : IAsyncDisposable
     public HttpClient Http { get; private set; } = null!;
     public X509Certificate2 ServerCa { get; private set; } = null!;
     public X509Certificate2 TpmCa { get; private set; } = null!;
-    public string DbPath => Path.Combine(DataPath, "tpmprovisioning.db");
+    public string DbPath => Path.Combine(DataPath, SqliteStore.DefaultFileName);
 
     public static async Task<TestServer> StartAsync(IEnumerable<(X509Certificate2 Root, X509Certificate2? Issuer)> manufacturers, Action<ServerOptions>? configure = null)
     {
@@ -43,7 +43,7 @@ public sealed class TestServer : IAsyncDisposable
         var o = new ServerOptions { DataPath = s.DataPath, Port = 0, Roles = ServerRole.Provisioning };
         configure?.Invoke(o);
         s.Host = await ProvisioningServerHost.StartAsync(o);
-        s.Store = await SqliteStore.OpenAsync(s.DbPath);
+        s.Store = await SqliteStore.OpenInDataPathAsync(s.DataPath);
         s.Key = await new ApiKeyManager(s.Store).CreateAsync("plant-1", ["Contoso"]);
         s.ServerCa = X509Certificate2.CreateFromPem(File.ReadAllText(s.Host.Info.CaCertificatePath!));
         s.TpmCa = X509Certificate2.CreateFromPem(File.ReadAllText(Path.Combine(ProvisioningPaths.TpmCa(s.DataPath), Pki.TpmCa.CertFileName)));

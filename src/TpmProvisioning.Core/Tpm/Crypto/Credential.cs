@@ -60,10 +60,8 @@ public static class Credential
         if (ekPublic.IsRsa)
         {
             seed = RandomNumberGenerator.GetBytes(digestSize);
-            var oaep = Oaep(hashAlg);
             var p = ekPublic.ToRsaParameters();
-            oaep.Init(true, new ParametersWithRandom(new RsaKeyParameters(false, new BcBigInteger(1, p.Modulus), new BcBigInteger(1, p.Exponent)), new SecureRandom()));
-            encSecret = oaep.ProcessBlock(seed, 0, seed.Length);
+            encSecret = RsaOaepEncrypt(p.Modulus!, p.Exponent!, seed, hashAlg, IdentityLabel);
         }
         else
         {
@@ -202,6 +200,53 @@ public static class Credential
     {
         if (ek.Symmetric.Algorithm != TpmAlgId.Aes || ek.Symmetric.Mode != TpmAlgId.Cfb || ek.Symmetric.KeyBits is not (128 or 192 or 256))
             throw new NotSupportedException($"EK symmetric definition {ek.Symmetric} is not AES-CFB; MakeCredential needs a storage EK.");
+    }
+
+    /// <summary>
+    /// RSAES-OAEP encryption (RFC 8017, 7.1.1) with MGF1 and a label, which .NET's RSA does not take. The public operation is a
+    /// plain modular exponentiation: BouncyCastle's RSA key parameters run a primality test on every new modulus (milliseconds),
+    /// which a server making one credential per request for a fresh EK cannot afford.
+    /// </summary>
+    internal static byte[] RsaOaepEncrypt(byte[] modulus, byte[] exponent, ReadOnlySpan<byte> message, TpmAlgId hashAlg, ReadOnlySpan<byte> label)
+    {
+        var n = new System.Numerics.BigInteger(modulus, isUnsigned: true, isBigEndian: true);
+        var e = new System.Numerics.BigInteger(exponent, isUnsigned: true, isBigEndian: true);
+        int k = (int)((n.GetBitLength() + 7) / 8);
+        int hLen = TpmHash.DigestSize(hashAlg);
+        if (message.Length > k - 2 * hLen - 2) throw new ArgumentException("Message too long for RSA-OAEP with this key.", nameof(message));
+        var em = new byte[k];
+        var seed = em.AsSpan(1, hLen);
+        var db = em.AsSpan(1 + hLen);
+        TpmHash.Hash(hashAlg, label, db[..hLen]);
+        db[^(message.Length + 1)] = 0x01;
+        message.CopyTo(db[^message.Length..]);
+        RandomNumberGenerator.Fill(seed);
+        Mgf1Xor(hashAlg, seed, db);
+        Mgf1Xor(hashAlg, db, seed);
+        var m = new System.Numerics.BigInteger(em, isUnsigned: true, isBigEndian: true);
+        CryptographicOperations.ZeroMemory(em);
+        var c = System.Numerics.BigInteger.ModPow(m, e, n).ToByteArray(isUnsigned: true, isBigEndian: true);
+        if (c.Length == k) return c;
+        var outBuf = new byte[k];
+        c.CopyTo(outBuf, k - c.Length);
+        return outBuf;
+    }
+
+    /// <summary>target ^= MGF1(seed, target.Length).</summary>
+    private static void Mgf1Xor(TpmAlgId hashAlg, ReadOnlySpan<byte> seed, Span<byte> target)
+    {
+        int hLen = TpmHash.DigestSize(hashAlg);
+        var input = new byte[seed.Length + 4];
+        seed.CopyTo(input);
+        Span<byte> block = stackalloc byte[64];
+        for (uint counter = 0, done = 0; done < target.Length; counter++)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(input.AsSpan(seed.Length), counter);
+            TpmHash.Hash(hashAlg, input, block[..hLen]);
+            int n = Math.Min(hLen, target.Length - (int)done);
+            for (int i = 0; i < n; i++) target[(int)done + i] ^= block[i];
+            done += (uint)n;
+        }
     }
 
     private static OaepEncoding Oaep(TpmAlgId hashAlg) => new(new RsaEngine(), BcDigest(hashAlg), BcDigest(hashAlg), IdentityLabel);
