@@ -31,7 +31,7 @@ public static class Program
             if (load != "provisioning") { Console.Error.WriteLine($"Unknown load test '{load}' (known: provisioning)."); return 1; }
             return Load.ProvisioningLoad.RunAsync(artifacts,
                 TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "10")),
-                int.Parse(OptionValue(list, "--concurrency") ?? "32"),
+                int.Parse(OptionValue(list, "--concurrency") ?? "16"),
                 int.Parse(OptionValue(list, "--devices") ?? "64"), Console.Out).GetAwaiter().GetResult();
         }
         bool listOnly = list.Any(a => a.StartsWith("--list", StringComparison.Ordinal));

@@ -330,7 +330,7 @@ public sealed class NewTpmCaCommand : ProvisioningDataCmdletBase
         if (!ShouldProcess(dir, TpmCa.Exists(dir) ? "Replace the TPM CA" : "Create the TPM CA")) return;
         using var ca = TpmCa.Create(dir, Subject, TimeSpan.FromDays(ValidDays), force: Force);
         Audit("provision.tpmca.create", ca.Certificate.Thumbprint, ca.Certificate.Subject);
-        WriteObject(new X509Certificate2(ca.Certificate.RawData));
+        WriteObject(X509CertificateLoader.LoadCertificate(ca.Certificate.RawData));
     }
 }
 
@@ -362,7 +362,7 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
             var key = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(KeyPath));
             using var ca = TpmCa.Import(dir, cert, key, Force);
             Audit("provision.tpmca.import", ca.Certificate.Thumbprint, ca.Certificate.Subject);
-            WriteObject(new X509Certificate2(ca.Certificate.RawData));
+            WriteObject(X509CertificateLoader.LoadCertificate(ca.Certificate.RawData));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or System.Security.Cryptography.CryptographicException or InvalidOperationException)
         {
