@@ -36,6 +36,10 @@
         'New-TpmCa'
         'Import-TpmCa'
         'Export-TpmCa'
+        'Register-AttestationAgent'
+        'Get-AttestationAgent'
+        'Remove-AttestationAgent'
+        'New-ProvisioningClientCertificate'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

@@ -54,6 +54,28 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [Parameter]
     public LogLevelName LogLevel { get; set; } = LogLevelName.Information;
 
+    /// <summary>Agent role: the TPM connection string (default TPM2TOOLS_TCTI, else the platform TPM).</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(TpmConnectionCompleter))]
+    public string? Tpm { get; set; }
+
+    /// <summary>Agent role: the registrar to register with at start, e.g. https://registrar:8891.</summary>
+    [Parameter]
+    public Uri? Registrar { get; set; }
+
+    /// <summary>Agent role: PEM file of the CA the registrar's TLS certificate chains to (default: this data path's components CA).</summary>
+    [Parameter]
+    public string? RegistrarCaCertificate { get; set; }
+
+    /// <summary>Agent role: the agent id (a UUID); default derived from the EK.</summary>
+    [Parameter]
+    public string? AgentId { get; set; }
+
+    /// <summary>Agent role: persistent handle of an AK to reuse (e.g. the one New-TpmProvisioning persisted); default a new AK.</summary>
+    [Parameter]
+    [TpmHandleTransformation]
+    public uint? AkHandle { get; set; }
+
     /// <summary>Keep the server in the foreground, relaying its log to the verbose stream, until Ctrl+C.</summary>
     [Parameter]
     public SwitchParameter Wait { get; set; }
@@ -94,6 +116,17 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             InsecurePlainHttp = InsecurePlainHttp,
             LogLevel = LogLevel,
         };
+        if (roles.HasFlag(ServerRole.Agent))
+        {
+            options.Agent = new TpmProvisioning.Attestation.AgentSettings
+            {
+                Tpm = Tpm,
+                Registrar = Registrar,
+                RegistrarCaCertificatePath = RegistrarCaCertificate is null ? null : GetUnresolvedProviderPathFromPSPath(RegistrarCaCertificate),
+                AgentId = AgentId,
+                AkHandle = AkHandle,
+            };
+        }
 
         WriteVerbose($"ASP.NET Core shared framework: {AssemblyResolver.AspNetCoreFramework.Found}");
         IServerHost host;
@@ -117,6 +150,21 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         }
         ServerRegistry.Add(host);
         WriteVerbose($"Server {host.Info.Name} (Id {host.Info.Id}) listening on {string.Join(", ", host.Info.Urls)}; CA certificate: {host.Info.CaCertificatePath}; log: {host.Info.LogPath}");
+        if (roles.HasFlag(ServerRole.Agent) && Registrar is not null)
+        {
+            // The agent registers and activates in the background; wait (up to 30 s) so the object shows the outcome.
+            var progress = new ProgressRecord(1, "Start-ProvisioningServer", $"Agent registering with {Registrar}");
+            var until = DateTime.UtcNow.AddSeconds(30);
+            while (!host.Info.AgentRegistered && host.Info.AgentRegistrationError is null && DateTime.UtcNow < until && !_cts.IsCancellationRequested)
+            {
+                WriteProgress(progress);
+                Thread.Sleep(50);
+            }
+            progress.RecordType = ProgressRecordType.Completed;
+            WriteProgress(progress);
+        }
+        if (roles.HasFlag(ServerRole.Agent) && Registrar is not null && !host.Info.AgentRegistered)
+            WriteWarning($"The agent did not register with {Registrar}: {host.Info.AgentRegistrationError}");
         WriteObject(host.Info);
 
         if (Wait) RunInForeground(host);

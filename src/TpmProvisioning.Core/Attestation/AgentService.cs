@@ -10,7 +10,7 @@ namespace TpmProvisioning.Attestation;
 /// <summary>Settings of the Keylime agent surface.</summary>
 public sealed class AgentSettings
 {
-    /// <summary>The agent's id (a UUID); null makes one from the EK (SHA-256 of the EK public area, as a UUID-shaped string is not required then).</summary>
+    /// <summary>The agent's id (a UUID); null derives a UUID from the EK (see <see cref="AgentService.AgentIdFromEk"/>).</summary>
     public string? AgentId { get; set; }
     /// <summary>The TPM, as a tpm2-tools TCTI string (<c>swtpm:host=127.0.0.1,port=2321</c>, <c>device:/dev/tpmrm0</c>); null reads <c>TPM2TOOLS_TCTI</c>.</summary>
     public string? Tpm { get; set; }
@@ -143,7 +143,7 @@ public sealed partial class AgentService : IDisposable
             // As Keylime's agent does: PCR 16 starts from zero, so a verifier can expect exactly H(0 || H(pubkey PEM)).
             tpm.PcrReset(DataPcr);
             if (banks.Length > 0) tpm.PcrExtend(DataPcr, banks);
-            string id = settings.AgentId ?? Convert.ToHexStringLower(SHA256.HashData(ekObj.Public.ToTpm2B()));
+            string id = settings.AgentId ?? AgentIdFromEk(ekObj.Public.ToTpm2B());
             return new AgentService(tpm, settings, nk, ek, ak, ownsAk, akPub, ekObj.Public.ToTpm2B(), ekCert, id);
         }
         catch
@@ -170,6 +170,18 @@ public sealed partial class AgentService : IDisposable
     private static partial Regex NonceRegex();
 
     /// <summary>True for a nonce Keylime's tenant and verifier send: up to 20 characters of [A-Za-z0-9].</summary>
+    /// <summary>
+    /// The default agent id: a UUID (version 8, RFC 9562) from the SHA-256 of the EK's TPM2B_PUBLIC, so it is stable for a
+    /// TPM and accepted by registrars that require UUIDs.
+    /// </summary>
+    public static string AgentIdFromEk(byte[] ekTpm2b)
+    {
+        var h = SHA256.HashData(ekTpm2b).AsSpan(0, 16).ToArray();
+        h[6] = (byte)((h[6] & 0x0F) | 0x80);
+        h[8] = (byte)((h[8] & 0x3F) | 0x80);
+        return new Guid(h, bigEndian: true).ToString();
+    }
+
     public static bool IsValidNonce(string? nonce) => nonce is not null && NonceRegex().IsMatch(nonce);
 
     /// <summary>Parses Keylime's PCR mask (<c>0x10401</c>, hex with or without 0x); null when malformed or beyond PCR 23.</summary>
