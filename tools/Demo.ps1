@@ -23,7 +23,7 @@ function Write-Check([string] $Label, [bool] $Ok) {
     if (-not $Ok) { throw "Demo check failed: $Label" }
 }
 
-$sim = $null; $server = $null
+$sim = $null; $server = $null; $agent = $null
 try {
     Write-DemoStep 'Start a software TPM (swtpm) with EK certificates from a local "manufacturer" CA'
     $sim = Start-TpmSimulator -Name 'demo-device'
@@ -47,8 +47,8 @@ try {
     Write-Check 'EK cert carries the EK' ([bool]$ek.CertificateMatchesKey)
     Write-Check 'EK cert chains to root' $chained
 
-    Write-DemoStep 'Start the provisioning server in this session (HTTPS, own CA, SQLite store)'
-    $server = Start-ProvisioningServer -Port 0 -DataPath $DataPath -Role Provisioning
+    Write-DemoStep 'Start the provisioning and Keylime registrar server in this session (HTTPS, own CA, SQLite store)'
+    $server = Start-ProvisioningServer -Port 0 -DataPath $DataPath -Role Provisioning, Registrar
     Write-Fact 'listening on' ($server.Urls -join ', ')
     $health = Invoke-RestMethod "$($server.Urls[0])/healthz" -SkipCertificateCheck
     Write-Check 'GET /healthz' ($health.status -eq 'ok')
@@ -98,12 +98,36 @@ try {
     $bad = Test-TpmQuote -Attest $tampered -Signature $quote.Signature -PcrBlob $quote.PcrBlob -AttestationKey $akFromCert -Nonce $nonce
     Write-Check 'tampered quote refused' (-not $bad.IsValid)
     Write-Fact 'refused because' ($bad.FailedChecks -join ', ')
+
+    Write-DemoStep 'Run the Keylime agent on the device: it registers its EK and provisioned AK with the registrar and activates'
+    $agent = Start-ProvisioningServer -Name 'demo-agent' -Port 0 -DataPath (Join-Path $DataPath 'agent') -Role Agent -Tpm $sim.ConnectionString `
+        -Registrar $server.Urls[0] -RegistrarCaCertificate $server.CaCertificatePath -AkHandle $device.AkHandle
+    Write-Fact 'agent listening on' ($agent.Urls -join ', ')
+    Write-Check 'agent registered and activated' $agent.AgentRegistered
+    $tenant = $server | New-ProvisioningClientCertificate -Name 'demo-tenant' -Confirm:$false
+    $registered = Get-AttestationAgent -Registrar $server.Urls[0] -CaCertificate $server.CaCertificatePath -ClientCertificate $tenant
+    Write-Fact 'registrar lists (mTLS)' ("{0}, regcount {1}" -f $registered.AgentId, $registered.RegCount)
+    $registeredAk = [Convert]::ToBase64String(([TpmProvisioning.Tpm.TpmPublic]::ParseTpm2B([Convert]::FromBase64String($registered.AikTpm))).ToSubjectPublicKeyInfo())
+    Write-Check 'registered AK = AK certificate key' ($registeredAk -eq [Convert]::ToBase64String($akFromCert))
+
+    Write-DemoStep 'Attest as a Keylime verifier would: GET /v2.1/quotes/integrity from the agent over mutual TLS, verify with the registered AK'
+    $verifierCert = $agent | New-ProvisioningClientCertificate -Name 'demo-verifier' -Confirm:$false
+    $nonce2 = -join ((48..57) + (65..90) | Get-Random -Count 20 | ForEach-Object { [char]$_ })
+    $answer = Invoke-RestMethod "$($agent.Urls[0])/v2.1/quotes/integrity?nonce=$nonce2&mask=0x408001" -Certificate $verifierCert -SkipCertificateCheck
+    Write-Fact 'agent answered' ("code {0}, {1}, hash {2}" -f $answer.code, $answer.status, $answer.results.hash_alg)
+    $verdict = Test-TpmQuote -KeylimeQuote $answer.results.quote -AttestationKey $registered.AikTpm -Nonce $nonce2 -PcrMask '0x408001'
+    Write-Check 'agent quote verifies' $verdict.IsValid
+    Write-Host '    (key release to attested devices lands with the verifier and KMS surfaces)'
 }
 finally {
     Write-DemoStep 'Stop everything and show the audit trail'
+    if ($agent) { $agent | Stop-ProvisioningServer -Confirm:$false }
     if ($server) {
         $server | Stop-ProvisioningServer -Confirm:$false
-        Get-ProvisioningAuditLog -DataPath $DataPath | Select-Object -First 12 | Format-Table Time, Actor, Action, Outcome, Detail -AutoSize -Wrap | Out-String | Write-Host
+        Get-ProvisioningAuditLog -DataPath $DataPath | Select-Object -First 16 | Sort-Object Id | ForEach-Object {
+            $t = if ($_.Target) { $_.Target } else { '' }
+            Write-Host ('    {0:HH:mm:ss}  {1,-18} {2,-26} {3,-8} {4}' -f $_.Time.ToLocalTime(), $_.Actor, $_.Action, $_.Outcome, ($t.Length -gt 40 ? $t.Substring(0, 40) + '...' : $t))
+        }
     }
     if ($sim) { $sim | Stop-TpmSimulator -Confirm:$false }
     if (-not $KeepData) { Remove-Item $DataPath -Recurse -Force -ErrorAction Ignore }
