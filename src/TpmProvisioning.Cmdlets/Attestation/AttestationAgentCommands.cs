@@ -70,29 +70,7 @@ public abstract class RegistrarCmdletBase : PSCmdlet
     public SwitchParameter SkipCertificateCheck { get; set; }
 
     /// <summary>Load a certificate from an object or a PEM/DER file path; a terminating error when it cannot be read.</summary>
-    protected X509Certificate2? LoadCertificate(object? value, string parameter)
-    {
-        value = value is PSObject p ? p.BaseObject : value;
-        try
-        {
-            switch (value)
-            {
-                case null: return null;
-                case X509Certificate2 c: return c;
-                case string or FileInfo:
-                    var path = value is FileInfo f ? f.FullName : GetUnresolvedProviderPathFromPSPath((string)value);
-                    var bytes = File.ReadAllBytes(path);
-                    var text = System.Text.Encoding.ASCII.GetString(bytes);
-                    return text.Contains("-----BEGIN CERTIFICATE-----", StringComparison.Ordinal) ? X509Certificate2.CreateFromPem(text) : X509CertificateLoader.LoadCertificate(bytes);
-                default: throw new ArgumentException($"-{parameter} takes a certificate or the path of a PEM/DER file.");
-            }
-        }
-        catch (Exception ex) when (ex is IOException or ArgumentException or CryptographicException or UnauthorizedAccessException)
-        {
-            ThrowTerminatingError(new ErrorRecord(ex, "InvalidCertificate", ErrorCategory.InvalidArgument, value));
-            return null;
-        }
-    }
+    protected X509Certificate2? LoadCertificate(object? value, string parameter) => CertificateInput.Load(this, value, parameter);
 
     /// <summary>A client for this record's registrar.</summary>
     protected RegistrarClient Client(X509Certificate2? clientCertificate) => new(new RegistrarClientOptions

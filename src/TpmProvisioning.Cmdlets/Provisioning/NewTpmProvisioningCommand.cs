@@ -103,35 +103,7 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
             ThrowTerminatingError(new ErrorRecord(new ArgumentException("The API key is empty."), "ApiKeyEmpty", ErrorCategory.InvalidArgument, null));
     }
 
-    private X509Certificate2? LoadCert(object? value, string name)
-    {
-        value = value is PSObject p ? p.BaseObject : value;
-        try
-        {
-            return value switch
-            {
-                null => null,
-                X509Certificate2 c => c,
-                FileInfo f => Read(f.FullName),
-                string s => Read(GetUnresolvedProviderPathFromPSPath(s)),
-                _ => throw new ArgumentException($"-{name} takes a certificate or the path of a PEM/DER file."),
-            };
-        }
-        catch (Exception ex) when (ex is IOException or ArgumentException or System.Security.Cryptography.CryptographicException or UnauthorizedAccessException)
-        {
-            ThrowTerminatingError(new ErrorRecord(ex, "InvalidCertificate", ErrorCategory.InvalidArgument, value));
-            return null;
-        }
-
-        static X509Certificate2 Read(string path)
-        {
-            var bytes = File.ReadAllBytes(path);
-            var text = System.Text.Encoding.ASCII.GetString(bytes);
-            return text.Contains("-----BEGIN CERTIFICATE-----", StringComparison.Ordinal)
-                ? X509Certificate2.CreateFromPem(text)
-                : X509CertificateLoader.LoadCertificate(bytes);
-        }
-    }
+    private X509Certificate2? LoadCert(object? value, string name) => CertificateInput.Load(this, value, name);
 
     protected override void ProcessRecord()
     {
