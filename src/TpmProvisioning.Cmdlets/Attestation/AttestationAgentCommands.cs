@@ -145,6 +145,8 @@ public sealed class RegisterAttestationAgentCommand : RegistrarCmdletBase
         catch (global::TpmProvisioning.Tpm.Transport.TpmTransportException ex) { WriteError(new ErrorRecord(ex, "TpmConnectionFailed", ErrorCategory.ConnectionError, null)); return; }
         if (!ShouldProcess($"{tpmCs} at {Registrar}", "Register and activate the TPM as an attestation agent")) return;
         AttestationAgent? output = null;
+        // Certificates are read first: a bad -CaCertificate must stop us before the TPM changes.
+        using var client = Client(ClientCertificate);
         try
         {
             using var dev = TpmDevice.Open(tpmCs);
@@ -153,17 +155,16 @@ public sealed class RegisterAttestationAgentCommand : RegistrarCmdletBase
             try
             {
                 uint akHandle;
+                uint persistAt = 0;
                 if (AkHandle is { } h) akHandle = h;
                 else
                 {
                     var used = dev.GetHandles(TpmHandle.HrPersistent).ToHashSet();
-                    uint free = Enumerable.Range(0, 240).Select(i => NewTpmAttestationKeyCommand.FirstAutoHandle + (uint)i).FirstOrDefault(c => !used.Contains(c));
-                    if (free == 0) throw new InvalidOperationException("No free persistent handle for the AK; pass -AkHandle.");
-                    var created = dev.CreateAk();
-                    transientAk = created.Key.Handle;
-                    dev.PersistObject(created.Key.Handle, free);
-                    akHandle = free;
-                    WriteVerbose($"Created an AK and persisted it at 0x{free:x8}.");
+                    persistAt = Enumerable.Range(0, 240).Select(i => NewTpmAttestationKeyCommand.FirstAutoHandle + (uint)i).FirstOrDefault(c => !used.Contains(c));
+                    if (persistAt == 0) throw new InvalidOperationException("No free persistent handle for the AK; pass -AkHandle.");
+                    // A new AK stays transient until the registrar has accepted and activated it; only then is it persisted.
+                    transientAk = dev.CreateAk().Key.Handle;
+                    akHandle = transientAk.Value;
                 }
                 var ak = dev.ReadPublic(akHandle).Object;
                 var keys = new AgentTpmKeys
@@ -172,9 +173,14 @@ public sealed class RegisterAttestationAgentCommand : RegistrarCmdletBase
                     EkCertificate = dev.ReadEkCertificateDer(EkKind),
                 };
                 var id = AgentId ?? AgentService.AgentIdFromEk(ek.Public.ToTpm2B());
-                using var client = Client(ClientCertificate);
                 var view = client.RegisterAndActivateAsync(dev, keys, new AgentIdentity { AgentId = id, Ip = ContactIp, Port = ContactPort }, ClientCertificate is not null)
                     .GetAwaiter().GetResult();
+                if (transientAk is not null)
+                {
+                    dev.PersistObject(transientAk.Value, persistAt);
+                    WriteVerbose($"Registered; AK persisted at 0x{persistAt:x8}.");
+                    akHandle = persistAt;
+                }
                 var registrar = Registrar!.GetLeftPart(UriPartial.Authority);
                 output = view is not null
                     ? AttestationAgent.From(view with { AgentId = id }, registrar) is var a ? new AttestationAgent
