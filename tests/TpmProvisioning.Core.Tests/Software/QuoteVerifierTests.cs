@@ -133,6 +133,19 @@ public class QuoteVerifierTests
         Assert.Equal(new[] { QuoteFailureCodes.BadSignature }, Codes(QuoteVerifier.Verify(attest, sig, values, other.Public, Nonce)));
     }
 
+    [Theory]
+    [InlineData("rsapss")]
+    [InlineData("rsassa")]
+    public void SignatureValueNotBelowTheModulusIsBadSignatureNotAnException(string kind)
+    {
+        using var ak = Ak(kind);
+        var (sel, values) = Pcrs();
+        var (attest, sig) = ak.Quote(sel, values, Nonce);
+        var forged = (byte[])sig.Clone();
+        forged.AsSpan(6).Fill(0xFF); // TPMT_SIGNATURE: sigAlg, hash, size, then the value: all ones exceeds any modulus
+        Assert.Equal(new[] { QuoteFailureCodes.BadSignature }, Codes(QuoteVerifier.Verify(attest, forged, values, ak.Public, Nonce)));
+    }
+
     [Fact]
     public void SignatureOfWrongKindIsAlgorithmMismatch()
     {

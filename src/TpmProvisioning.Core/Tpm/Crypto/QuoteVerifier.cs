@@ -164,7 +164,10 @@ public sealed class PreparedAk : IDisposable
         var signer = PssSigner.CreateRawSigner(new RsaBlindedEngine(), d, d, salt, PssSigner.TrailerImplicit);
         signer.Init(false, _bcRsa);
         signer.BlockUpdate(digest.ToArray(), 0, digest.Length);
-        return signer.VerifySignature(sig.Signature);
+        // A signature whose value is not below the modulus (e.g. made by another, larger key) is invalid, not an error.
+        try { return signer.VerifySignature(sig.Signature); }
+        catch (Org.BouncyCastle.Crypto.DataLengthException) { return false; }
+        catch (Org.BouncyCastle.Crypto.CryptoException) { return false; }
     }
 
     /// <inheritdoc />
