@@ -159,9 +159,8 @@ public sealed class RegisterAttestationAgentCommand : RegistrarCmdletBase
                 if (AkHandle is { } h) akHandle = h;
                 else
                 {
-                    var used = dev.GetHandles(TpmHandle.HrPersistent).ToHashSet();
-                    persistAt = Enumerable.Range(0, 240).Select(i => NewTpmAttestationKeyCommand.FirstAutoHandle + (uint)i).FirstOrDefault(c => !used.Contains(c));
-                    if (persistAt == 0) throw new InvalidOperationException("No free persistent handle for the AK; pass -AkHandle.");
+                    persistAt = dev.FindFreePersistentHandle(NewTpmAttestationKeyCommand.FirstAutoHandle, NewTpmAttestationKeyCommand.LastAutoHandle)
+                        ?? throw new InvalidOperationException("No free persistent handle for the AK; pass -AkHandle.");
                     // A new AK stays transient until the registrar has accepted and activated it; only then is it persisted.
                     transientAk = dev.CreateAk().Key.Handle;
                     akHandle = transientAk.Value;

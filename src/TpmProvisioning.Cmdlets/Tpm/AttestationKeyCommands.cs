@@ -47,12 +47,11 @@ public sealed class NewTpmAttestationKeyCommand : TpmCmdletBase
         uint? handle = null;
         if (!Transient)
         {
-            var used = tpm.GetHandles(TpmHandle.HrPersistent).ToHashSet();
             if (PersistentHandle is { } h)
             {
                 if ((h & 0xFF000000) != TpmHandle.HrPersistent)
                     throw new ArgumentException($"0x{h:x8} is not a persistent handle (0x81000000-0x81FFFFFF).");
-                if (used.Contains(h) && !Force)
+                if (!Force && tpm.GetHandles(TpmHandle.HrPersistent).Contains(h))
                 {
                     WriteError(new ErrorRecord(new InvalidOperationException($"The TPM already holds an object at 0x{h:x8}. Use -Force to replace it or choose another -PersistentHandle."),
                         "PersistentHandleInUse", ErrorCategory.ResourceExists, $"0x{h:x8}"));
@@ -62,8 +61,7 @@ public sealed class NewTpmAttestationKeyCommand : TpmCmdletBase
             }
             else
             {
-                for (uint c = FirstAutoHandle; c <= LastAutoHandle; c++)
-                    if (!used.Contains(c)) { handle = c; break; }
+                handle = tpm.FindFreePersistentHandle(FirstAutoHandle, LastAutoHandle);
                 if (handle is null)
                 {
                     WriteError(new ErrorRecord(new InvalidOperationException($"No free persistent handle between 0x{FirstAutoHandle:x8} and 0x{LastAutoHandle:x8}; pass -PersistentHandle."),

@@ -301,17 +301,15 @@ public sealed class DeviceProvisioning : IDisposable
 
     private uint ChooseAkHandle()
     {
-        var taken = _tpm.GetHandles(TpmHandle.HrPersistent).ToHashSet();
         if (_options.AkHandle is { } h)
         {
             if ((h & 0xFF000000) != TpmHandle.HrPersistent) throw new ArgumentOutOfRangeException(nameof(_options.AkHandle), $"0x{h:X8} is not a persistent handle (0x81xxxxxx).");
-            if (taken.Contains(h) && !_options.ReplaceAkHandle)
+            if (!_options.ReplaceAkHandle && _tpm.GetHandles(TpmHandle.HrPersistent).Contains(h))
                 throw new DeviceProvisioningException($"Persistent handle 0x{h:X8} is in use; choose another or allow replacing it.");
             return h;
         }
-        for (uint c = _options.AkHandleSearchStart; c <= OwnerPersistentEnd; c++)
-            if (!taken.Contains(c)) return c;
-        throw new DeviceProvisioningException("No free persistent handle in the owner range.");
+        return _tpm.FindFreePersistentHandle(_options.AkHandleSearchStart, OwnerPersistentEnd)
+            ?? throw new DeviceProvisioningException("No free persistent handle in the owner range.");
     }
 
     /// <summary>The request for this device (ek_pub_key as DER SubjectPublicKeyInfo, csr as PEM).</summary>

@@ -108,6 +108,15 @@ public sealed partial class TpmDevice
         return ReadPublic(persistentHandle).Object;
     }
 
+    /// <summary>The lowest persistent handle from <paramref name="first"/> to <paramref name="last"/> that holds no object, or null.</summary>
+    public uint? FindFreePersistentHandle(uint first, uint last)
+    {
+        var taken = GetHandles(TpmHandle.HrPersistent).ToHashSet();
+        for (uint c = first; c <= last && c >= first; c++)
+            if (!taken.Contains(c)) return c;
+        return null;
+    }
+
     /// <summary>Removes a persistent object.</summary>
     public void EvictPersistent(uint persistentHandle, byte[]? ownerAuth = null) =>
         EvictControl(persistentHandle, persistentHandle, TpmHandle.RhOwner, ownerAuth);
