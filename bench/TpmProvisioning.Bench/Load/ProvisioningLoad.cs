@@ -55,7 +55,7 @@ public static class ProvisioningLoad
                 using var http = new HttpClient(new SocketsHttpHandler
                 {
                     MaxConnectionsPerServer = concurrency,
-                    SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, c, _, _) => c is X509Certificate2 c2 && Chains(serverCa, c2) },
+                    SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, c, _, e) => PinnedCaTls.Validates(serverCa, c, e) },
                 });
                 var url = new Uri(new Uri(host.Info.Urls[0]), "api/tpm/tpm/provision");
 
@@ -112,15 +112,6 @@ public static class ProvisioningLoad
         {
             try { Directory.Delete(dataPath, true); } catch (IOException) { }
         }
-    }
-
-    private static bool Chains(X509Certificate2 ca, X509Certificate2 cert)
-    {
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        chain.ChainPolicy.CustomTrustStore.Add(ca);
-        return chain.Build(cert);
     }
 
     private static Task<HttpResponseMessage> Post(HttpClient http, Uri url, byte[] body)

@@ -79,19 +79,8 @@ public sealed class RegistrarClient : IDisposable
         if (options.SkipCertificateCheck)
             handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
         else if (options.CaCertificate is { } ca)
-            handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, errors) => ValidatesAgainst(ca, cert, errors);
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, errors) => Pki.PinnedCaTls.Validates(ca, cert, errors);
         _http = new HttpClient(handler) { Timeout = options.Timeout };
-    }
-
-    internal static bool ValidatesAgainst(X509Certificate2 ca, X509Certificate? cert, SslPolicyErrors errors)
-    {
-        if (cert is null || (errors & ~SslPolicyErrors.RemoteCertificateChainErrors) != SslPolicyErrors.None) return false;
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.Add(ca);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        using var leaf = X509CertificateLoader.LoadCertificate(cert.GetRawCertData());
-        return chain.Build(leaf);
     }
 
     /// <summary><c>GET /version</c>: the registrar's current and supported API versions.</summary>

@@ -108,7 +108,7 @@ public sealed class ProvisioningClient : IDisposable
             {
                 RemoteCertificateValidationCallback = options.SkipCertificateCheck
                     ? (_, _, _, _) => true
-                    : ca is null ? null : (_, cert, _, errors) => ValidateAgainst(ca, cert, errors),
+                    : ca is null ? null : (_, cert, _, errors) => PinnedCaTls.Validates(ca, cert, errors),
             },
         };
         _http = new HttpClient(handler) { Timeout = options.Timeout };
@@ -136,19 +136,6 @@ public sealed class ProvisioningClient : IDisposable
             : $"api/v1/namespaces/{Uri.EscapeDataString(o.Namespace)}/api/tpm/tpm/provision";
         var b = o.Server.AbsoluteUri.EndsWith('/') ? o.Server : new Uri(o.Server.AbsoluteUri + "/");
         return new Uri(b, path);
-    }
-
-    private static bool ValidateAgainst(X509Certificate2 ca, X509Certificate? cert, SslPolicyErrors errors)
-    {
-        if (cert is null) return false;
-        if ((errors & ~SslPolicyErrors.RemoteCertificateChainErrors) != SslPolicyErrors.None) return false;
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.Add(ca);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        chain.ChainPolicy.DisableCertificateDownloads = true;
-        using var c2 = X509CertificateLoader.LoadCertificate(cert.GetRawCertData());
-        return chain.Build(c2);
     }
 
     /// <summary>Posts one request and returns the server's answer; <see cref="ProvisioningRequestException"/> for any non-200.</summary>

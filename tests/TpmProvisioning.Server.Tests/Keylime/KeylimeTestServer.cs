@@ -65,15 +65,7 @@ public sealed class KeylimeTestServer : IAsyncDisposable
         SslOptions = new SslClientAuthenticationOptions
         {
             LocalCertificateSelectionCallback = clientCert is null ? null : (_, _, _, _, _) => clientCert,
-            RemoteCertificateValidationCallback = (_, cert, _, errors) =>
-            {
-                if (cert is null || (errors & ~SslPolicyErrors.RemoteCertificateChainErrors) != SslPolicyErrors.None) return false;
-                using var chain = new X509Chain();
-                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-                chain.ChainPolicy.CustomTrustStore.Add(ca);
-                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-                return chain.Build(X509CertificateLoader.LoadCertificate(cert.GetRawCertData()));
-            },
+            RemoteCertificateValidationCallback = (_, cert, _, errors) => PinnedCaTls.Validates(ca, cert, errors),
         },
     }) { Timeout = TimeSpan.FromSeconds(60) };
 

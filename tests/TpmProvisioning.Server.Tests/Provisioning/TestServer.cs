@@ -51,21 +51,7 @@ public sealed class TestServer : IAsyncDisposable
         return s;
     }
 
-    public static HttpClient TrustingClient(X509Certificate2 ca) => new(new SocketsHttpHandler
-    {
-        SslOptions = new SslClientAuthenticationOptions
-        {
-            RemoteCertificateValidationCallback = (_, cert, _, errors) =>
-            {
-                if (cert is null || (errors & ~SslPolicyErrors.RemoteCertificateChainErrors) != SslPolicyErrors.None) return false;
-                using var chain = new X509Chain();
-                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-                chain.ChainPolicy.CustomTrustStore.Add(ca);
-                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-                return chain.Build(X509CertificateLoader.LoadCertificate(cert.GetRawCertData()));
-            },
-        },
-    }) { Timeout = TimeSpan.FromSeconds(60) };
+    public static HttpClient TrustingClient(X509Certificate2 ca) => Keylime.KeylimeTestServer.Client(ca, null);
 
     /// <summary>Posts <paramref name="json"/> to <paramref name="path"/> (default: the spec's route).</summary>
     public async Task<(HttpStatusCode Status, string Body, HttpResponseHeaders Headers)> PostAsync(string json, string path = ProvisioningRoutes.Spec, string? authorization = null)
