@@ -11,27 +11,13 @@ public abstract partial class SqlStore
     {
         ArgumentNullException.ThrowIfNull(agentId);
         return Guard("read a registered agent", async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = $"SELECT {RegistrarColumns} FROM registrar_agents WHERE agent_id = @id";
-            AddParam(cmd, "id", agentId);
-            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-            return await r.ReadAsync(ct).ConfigureAwait(false) ? ReadRegistrarAgent(r) : null;
-        });
+            (await QueryAsync(cmd => { AddParam(cmd, "id", agentId); return $"SELECT {RegistrarColumns} FROM registrar_agents WHERE agent_id = @id"; },
+                ReadRegistrarAgent, ct).ConfigureAwait(false)).FirstOrDefault());
     }
 
     public Task<IReadOnlyList<string>> ListRegistrarAgentIdsAsync(CancellationToken ct = default) =>
         Guard<IReadOnlyList<string>>("list registered agents", async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = "SELECT agent_id FROM registrar_agents ORDER BY agent_id";
-            var list = new List<string>();
-            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-            while (await r.ReadAsync(ct).ConfigureAwait(false)) list.Add(r.GetString(0));
-            return list;
-        });
+            await QueryAsync(_ => "SELECT agent_id FROM registrar_agents ORDER BY agent_id", r => r.GetString(0), ct).ConfigureAwait(false));
 
     public Task UpsertRegistrarAgentAsync(RegistrarAgentRecord agent, CancellationToken ct = default)
     {

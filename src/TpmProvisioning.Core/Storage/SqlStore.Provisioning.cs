@@ -9,19 +9,6 @@ public abstract partial class SqlStore
     private const string ApiKeyColumns = "key_id, name, secret_hash, vendors, rate_per_minute, enabled, created_ms";
     private const string RecordColumns = "id, time_ms, serial, vendor, device_name, device_version, ek_fingerprint, ak_name, ak_cert_serial, ak_cert, api_key_id";
 
-    /// <summary>Runs a store operation, turning provider failures into <see cref="StoreUnavailableException"/>.</summary>
-    private async Task<T> Guard<T>(string what, Func<Task<T>> op)
-    {
-        try
-        {
-            return await op().ConfigureAwait(false);
-        }
-        catch (DbException ex)
-        {
-            throw new StoreUnavailableException($"The {Provider} store failed to {what}: {ex.Message}", ex);
-        }
-    }
-
     public Task InsertApiKeyAsync(ApiKeyRecord key, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(key);
@@ -53,27 +40,13 @@ public abstract partial class SqlStore
     {
         ArgumentNullException.ThrowIfNull(keyId);
         return Guard("read an API key", async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = $"SELECT {ApiKeyColumns} FROM api_keys WHERE key_id = @id";
-            AddParam(cmd, "id", keyId);
-            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-            return await r.ReadAsync(ct).ConfigureAwait(false) ? ReadApiKey(r) : null;
-        });
+            (await QueryAsync(cmd => { AddParam(cmd, "id", keyId); return $"SELECT {ApiKeyColumns} FROM api_keys WHERE key_id = @id"; }, ReadApiKey, ct)
+                .ConfigureAwait(false)).FirstOrDefault());
     }
 
     public Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken ct = default) =>
         Guard<IReadOnlyList<ApiKeyRecord>>("list API keys", async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = $"SELECT {ApiKeyColumns} FROM api_keys ORDER BY created_ms, key_id";
-            var list = new List<ApiKeyRecord>();
-            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-            while (await r.ReadAsync(ct).ConfigureAwait(false)) list.Add(ReadApiKey(r));
-            return list;
-        });
+            await QueryAsync(_ => $"SELECT {ApiKeyColumns} FROM api_keys ORDER BY created_ms, key_id", ReadApiKey, ct).ConfigureAwait(false));
 
     private static ApiKeyRecord ReadApiKey(DbDataReader r) => new()
     {
@@ -203,25 +176,16 @@ public abstract partial class SqlStore
     {
         ArgumentNullException.ThrowIfNull(query);
         return Guard<IReadOnlyList<ManufacturingRecord>>("query manufacturing records", async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            var where = new List<string>();
-            if (query.Serial is { } serial) { where.Add("serial = @serial"); AddParam(cmd, "serial", serial); }
-            if (query.Vendor is { } vendor) { where.Add("vendor = @vendor"); AddParam(cmd, "vendor", vendor); }
-            if (query.EkFingerprint is { } ek) { where.Add("ek_fingerprint = @ek"); AddParam(cmd, "ek", ek.ToUpperInvariant()); }
-            if (query.ApiKeyId is { } key) { where.Add("api_key_id = @key"); AddParam(cmd, "key", key); }
-            if (query.Since is { } since) { where.Add("time_ms >= @since"); AddParam(cmd, "since", since.ToUnixTimeMilliseconds()); }
-            if (query.Until is { } until) { where.Add("time_ms <= @until"); AddParam(cmd, "until", until.ToUnixTimeMilliseconds()); }
-            cmd.CommandText = $"SELECT {RecordColumns} FROM manufacturing_records"
-                + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "")
-                + " ORDER BY id DESC LIMIT @limit";
-            AddParam(cmd, "limit", Math.Clamp(query.Limit, 1, 1_000_000));
-            var list = new List<ManufacturingRecord>();
-            await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-            while (await r.ReadAsync(ct).ConfigureAwait(false))
-            {
-                list.Add(new ManufacturingRecord
+            await QueryAsync(cmd =>
+                $"SELECT {RecordColumns} FROM manufacturing_records" + Where(cmd,
+                    ("serial = @serial", "serial", query.Serial),
+                    ("vendor = @vendor", "vendor", query.Vendor),
+                    ("ek_fingerprint = @ek", "ek", query.EkFingerprint?.ToUpperInvariant()),
+                    ("api_key_id = @key", "key", query.ApiKeyId),
+                    ("time_ms >= @since", "since", query.Since?.ToUnixTimeMilliseconds()),
+                    ("time_ms <= @until", "until", query.Until?.ToUnixTimeMilliseconds()))
+                + Newest(cmd, query.Limit),
+                r => new ManufacturingRecord
                 {
                     Id = r.GetInt64(0),
                     Time = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(1)),
@@ -234,10 +198,7 @@ public abstract partial class SqlStore
                     AkCertificateSerial = r.GetString(8),
                     AkCertificate = r.GetFieldValue<byte[]>(9),
                     ApiKeyId = r.GetString(10),
-                });
-            }
-            return list;
-        });
+                }, ct).ConfigureAwait(false));
     }
 
     public Task<long> CountManufacturingRecordsAsync(CancellationToken ct = default) =>

@@ -119,23 +119,15 @@ public abstract partial class SqlStore : IStore
     public async Task<IReadOnlyList<AuditEntry>> QueryAuditAsync(AuditQuery query, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(query);
-        await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-        await using var cmd = conn.CreateCommand();
-        var where = new List<string>();
-        if (query.Since is { } since) { where.Add("time_ms >= @since"); AddParam(cmd, "since", since.ToUnixTimeMilliseconds()); }
-        if (query.Until is { } until) { where.Add("time_ms <= @until"); AddParam(cmd, "until", until.ToUnixTimeMilliseconds()); }
-        if (query.Action is { } action) { where.Add("action = @action"); AddParam(cmd, "action", action); }
-        if (query.Actor is { } actor) { where.Add("actor = @actor"); AddParam(cmd, "actor", actor); }
-        if (query.Outcome is { } outcome) { where.Add("outcome = @outcome"); AddParam(cmd, "outcome", outcome.ToString()); }
-        cmd.CommandText = "SELECT id, time_ms, actor, action, target, source, outcome, detail FROM audit_log"
-            + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "")
-            + " ORDER BY id DESC LIMIT @limit";
-        AddParam(cmd, "limit", Math.Clamp(query.Limit, 1, 1_000_000));
-        var list = new List<AuditEntry>();
-        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-        while (await r.ReadAsync(ct).ConfigureAwait(false))
-        {
-            list.Add(new AuditEntry
+        return await QueryAsync(cmd =>
+            "SELECT id, time_ms, actor, action, target, source, outcome, detail FROM audit_log" + Where(cmd,
+                ("time_ms >= @since", "since", query.Since?.ToUnixTimeMilliseconds()),
+                ("time_ms <= @until", "until", query.Until?.ToUnixTimeMilliseconds()),
+                ("action = @action", "action", query.Action),
+                ("actor = @actor", "actor", query.Actor),
+                ("outcome = @outcome", "outcome", query.Outcome?.ToString()))
+            + Newest(cmd, query.Limit),
+            r => new AuditEntry
             {
                 Id = r.GetInt64(0),
                 Time = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(1)),
@@ -145,9 +137,55 @@ public abstract partial class SqlStore : IStore
                 Source = r.GetString(5),
                 Outcome = Enum.TryParse<AuditOutcome>(r.GetString(6), out var o) ? o : AuditOutcome.Failed,
                 Detail = r.IsDBNull(7) ? null : r.GetString(7),
-            });
+            }, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs a store operation, turning provider failures into <see cref="StoreUnavailableException"/>.</summary>
+    private async Task<T> Guard<T>(string what, Func<Task<T>> op)
+    {
+        try
+        {
+            return await op().ConfigureAwait(false);
         }
+        catch (DbException ex)
+        {
+            throw new StoreUnavailableException($"The {Provider} store failed to {what}: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>
+    /// Runs a query on a fresh connection: <paramref name="prepare"/> adds the parameters and returns the SQL, <paramref name="read"/>
+    /// maps each row.
+    /// </summary>
+    protected async Task<List<T>> QueryAsync<T>(Func<DbCommand, string> prepare, Func<DbDataReader, T> read, CancellationToken ct)
+    {
+        await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+        await using var cmd = conn.CreateCommand();
+        cmd.CommandText = prepare(cmd);
+        var list = new List<T>();
+        await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        while (await r.ReadAsync(ct).ConfigureAwait(false)) list.Add(read(r));
         return list;
+    }
+
+    /// <summary>A <c> WHERE</c> clause of the filters whose value is not null (their parameters added to <paramref name="cmd"/>), or "".</summary>
+    protected static string Where(DbCommand cmd, params (string Condition, string Parameter, object? Value)[] filters)
+    {
+        var where = new List<string>();
+        foreach (var (condition, parameter, value) in filters)
+        {
+            if (value is null) continue;
+            where.Add(condition);
+            AddParam(cmd, parameter, value);
+        }
+        return where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "";
+    }
+
+    /// <summary><c> ORDER BY id DESC LIMIT @limit</c> with the limit clamped to 1..1,000,000.</summary>
+    protected static string Newest(DbCommand cmd, int limit)
+    {
+        AddParam(cmd, "limit", Math.Clamp(limit, 1, 1_000_000));
+        return " ORDER BY id DESC LIMIT @limit";
     }
 
     public virtual void Dispose() { GC.SuppressFinalize(this); }
