@@ -1,4 +1,5 @@
 using System.Formats.Asn1;
+using Microsoft.Data.Sqlite;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using TpmProvisioning.Provisioning;
@@ -118,5 +119,29 @@ public sealed class SoftwareDevice : IDisposable
     {
         EkKey.Dispose();
         Ak.Dispose();
+    }
+}
+
+/// <summary>Everything a provisioning call may change, as text: records, bindings, keys (audit excluded: every call adds one).</summary>
+public static class ProvisioningSnapshot
+{
+    public static async Task<string> TakeAsync(string dbPath)
+    {
+        using var conn = new SqliteConnection($"Data Source={dbPath};Mode=ReadOnly");
+        await conn.OpenAsync();
+        var parts = new List<string>();
+        foreach (var sql in new[]
+        {
+            "SELECT COUNT(*) FROM manufacturing_records",
+            "SELECT COUNT(*) FROM device_bindings",
+            "SELECT group_concat(vendor || '/' || serial || '=' || ek_fingerprint, ';') FROM device_bindings",
+            "SELECT group_concat(key_id || ':' || enabled || ':' || rate_per_minute || ':' || vendors, ';') FROM api_keys",
+        })
+        {
+            using var cmd = conn.CreateCommand();
+            cmd.CommandText = sql;
+            parts.Add(Convert.ToString(await cmd.ExecuteScalarAsync()) ?? "");
+        }
+        return string.Join(" | ", parts);
     }
 }

@@ -34,26 +34,8 @@ public sealed class ProvisioningHarness : IAsyncDisposable
     public SoftwareDevice NewDevice(string serial = "SN-0001", string name = "sensor-01", bool eccAk = false) =>
         new(Manufacturer, new DeviceIdentity(name, serial, "Contoso", "1.0"), eccAk);
 
-    /// <summary>Everything a provisioning call may change, as text: records, bindings, keys (audit excluded: every call adds one).</summary>
-    public async Task<string> SnapshotAsync()
-    {
-        using var conn = new SqliteConnection($"Data Source={DbPath}");
-        await conn.OpenAsync();
-        var parts = new List<string>();
-        foreach (var sql in new[]
-        {
-            "SELECT COUNT(*) FROM manufacturing_records",
-            "SELECT COUNT(*) FROM device_bindings",
-            "SELECT group_concat(vendor || '/' || serial || '=' || ek_fingerprint, ';') FROM device_bindings",
-            "SELECT group_concat(key_id || ':' || enabled || ':' || rate_per_minute || ':' || vendors, ';') FROM api_keys",
-        })
-        {
-            using var cmd = conn.CreateCommand();
-            cmd.CommandText = sql;
-            parts.Add(Convert.ToString(await cmd.ExecuteScalarAsync()) ?? "");
-        }
-        return string.Join(" | ", parts);
-    }
+    /// <summary>Records, bindings and keys as text (audit excluded: every call adds one entry).</summary>
+    public Task<string> SnapshotAsync() => Fixtures.ProvisioningSnapshot.TakeAsync(DbPath);
 
     public async ValueTask DisposeAsync()
     {

@@ -36,16 +36,7 @@ public sealed class KeylimeTestServer : IAsyncDisposable
     public static async Task<KeylimeTestServer> StartAsync(IEnumerable<(X509Certificate2 Root, X509Certificate2? Issuer)> manufacturers, Action<ServerOptions>? configure = null)
     {
         var s = new KeylimeTestServer();
-        foreach (var (root, issuer) in manufacturers)
-        {
-            EkTrustStore.Add(s.DataPath, root, EkTrustKind.Root);
-            if (issuer is not null) EkTrustStore.Add(s.DataPath, issuer, EkTrustKind.Intermediate);
-        }
-        var o = new ServerOptions { DataPath = s.DataPath, Port = 0, Roles = ServerRole.Registrar };
-        configure?.Invoke(o);
-        s.Host = await ProvisioningServerHost.StartAsync(o);
-        s.Store = await SqliteStore.OpenAsync(s.DbPath);
-        s.ServerCa = X509Certificate2.CreateFromPem(File.ReadAllText(s.Host.Info.CaCertificatePath!));
+        (s.Host, s.Store, s.ServerCa) = await ScratchServer.StartAsync(s.DataPath, manufacturers, ServerRole.Registrar, configure);
         using (var ca = ComponentCa.LoadOrCreate(Path.Combine(s.DataPath, "ca")))
             s.TenantCertificate = ca.IssueClientCertificate("tenant");
         s.Anonymous = Client(s.ServerCa, null);
@@ -105,9 +96,6 @@ public sealed class KeylimeTestServer : IAsyncDisposable
     {
         Anonymous?.Dispose();
         Tenant?.Dispose();
-        if (Host is not null) await Host.StopAsync();
-        Store?.Dispose();
-        SqliteConnection.ClearAllPools();
-        try { Directory.Delete(DataPath, true); } catch (IOException) { }
+        await ScratchServer.StopAsync(Host, Store, DataPath);
     }
 }

@@ -35,17 +35,8 @@ public sealed class TestServer : IAsyncDisposable
     public static async Task<TestServer> StartAsync(IEnumerable<(X509Certificate2 Root, X509Certificate2? Issuer)> manufacturers, Action<ServerOptions>? configure = null)
     {
         var s = new TestServer();
-        foreach (var (root, issuer) in manufacturers)
-        {
-            EkTrustStore.Add(s.DataPath, root, EkTrustKind.Root);
-            if (issuer is not null) EkTrustStore.Add(s.DataPath, issuer, EkTrustKind.Intermediate);
-        }
-        var o = new ServerOptions { DataPath = s.DataPath, Port = 0, Roles = ServerRole.Provisioning };
-        configure?.Invoke(o);
-        s.Host = await ProvisioningServerHost.StartAsync(o);
-        s.Store = await SqliteStore.OpenInDataPathAsync(s.DataPath);
+        (s.Host, s.Store, s.ServerCa) = await ScratchServer.StartAsync(s.DataPath, manufacturers, ServerRole.Provisioning, configure);
         s.Key = await new ApiKeyManager(s.Store).CreateAsync("plant-1", ["Contoso"]);
-        s.ServerCa = X509Certificate2.CreateFromPem(File.ReadAllText(s.Host.Info.CaCertificatePath!));
         s.TpmCa = X509Certificate2.CreateFromPem(File.ReadAllText(Path.Combine(ProvisioningPaths.TpmCa(s.DataPath), Pki.TpmCa.CertFileName)));
         s.Http = TrustingClient(s.ServerCa);
         return s;
@@ -66,25 +57,7 @@ public sealed class TestServer : IAsyncDisposable
         PostAsync(JsonSerializer.Serialize(request, ProvisioningJsonContext.Default.ProvisioningRequest), path, authorization);
 
     /// <summary>Records, bindings and keys as text (audit excluded: every call adds one entry).</summary>
-    public async Task<string> SnapshotAsync()
-    {
-        using var conn = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly");
-        await conn.OpenAsync();
-        var parts = new List<string>();
-        foreach (var sql in new[]
-        {
-            "SELECT COUNT(*) FROM manufacturing_records",
-            "SELECT COUNT(*) FROM device_bindings",
-            "SELECT group_concat(vendor || '/' || serial || '=' || ek_fingerprint, ';') FROM device_bindings",
-            "SELECT group_concat(key_id || ':' || enabled || ':' || rate_per_minute || ':' || vendors, ';') FROM api_keys",
-        })
-        {
-            using var cmd = conn.CreateCommand();
-            cmd.CommandText = sql;
-            parts.Add(Convert.ToString(await cmd.ExecuteScalarAsync()) ?? "");
-        }
-        return string.Join(" | ", parts);
-    }
+    public Task<string> SnapshotAsync() => Fixtures.ProvisioningSnapshot.TakeAsync(DbPath);
 
     public async Task<int> AuditCountAsync() =>
         (await Store.QueryAuditAsync(new AuditQuery { Action = ProvisioningService.AuditAction, Limit = 100000 })).Count;
@@ -92,10 +65,7 @@ public sealed class TestServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         Http?.Dispose();
-        if (Host is not null) await Host.StopAsync();
-        Store?.Dispose();
-        SqliteConnection.ClearAllPools();
-        try { Directory.Delete(DataPath, true); } catch (IOException) { }
+        await ScratchServer.StopAsync(Host, Store, DataPath);
     }
 }
 
