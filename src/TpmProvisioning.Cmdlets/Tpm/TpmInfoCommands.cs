@@ -36,10 +36,11 @@ public sealed class GetTpmPcrCommand : TpmCmdletBase
 
     protected override void ProcessRecord() => WithTpm(tpm =>
     {
-        var info = tpm.GetInfo();
-        var active = info.ActivePcrBanks;
+        // Only what a PCR read needs (banks and PCR count), not the whole of Get-TpmInfo.
+        var active = tpm.GetPcrBanks().NonEmptyBanks;
+        int pcrCount = (int)(tpm.GetTpmProperty((uint)TpmPt.PcrCount) ?? 24);
         IEnumerable<TpmAlgId> banks = HashAlgorithm is { Length: > 0 } ? HashAlgorithm.Select(ParseHashAlgorithm).Distinct() : active;
-        var pcrs = (Pcr is { Length: > 0 } ? Pcr : Enumerable.Range(0, Math.Min(24, info.PcrCount))).Distinct().Order().ToArray();
+        var pcrs = (Pcr is { Length: > 0 } ? Pcr : Enumerable.Range(0, Math.Min(24, pcrCount))).Distinct().Order().ToArray();
         foreach (var bank in banks)
         {
             if (!active.Contains(bank))
@@ -48,13 +49,13 @@ public sealed class GetTpmPcrCommand : TpmCmdletBase
                     "PcrBankNotActive", ErrorCategory.InvalidArgument, HashName(bank)));
                 continue;
             }
-            var tooHigh = pcrs.Where(p => p >= info.PcrCount).ToArray();
+            var tooHigh = pcrs.Where(p => p >= pcrCount).ToArray();
             if (tooHigh.Length > 0)
             {
-                WriteError(new ErrorRecord(new ArgumentException($"The TPM has {info.PcrCount} PCRs; PCR {string.Join(", ", tooHigh)} does not exist."),
+                WriteError(new ErrorRecord(new ArgumentException($"The TPM has {pcrCount} PCRs; PCR {string.Join(", ", tooHigh)} does not exist."),
                     "PcrIndexOutOfRange", ErrorCategory.InvalidArgument, tooHigh));
             }
-            var valid = pcrs.Where(p => p < info.PcrCount).ToArray();
+            var valid = pcrs.Where(p => p < pcrCount).ToArray();
             if (valid.Length == 0) continue;
             var values = tpm.PcrRead(PcrSelection.Create(bank, valid));
             foreach (var i in valid)

@@ -61,7 +61,7 @@ public sealed record TpmInfo
     /// <summary>PCR banks and the PCRs allocated in each (TPM_CAP_PCRS); a bank with no PCR selected is not active.</summary>
     public required PcrSelection PcrBanks { get; init; }
     /// <summary>Banks with at least one PCR allocated.</summary>
-    public IReadOnlyList<TpmAlgId> ActivePcrBanks => PcrBanks.Banks.Where(b => b.Count > 0).Select(b => b.Hash).ToList();
+    public IReadOnlyList<TpmAlgId> ActivePcrBanks => PcrBanks.NonEmptyBanks;
     /// <summary>Persistent object handles (0x81xxxxxx).</summary>
     public required IReadOnlyList<uint> PersistentHandles { get; init; }
     /// <summary>Defined NV indices (0x01xxxxxx).</summary>

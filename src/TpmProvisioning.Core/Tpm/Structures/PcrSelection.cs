@@ -70,6 +70,9 @@ public sealed class PcrSelection
     /// <summary>Total number of selected PCRs across banks.</summary>
     public int Count { get { int n = 0; foreach (var b in _banks) n += b.Count; return n; } }
 
+    /// <summary>The banks that select at least one PCR (for TPM_CAP_PCRS: the active banks).</summary>
+    public IReadOnlyList<TpmAlgId> NonEmptyBanks => _banks.Where(b => b.Count > 0).Select(b => b.Hash).ToList();
+
     /// <summary>A one-bank selection of the given PCR indices (sizeofSelect 3 for PCRs below 24, as TPMs report).</summary>
     public static PcrSelection Create(TpmAlgId bank, params int[] pcrs) => new([Bank(bank, pcrs)]);
 
