@@ -56,6 +56,8 @@ public sealed class ServerOptions
     public Attestation.RegistrarSettings Registrar { get; set; } = new();
     /// <summary>Settings of the Keylime agent surface (TPM, AK, registrar to register with, IMA and event log files).</summary>
     public Attestation.AgentSettings Agent { get; set; } = new();
+    /// <summary>Settings of the Keylime verifier surface (quote interval, retries, revocation webhooks).</summary>
+    public Attestation.Verifier.VerifierSettings Verifier { get; set; } = new();
 }
 
 /// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>

@@ -74,6 +74,23 @@ public static class Migrations
                 activated_ms {bigint}
             );
             """),
+        new(4, "attestation: verifier agents", """
+            CREATE TABLE verifier_agents (
+                agent_id {text} NOT NULL PRIMARY KEY,
+                config_json {text} NOT NULL,
+                progress_json {text} NOT NULL,
+                operational_state INTEGER NOT NULL,
+                severity_level INTEGER,
+                last_event_id {text},
+                attestation_count {bigint} NOT NULL,
+                last_received_quote {bigint} NOT NULL,
+                last_successful_attestation {bigint} NOT NULL,
+                verifier_id {text} NOT NULL,
+                added_ms {bigint} NOT NULL,
+                updated_ms {bigint} NOT NULL
+            );
+            CREATE INDEX ix_verifier_agents_state ON verifier_agents (verifier_id, operational_state);
+            """),
     ];
 
     public static int Latest => All[^1].Version;

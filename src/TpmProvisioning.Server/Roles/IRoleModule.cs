@@ -41,7 +41,7 @@ internal static class RoleModules
     [
         new ProvisioningRole(),
         new RegistrarRole(),
-        new PlaceholderRole(ServerRole.Verifier),
+        new VerifierRole(),
         new AgentRole(),
         new PlaceholderRole(ServerRole.Kms),
         new PlaceholderRole(ServerRole.Station),

@@ -38,11 +38,11 @@ internal static class Keylime
     };
 
     /// <summary>Reads the body up to <see cref="MaxBodyBytes"/>; null with an error result when too large or unreadable.</summary>
-    public static async Task<(byte[]? Body, IResult? Error)> ReadBodyAsync(HttpContext http)
+    public static async Task<(byte[]? Body, IResult? Error)> ReadBodyAsync(HttpContext http, int maxBytes = MaxBodyBytes)
     {
-        if (http.Request.ContentLength is > MaxBodyBytes) return (null, Envelope(413, "Request body too large", null));
+        if (http.Request.ContentLength > maxBytes) return (null, Envelope(413, "Request body too large", null));
         var size = http.Features.Get<IHttpMaxRequestBodySizeFeature>();
-        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = MaxBodyBytes;
+        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = maxBytes;
         try
         {
             using var ms = new MemoryStream();

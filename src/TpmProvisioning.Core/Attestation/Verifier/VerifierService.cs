@@ -1,0 +1,386 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+using TpmProvisioning.Storage;
+using TpmProvisioning.Tpm;
+
+namespace TpmProvisioning.Attestation.Verifier;
+
+/// <summary>
+/// Spec 001's cloud verifier. Tenants add agents with a policy; for each watched agent an asynchronous loop (no thread of its
+/// own) asks for a quote with a fresh nonce, judges it (<see cref="QuoteJudge"/>), stores the verdict and schedules the next
+/// quote <see cref="VerifierSettings.QuoteInterval"/> later. Unreachable agents are retried with back-off, then FAILED. After
+/// the first good quote V is delivered. A failed quote stops watching, is audited and is sent to the revocation webhooks.
+/// Watching resumes from the store when the verifier starts again.
+/// </summary>
+public sealed partial class VerifierService : IAsyncDisposable
+{
+    public const string AuditAdd = "verifier.add";
+    public const string AuditDelete = "verifier.delete";
+    public const string AuditReactivate = "verifier.reactivate";
+    public const string AuditStop = "verifier.stop";
+    public const string AuditFailed = "verifier.attestation-failed";
+
+    private readonly IStore _store;
+    private readonly VerifierSettings _settings;
+    private readonly AgentConnector _agents;
+    private readonly RevocationNotifier _notifier;
+    private readonly IReadOnlyList<IMeasurementCheck> _checks;
+    private readonly TimeProvider _time;
+    private readonly Action<string>? _log;
+    private readonly SemaphoreSlim _concurrency;
+    private readonly ConcurrentDictionary<string, Watch> _watches = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, PreparedAk> _aks = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _stopping = new();
+
+    private sealed record Watch(CancellationTokenSource Cts, Task Task);
+
+    public VerifierService(IStore store, VerifierSettings settings, AgentConnector agents, RevocationNotifier notifier,
+        IEnumerable<IMeasurementCheck>? checks = null, TimeProvider? time = null, Action<string>? log = null)
+    {
+        _store = store ?? throw new ArgumentNullException(nameof(store));
+        _settings = settings ?? throw new ArgumentNullException(nameof(settings));
+        _agents = agents ?? throw new ArgumentNullException(nameof(agents));
+        _notifier = notifier ?? throw new ArgumentNullException(nameof(notifier));
+        _checks = checks?.ToList() ?? [];
+        _time = time ?? TimeProvider.System;
+        _log = log;
+        _concurrency = new SemaphoreSlim(Math.Max(1, settings.MaxConcurrentRequests));
+    }
+
+    public VerifierSettings Settings => _settings;
+
+    /// <summary>The address and port the verifier reports as <c>verifier_ip</c>/<c>verifier_port</c>.</summary>
+    public string ContactIp { get; set; } = "127.0.0.1";
+    public int ContactPort { get; set; }
+
+    /// <summary>How many agents are being watched now.</summary>
+    public int WatchedCount => _watches.Count;
+
+    [GeneratedRegex("^[A-Za-z0-9._-]{1,255}$")]
+    private static partial Regex AgentIdRegex();
+
+    /// <summary>Keylime's agent id rule (<c>validators.valid_agent_id</c>): letters, digits, <c>.</c>, <c>_</c>, <c>-</c>.</summary>
+    public static bool IsValidAgentId(string? id) => id is not null && AgentIdRegex().IsMatch(id);
+
+    // ------------------------------------------------------------------ tenant API
+
+    /// <summary><c>POST /v2.1/agents/{id}</c>: 200 and watching starts; 400 for a malformed body; 409 when the id is known.</summary>
+    public async Task<AttestationOutcome<EmptyResults>> AddAsync(string agentId, ReadOnlyMemory<byte> body, AttestationCallInfo? call = null, CancellationToken ct = default)
+    {
+        call ??= new AttestationCallInfo();
+        if (!IsValidAgentId(agentId)) return await RejectAsync<EmptyResults>(AuditAdd, 400, "agent_id not not valid", Clip(agentId), call, ct).ConfigureAwait(false);
+        var config = VerifierAgentRequest.Parse(body.Span, _settings.RequireAgentMtls, out var error);
+        if (config is null) return await RejectAsync<EmptyResults>(AuditAdd, 400, error ?? "body: malformed", agentId, call, ct).ConfigureAwait(false);
+        foreach (var c in _checks.OfType<IConfigValidator>())
+        {
+            var e = c.Validate(config);
+            if (e is not null) return await RejectAsync<EmptyResults>(AuditAdd, 400, e, agentId, call, ct).ConfigureAwait(false);
+        }
+        var now = _time.GetUtcNow();
+        var record = new VerifierAgentRecord { AgentId = agentId, Config = config, State = OperationalState.Start, VerifierId = _settings.VerifierId, Added = now, Updated = now };
+        if (!await _store.InsertVerifierAgentAsync(record, ct).ConfigureAwait(false))
+            return await RejectAsync<EmptyResults>(AuditAdd, 409, $"Agent of uuid {agentId} already exists. Please use delete or update.", agentId, call, ct).ConfigureAwait(false);
+        await AuditAsync(AuditAdd, agentId, AuditOutcome.Success, $"{config.Ip}:{config.Port} mask 0x{QuoteJudge.QuoteMask(config, TpmPolicy.TryParse(config.TpmPolicy, out _)!, _checks):x}", call, ct).ConfigureAwait(false);
+        StartWatch(agentId);
+        return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
+    }
+
+    /// <summary><c>GET /v2.1/agents/{id}</c>.</summary>
+    public async Task<AttestationOutcome<VerifierAgentStatus>> GetAsync(string agentId, CancellationToken ct = default)
+    {
+        if (!IsValidAgentId(agentId)) return AttestationOutcome<VerifierAgentStatus>.Fail(400, "agent_id not not valid");
+        var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
+        return r is null || r.VerifierId != _settings.VerifierId
+            ? AttestationOutcome<VerifierAgentStatus>.Fail(404, "agent id not found")
+            : AttestationOutcome<VerifierAgentStatus>.Ok(VerifierAgentStatus.From(r, ContactIp, ContactPort));
+    }
+
+    /// <summary>Every agent of this verifier with its status.</summary>
+    public async Task<IReadOnlyList<(string AgentId, VerifierAgentStatus Status)>> ListAsync(CancellationToken ct = default) =>
+        (await _store.ListVerifierAgentsAsync(_settings.VerifierId, ct).ConfigureAwait(false)).Select(r => (r.AgentId, VerifierAgentStatus.From(r, ContactIp, ContactPort))).ToList();
+
+    /// <summary>
+    /// <c>DELETE /v2.1/agents/{id}</c>: 200 and removed when the agent is not being watched (SAVED, FAILED, TERMINATED,
+    /// TENANT_FAILED, INVALID_QUOTE); otherwise watching stops, then the agent is removed and 202 answered, as Keylime does.
+    /// </summary>
+    public async Task<AttestationOutcome<EmptyResults>> DeleteAsync(string agentId, AttestationCallInfo? call = null, CancellationToken ct = default)
+    {
+        call ??= new AttestationCallInfo();
+        if (!IsValidAgentId(agentId)) return await RejectAsync<EmptyResults>(AuditDelete, 400, "agent_id not not valid", Clip(agentId), call, ct).ConfigureAwait(false);
+        var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
+        if (r is null || r.VerifierId != _settings.VerifierId) return await RejectAsync<EmptyResults>(AuditDelete, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
+        bool watched = OperationalStates.IsWatched(r.State);
+        await StopWatchAsync(agentId).ConfigureAwait(false);
+        await _store.DeleteVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
+        _aks.TryRemove(agentId, out var ak);
+        ak?.Dispose();
+        await AuditAsync(AuditDelete, agentId, AuditOutcome.Success, watched ? "202 stopped watching and removed" : "200 removed", call, ct).ConfigureAwait(false);
+        return watched ? new AttestationOutcome<EmptyResults>(202, "Accepted", EmptyResults.Instance) : AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
+    }
+
+    /// <summary><c>PUT /v2.1/agents/{id}/reactivate</c>: watching starts again from START.</summary>
+    public async Task<AttestationOutcome<EmptyResults>> ReactivateAsync(string agentId, AttestationCallInfo? call = null, CancellationToken ct = default)
+    {
+        call ??= new AttestationCallInfo();
+        if (!IsValidAgentId(agentId)) return await RejectAsync<EmptyResults>(AuditReactivate, 400, "agent_id not not valid", Clip(agentId), call, ct).ConfigureAwait(false);
+        await StopWatchAsync(agentId).ConfigureAwait(false);
+        var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
+        if (r is null || r.VerifierId != _settings.VerifierId) return await RejectAsync<EmptyResults>(AuditReactivate, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
+        await _store.UpdateVerifierAgentAsync(r with { State = OperationalState.Start, SeverityLevel = null, LastEventId = null, Progress = r.Progress with { Failures = [] }, Updated = _time.GetUtcNow() }, ct).ConfigureAwait(false);
+        await AuditAsync(AuditReactivate, agentId, AuditOutcome.Success, $"from {OperationalStates.KeylimeName(r.State)}", call, ct).ConfigureAwait(false);
+        StartWatch(agentId);
+        return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
+    }
+
+    /// <summary><c>PUT /v2.1/agents/{id}/stop</c>: watching stops and the agent is TENANT_FAILED (its attestation now fails).</summary>
+    public async Task<AttestationOutcome<EmptyResults>> StopAsync(string agentId, AttestationCallInfo? call = null, CancellationToken ct = default)
+    {
+        call ??= new AttestationCallInfo();
+        if (!IsValidAgentId(agentId)) return await RejectAsync<EmptyResults>(AuditStop, 400, "agent_id not not valid", Clip(agentId), call, ct).ConfigureAwait(false);
+        await StopWatchAsync(agentId).ConfigureAwait(false);
+        var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
+        if (r is null || r.VerifierId != _settings.VerifierId) return await RejectAsync<EmptyResults>(AuditStop, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
+        await _store.UpdateVerifierAgentAsync(r with { State = OperationalState.TenantFailed, Updated = _time.GetUtcNow() }, ct).ConfigureAwait(false);
+        await AuditAsync(AuditStop, agentId, AuditOutcome.Success, $"from {OperationalStates.KeylimeName(r.State)}", call, ct).ConfigureAwait(false);
+        return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
+    }
+
+    /// <summary>At start: every agent of this verifier left in a watched state (1, 3-6) is watched again, from START.</summary>
+    public async Task<int> ResumeAsync(CancellationToken ct = default)
+    {
+        int n = 0;
+        foreach (var r in await _store.ListVerifierAgentsAsync(_settings.VerifierId, ct).ConfigureAwait(false))
+        {
+            if (r.State == OperationalState.Terminated) { await _store.DeleteVerifierAgentAsync(r.AgentId, ct).ConfigureAwait(false); continue; }
+            if (!OperationalStates.IsApprovedReactivate(r.State)) continue;
+            await _store.UpdateVerifierAgentAsync(r with { State = OperationalState.Start, Updated = _time.GetUtcNow() }, ct).ConfigureAwait(false);
+            StartWatch(r.AgentId);
+            n++;
+        }
+        return n;
+    }
+
+    // ------------------------------------------------------------------ the watch loop
+
+    private void StartWatch(string agentId)
+    {
+        if (_stopping.IsCancellationRequested) return;
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+        var task = Task.Run(() => WatchAsync(agentId, cts.Token));
+        if (!_watches.TryAdd(agentId, new Watch(cts, task)))
+        {
+            cts.Cancel();
+            cts.Dispose();
+        }
+    }
+
+    private async Task StopWatchAsync(string agentId)
+    {
+        if (!_watches.TryRemove(agentId, out var w)) return;
+        await w.Cts.CancelAsync().ConfigureAwait(false);
+        try { await w.Task.ConfigureAwait(false); }
+        catch (OperationCanceledException) { }
+        w.Cts.Dispose();
+    }
+
+    private async Task WatchAsync(string agentId, CancellationToken ct)
+    {
+        bool provideV = true;
+        int retries = 0;
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
+                if (r is null || !OperationalStates.IsWatched(r.State)) return;
+
+                if (r.State is OperationalState.ProvideV or OperationalState.ProvideVRetry)
+                {
+                    var (next, delay, done) = await ProvideVStepAsync(r, retries, ct).ConfigureAwait(false);
+                    retries = next.State == OperationalState.ProvideVRetry ? retries + 1 : 0;
+                    if (next.State == OperationalState.GetQuote) provideV = false;
+                    await _store.UpdateVerifierAgentAsync(next, ct).ConfigureAwait(false);
+                    if (done) return;
+                    await Task.Delay(delay, _time, ct).ConfigureAwait(false);
+                    continue;
+                }
+
+                var step = await QuoteStepAsync(r, retries, provideV, ct).ConfigureAwait(false);
+                retries = step.Record.State == OperationalState.GetQuoteRetry ? retries + 1 : 0;
+                await _store.UpdateVerifierAgentAsync(step.Record, ct).ConfigureAwait(false);
+                if (step.Failure is { } failure) await FailAsync(step.Record, failure, step.NotifyType, ct).ConfigureAwait(false);
+                if (step.Done) return;
+                if (step.Delay > TimeSpan.Zero) await Task.Delay(step.Delay, _time, ct).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+        catch (Exception ex)
+        {
+            _log?.Invoke($"Verifier: watching {agentId} failed: {ex.Message}");
+            try
+            {
+                var r = await _store.GetVerifierAgentAsync(agentId, CancellationToken.None).ConfigureAwait(false);
+                if (r is not null)
+                {
+                    var f = new AttestationFailure { EventId = "internal.exception", Reason = "The verifier could not judge this agent: " + ex.Message, Recoverable = false };
+                    var failed = r with { State = OperationalState.Failed, SeverityLevel = VerifierSeverity.Emergency, LastEventId = f.EventId, Progress = r.Progress with { Failures = [f] }, Updated = _time.GetUtcNow() };
+                    await _store.UpdateVerifierAgentAsync(failed, CancellationToken.None).ConfigureAwait(false);
+                    await FailAsync(failed, f, null, CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+            catch (Exception inner) { _log?.Invoke($"Verifier: could not record the failure of {agentId}: {inner.Message}"); }
+        }
+        finally
+        {
+            if (_watches.TryGetValue(agentId, out var w) && w.Cts.Token == ct) _watches.TryRemove(new KeyValuePair<string, Watch>(agentId, w));
+        }
+    }
+
+    private sealed record Step(VerifierAgentRecord Record, TimeSpan Delay, bool Done, AttestationFailure? Failure = null, string? NotifyType = null);
+
+    private TimeSpan RetryDelay(int retry) =>
+        TimeSpan.FromSeconds(_settings.ExponentialBackoff ? Math.Pow(_settings.RetryInterval, retry) : _settings.RetryInterval);
+
+    private async Task<Step> QuoteStepAsync(VerifierAgentRecord r, int retries, bool provideV, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        var policy = TpmPolicy.TryParse(r.Config.TpmPolicy, out _) ?? TpmPolicy.Empty;
+        uint mask = QuoteJudge.QuoteMask(r.Config, policy, _checks);
+        string nonce = NewNonce();
+        AgentCallResult call;
+        await _concurrency.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            call = await _agents.GetIntegrityQuoteAsync(r.Config, nonce, mask, partial: r.Progress.NkPem is not null, r.Progress.NextImaEntry, ct).ConfigureAwait(false);
+        }
+        finally { _concurrency.Release(); }
+
+        if (call.Status == AgentCallStatus.Unreachable)
+        {
+            if (retries >= _settings.MaxRetries)
+            {
+                var f = new AttestationFailure { EventId = "internal.not_reachable", Reason = $"The agent was not reachable for a quote in {retries} retries: {call.Message}", Recoverable = false };
+                return new(Failed(r, OperationalState.Failed, f, now), TimeSpan.Zero, true, f, r.AttestationCount > 0 ? "comm_error" : null);
+            }
+            _log?.Invoke($"Verifier: agent {r.AgentId} unreachable ({call.Message}); retry {retries + 1}/{_settings.MaxRetries}");
+            return new(r with { State = OperationalState.GetQuoteRetry, Updated = now }, RetryDelay(retries + 1), false);
+        }
+        if (call.Status == AgentCallStatus.Refused)
+        {
+            var f = new AttestationFailure { EventId = "internal.no_quote", Reason = $"Unexpected answer to the quote request: {call.HttpStatus} {call.Message}", Recoverable = false };
+            return new(Failed(r, OperationalState.Failed, f, now), TimeSpan.Zero, true, f, null);
+        }
+
+        var ak = _aks.GetOrAdd(r.AgentId, _ => PreparedAk.FromTpm2B(Convert.FromBase64String(r.Config.AkTpm)));
+        var verdict = QuoteJudge.Judge(r.Config, r.Progress with { LastNonce = nonce }, ak, policy, nonce, mask, QuoteResponse.FromJson(call.Results), _checks);
+        long unixNow = now.ToUnixTimeSeconds();
+        if (!verdict.Passed)
+        {
+            var worst = verdict.Failures[0];
+            var failed = Failed(r with { Progress = verdict.Progress, LastReceivedQuote = unixNow }, OperationalState.InvalidQuote, worst, now);
+            _log?.Invoke($"Verifier: agent {r.AgentId} INVALID_QUOTE: {string.Join("; ", verdict.Failures)}");
+            return new(failed, TimeSpan.Zero, true, worst, "revocation");
+        }
+        var passed = r with
+        {
+            Progress = verdict.Progress with { LastNonce = nonce },
+            AttestationCount = r.AttestationCount + 1,
+            LastReceivedQuote = unixNow,
+            LastSuccessfulAttestation = unixNow,
+            Updated = now,
+        };
+        if (provideV && !string.IsNullOrEmpty(r.Config.V))
+            return new(passed with { State = OperationalState.ProvideV }, TimeSpan.Zero, false);
+        return new(passed with { State = OperationalState.GetQuote }, _settings.QuoteInterval, false);
+    }
+
+    private async Task<(VerifierAgentRecord Next, TimeSpan Delay, bool Done)> ProvideVStepAsync(VerifierAgentRecord r, int retries, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        if (r.Progress.NkPem is not { } nk || string.IsNullOrEmpty(r.Config.V))
+            return (r with { State = OperationalState.GetQuote, Updated = now }, _settings.QuoteInterval, false);
+        string encrypted = EncryptToNk(nk, Convert.FromBase64String(r.Config.V));
+        AgentCallResult call;
+        await _concurrency.WaitAsync(ct).ConfigureAwait(false);
+        try { call = await _agents.ProvideVAsync(r.Config, encrypted, ct).ConfigureAwait(false); }
+        finally { _concurrency.Release(); }
+        if (call.Status == AgentCallStatus.Ok)
+            return (r with { State = OperationalState.GetQuote, Progress = r.Progress with { VDelivered = true }, Updated = now }, _settings.QuoteInterval, false);
+        if (call.Status == AgentCallStatus.Unreachable && retries < _settings.MaxRetries)
+            return (r with { State = OperationalState.ProvideVRetry, Updated = now }, RetryDelay(retries + 1), false);
+        var f = new AttestationFailure
+        {
+            EventId = call.Status == AgentCallStatus.Unreachable ? "internal.not_reachable_v" : "internal.no_v",
+            Reason = call.Status == AgentCallStatus.Unreachable ? $"The agent was not reachable to provide V in {retries} retries: {call.Message}" : $"Unexpected answer to provide V: {call.HttpStatus} {call.Message}",
+            Recoverable = false,
+        };
+        var failed = Failed(r, OperationalState.Failed, f, now);
+        await FailAsync(failed, f, call.Status == AgentCallStatus.Unreachable ? "comm_error" : null, ct).ConfigureAwait(false);
+        return (failed, TimeSpan.Zero, true);
+    }
+
+    /// <summary>RSA-OAEP-SHA1 of a key share under the agent's NK, base64 (what <c>keys/ukey</c> and <c>keys/vkey</c> take).</summary>
+    internal static string EncryptToNk(string nkPem, byte[] share)
+    {
+        using var rsa = RSA.Create();
+        rsa.ImportFromPem(nkPem);
+        return Convert.ToBase64String(rsa.Encrypt(share, RSAEncryptionPadding.OaepSHA1));
+    }
+
+    private VerifierAgentRecord Failed(VerifierAgentRecord r, OperationalState state, AttestationFailure f, DateTimeOffset now) => r with
+    {
+        State = state,
+        SeverityLevel = VerifierSeverity.Emergency,
+        LastEventId = f.EventId,
+        Progress = r.Progress with { Failures = r.Progress.Failures.Count > 0 && state == OperationalState.InvalidQuote ? r.Progress.Failures : [f] },
+        Updated = now,
+    };
+
+    private async Task FailAsync(VerifierAgentRecord r, AttestationFailure f, string? notifyType, CancellationToken ct)
+    {
+        var reasons = r.Progress.Failures.Count > 0 ? string.Join("; ", r.Progress.Failures.Select(x => x.ToString())) : f.ToString();
+        await AuditAsync(AuditFailed, r.AgentId, AuditOutcome.Failed, $"{OperationalStates.KeylimeName(r.State)}: {Clip(reasons, 900)}", new AttestationCallInfo { Actor = "verifier", Source = "local" }, CancellationToken.None).ConfigureAwait(false);
+        if (notifyType is null || _notifier.Webhooks.Count == 0) return;
+        var notice = RevocationNotifier.Prepare(r, notifyType, f, VerifierSeverity.Emergency, _time.GetUtcNow());
+        // Sent in the background so a slow subscriber cannot hold up the loop; one notice per event, to each subscriber once.
+        _ = Task.Run(() => _notifier.SendAsync(notice, _stopping.Token), CancellationToken.None);
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    private const string NonceAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+    /// <summary>A fresh nonce: 20 characters of [A-Za-z0-9] from the system CSPRNG.</summary>
+    public static string NewNonce() => RandomNumberGenerator.GetString(NonceAlphabet, 20);
+
+    private async Task<AttestationOutcome<T>> RejectAsync<T>(string action, int status, string message, string? target, AttestationCallInfo call, CancellationToken ct)
+    {
+        await AuditAsync(action, target, status == 403 ? AuditOutcome.Denied : AuditOutcome.Rejected, $"{status} {message}", call, ct).ConfigureAwait(false);
+        return AttestationOutcome<T>.Fail(status, message);
+    }
+
+    private Task AuditAsync(string action, string? target, AuditOutcome outcome, string? detail, AttestationCallInfo call, CancellationToken ct) =>
+        _store.AppendAuditAsync(new AuditEntry { Time = _time.GetUtcNow(), Actor = call.Actor, Action = action, Target = target, Source = call.Source, Outcome = outcome, Detail = detail }, ct);
+
+    private static string Clip(string? s, int max = 64) => s is null ? "" : s.Length <= max ? s : s[..max] + "…";
+
+    private int _disposed;
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        foreach (var id in _watches.Keys.ToList()) await StopWatchAsync(id).ConfigureAwait(false);
+        foreach (var ak in _aks.Values) ak.Dispose();
+        _aks.Clear();
+        _agents.Dispose();
+        _notifier.Dispose();
+    }
+}
+
+/// <summary>A measurement check that also validates its part of the tenant's request (policy syntax) before the agent is added.</summary>
+public interface IConfigValidator
+{
+    /// <summary>Null when the config is acceptable, else the field and why.</summary>
+    string? Validate(VerifierAgentConfig config);
+}

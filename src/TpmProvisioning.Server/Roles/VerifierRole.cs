@@ -1,0 +1,95 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using TpmProvisioning.Attestation;
+using TpmProvisioning.Attestation.Verifier;
+using TpmProvisioning.Hosting;
+
+namespace TpmProvisioning.Server.Roles;
+
+/// <summary>
+/// Spec 001, the Keylime cloud verifier (API v2.1): tenants add, read, list, stop, reactivate and delete agents over mutual TLS
+/// with a components-CA client certificate; the verifier watches each agent from the moment it is added and again after a
+/// restart. It asks agents for quotes with a client certificate of its own, issued by the same CA.
+/// </summary>
+internal sealed class VerifierRole : IRoleModule
+{
+    public ServerRole Role => ServerRole.Verifier;
+    public bool ChoosesClientCertificatesPerRoute => true;
+
+    public void AddServices(IServiceCollection services, ServerContext context)
+    {
+        services.AddSingleton(sp =>
+        {
+            var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Verifier");
+            var settings = context.Options.Verifier ?? new VerifierSettings();
+            var clientCert = settings.ClientCertificate ?? context.ComponentCa.IssueClientCertificate($"verifier {settings.VerifierId}");
+            var connector = new AgentConnector(clientCert, settings.RequestTimeout);
+            var notifier = new RevocationNotifier(settings.RevocationWebhooks, log: m => log.LogWarning("{Message}", m));
+            return new VerifierService(context.Store, settings, connector, notifier, MeasurementChecks.Default, log: m => log.LogInformation("{Message}", m))
+            {
+                ContactIp = context.Options.Address.ToString(),
+            };
+        });
+    }
+
+    public void Map(IEndpointRouteBuilder routes, ServerContext context)
+    {
+        var svc = routes.ServiceProvider.GetRequiredService<VerifierService>();
+        var log = routes.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Verifier");
+        var lifetime = routes.ServiceProvider.GetRequiredService<IHostApplicationLifetime>();
+        lifetime.ApplicationStarted.Register(() => _ = Task.Run(async () =>
+        {
+            svc.ContactPort = context.Info.Port;
+            try
+            {
+                int n = await svc.ResumeAsync(lifetime.ApplicationStopping);
+                if (n > 0) log.LogInformation("Verifier: resumed watching {Count} agent(s) from the store", n);
+            }
+            catch (Exception ex) { log.LogError(ex, "Verifier: could not resume watching agents"); }
+        }));
+        lifetime.ApplicationStopping.Register(() => svc.DisposeAsync().AsTask().GetAwaiter().GetResult());
+
+        Keylime.MapShared(routes, context);
+        string p = Keylime.Prefix;
+        var g = Keylime.Mutual(routes, context);
+        g.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) =>
+        {
+            var all = await svc.ListAsync(http.RequestAborted);
+            if (http.Request.Query["bulk"] == "1" || http.Request.Query["bulk"] == "true")
+                return Keylime.Envelope(200, "Success", all.ToDictionary(a => a.AgentId, a => (object)a.Status));
+            // Keylime answers a list of one-column rows: [["id1"], ["id2"]].
+            return Keylime.Envelope(200, "Success", new Dictionary<string, object> { ["uuids"] = all.Select(a => new[] { a.AgentId }).ToList() });
+        });
+        g.MapGet(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) => Keylime.Envelope(await svc.GetAsync(agent_id, http.RequestAborted)));
+        g.MapPost(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
+        {
+            if (context.Info.Draining) return Keylime.Draining();
+            var (body, error) = await Keylime.ReadBodyAsync(http, VerifierAgentRequest.MaxBodyBytes);
+            if (error is not null) return error;
+            var outcome = await svc.AddAsync(agent_id, body!, Keylime.CallInfo(http), http.RequestAborted);
+            log.LogInformation("Verifier: add {AgentId}: {Status} {Message}", Clip(agent_id), outcome.Status, outcome.Message);
+            return Keylime.Envelope(outcome);
+        });
+        g.MapDelete(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
+        {
+            if (context.Info.Draining) return Keylime.Draining();
+            return Keylime.Envelope(await svc.DeleteAsync(agent_id, Keylime.CallInfo(http), http.RequestAborted));
+        });
+        g.MapPut(p + "/agents/{agent_id}/reactivate", async (HttpContext http, string agent_id) =>
+        {
+            if (context.Info.Draining) return Keylime.Draining();
+            return Keylime.Envelope(await svc.ReactivateAsync(agent_id, Keylime.CallInfo(http), http.RequestAborted));
+        });
+        g.MapPut(p + "/agents/{agent_id}/stop", async (HttpContext http, string agent_id) =>
+        {
+            if (context.Info.Draining) return Keylime.Draining();
+            return Keylime.Envelope(await svc.StopAsync(agent_id, Keylime.CallInfo(http), http.RequestAborted));
+        });
+    }
+
+    private static string Clip(string s) => s.Length <= 64 ? s : s[..64] + "…";
+}
