@@ -58,7 +58,7 @@ public sealed class AttestationAgent
 public abstract class RegistrarCmdletBase : PSCmdlet
 {
     /// <summary>The registrar's base address, e.g. https://registrar:8891.</summary>
-    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true, ParameterSetName = "Registrar")]
     public Uri? Registrar { get; set; }
 
     /// <summary>CA certificate (object or PEM/DER path) the registrar's TLS certificate must chain to: the server-components CA.</summary>
@@ -209,11 +209,16 @@ public sealed class RegisterAttestationAgentCommand : RegistrarCmdletBase
     }
 }
 
-/// <summary>Lists the agents a Keylime registrar knows, or reads given ones (mutual TLS).</summary>
-[Cmdlet(VerbsCommon.Get, "AttestationAgent")]
-[OutputType(typeof(AttestationAgent))]
+/// <summary>Lists the agents a Keylime registrar knows or a verifier watches, or reads given ones (mutual TLS).</summary>
+[Cmdlet(VerbsCommon.Get, "AttestationAgent", DefaultParameterSetName = "Registrar")]
+[OutputType(typeof(AttestationAgent), ParameterSetName = ["Registrar"])]
+[OutputType(typeof(VerifierAgent), ParameterSetName = ["Verifier"])]
 public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
 {
+    /// <summary>The verifier's base address, e.g. https://verifier:8881: list what it watches, with each agent's state.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "Verifier")]
+    public Uri? Verifier { get; set; }
+
     /// <summary>Agent ids to read; default every agent the registrar lists.</summary>
     [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     public string[]? AgentId { get; set; }
@@ -224,6 +229,7 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
 
     protected override void ProcessRecord()
     {
+        if (ParameterSetName == "Verifier") { ListVerifier(); return; }
         using var client = Client(ClientCertificate);
         var registrar = Registrar!.GetLeftPart(UriPartial.Authority);
         IReadOnlyList<string> ids;
@@ -234,6 +240,30 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
             try { WriteObject(AttestationAgent.From(client.GetAsync(id).GetAwaiter().GetResult() with { AgentId = id }, registrar)); }
             catch (Exception ex) when (IsExpected(ex)) { WriteError(RegistrarError(ex, id)); }
         }
+    }
+
+    private void ListVerifier()
+    {
+        using var client = new global::TpmProvisioning.Attestation.Verifier.VerifierClient(new global::TpmProvisioning.Attestation.Verifier.VerifierClientOptions
+        {
+            Verifier = Verifier!, CaCertificate = LoadCertificate(CaCertificate, nameof(CaCertificate)), ClientCertificate = ClientCertificate,
+            SkipCertificateCheck = SkipCertificateCheck,
+        });
+        try
+        {
+            if (AgentId is { Length: > 0 })
+            {
+                foreach (var id in AgentId)
+                {
+                    try { WriteObject(VerifierAgent.From(id, client.GetAsync(id).GetAwaiter().GetResult(), Verifier!)); }
+                    catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierCmdletBase.VerifierError(ex, id)); }
+                }
+                return;
+            }
+            foreach (var (id, status) in client.ListStatusAsync().GetAwaiter().GetResult())
+                WriteObject(VerifierAgent.From(id, status, Verifier!));
+        }
+        catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierCmdletBase.VerifierError(ex, Verifier)); }
     }
 }
 

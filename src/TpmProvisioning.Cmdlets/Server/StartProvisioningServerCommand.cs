@@ -76,6 +76,18 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [TpmHandleTransformation]
     public uint? AkHandle { get; set; }
 
+    /// <summary>Verifier role: time between a judged quote and the next request (default 2 s).</summary>
+    [Parameter]
+    public TimeSpan? QuoteInterval { get; set; }
+
+    /// <summary>Verifier role: webhooks that receive signed revocation notifications when an agent fails attestation.</summary>
+    [Parameter]
+    public Uri[]? RevocationWebhook { get; set; }
+
+    /// <summary>Verifier role: the client certificate (with key) presented to agents; default one issued by this data path's components CA.</summary>
+    [Parameter]
+    public X509Certificate2? VerifierClientCertificate { get; set; }
+
     /// <summary>Keep the server in the foreground, relaying its log to the verbose stream, until Ctrl+C.</summary>
     [Parameter]
     public SwitchParameter Wait { get; set; }
@@ -125,6 +137,16 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
                 RegistrarCaCertificatePath = RegistrarCaCertificate is null ? null : GetUnresolvedProviderPathFromPSPath(RegistrarCaCertificate),
                 AgentId = AgentId,
                 AkHandle = AkHandle,
+            };
+        }
+
+        if (roles.HasFlag(ServerRole.Verifier))
+        {
+            options.Verifier = new TpmProvisioning.Attestation.Verifier.VerifierSettings
+            {
+                QuoteInterval = QuoteInterval ?? TimeSpan.FromSeconds(2),
+                RevocationWebhooks = RevocationWebhook ?? [],
+                ClientCertificate = VerifierClientCertificate,
             };
         }
 

@@ -1,0 +1,418 @@
+using System.Management.Automation;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json.Nodes;
+using TpmProvisioning.Attestation;
+using TpmProvisioning.Attestation.Verifier;
+using TpmProvisioning.Tpm;
+
+namespace TpmProvisioning.Cmdlets;
+
+/// <summary>An agent as a Keylime verifier watches it.</summary>
+public sealed class VerifierAgent
+{
+    public string AgentId { get; init; } = "";
+    /// <summary>The verifier asked (binds to Test-AgentAttestation -Verifier).</summary>
+    public Uri? Verifier { get; init; }
+    /// <summary>The operational state (Keylime's number and name).</summary>
+    public OperationalState State { get; init; }
+    /// <summary>Keylime's number of <see cref="State"/>.</summary>
+    public int StateCode => (int)State;
+    /// <summary>PASS for GET_QUOTE..PROVIDE_V_RETRY, FAIL for FAILED, INVALID_QUOTE and TENANT_FAILED, PENDING otherwise.</summary>
+    public AttestationStatus AttestationStatus { get; init; }
+    public long AttestationCount { get; init; }
+    public DateTimeOffset? LastReceivedQuote { get; init; }
+    public DateTimeOffset? LastSuccessfulAttestation { get; init; }
+    public int? SeverityLevel { get; init; }
+    public string? LastEventId { get; init; }
+    /// <summary>The failed checks of the last judgement.</summary>
+    public AttestationFailure[] Failures { get; init; } = [];
+    public string Ip { get; init; } = "";
+    public int Port { get; init; }
+    public string HashAlg { get; init; } = "";
+    public string EncAlg { get; init; } = "";
+    public string SignAlg { get; init; } = "";
+    public string TpmPolicy { get; init; } = "{}";
+    public bool HasRuntimePolicy { get; init; }
+    public bool HasMbRefstate { get; init; }
+
+    internal static DateTimeOffset? Time(long unix) => unix > 0 ? DateTimeOffset.FromUnixTimeSeconds(unix) : null;
+
+    internal static VerifierAgent From(string id, VerifierAgentStatus s, Uri verifier) => new()
+    {
+        AgentId = id, Verifier = verifier, State = (OperationalState)s.OperationalState,
+        AttestationStatus = OperationalStates.Status((OperationalState)s.OperationalState), AttestationCount = s.AttestationCount,
+        LastReceivedQuote = Time(s.LastReceivedQuote), LastSuccessfulAttestation = Time(s.LastSuccessfulAttestation), SeverityLevel = s.SeverityLevel,
+        LastEventId = s.LastEventId, Failures = [.. s.Failures], Ip = s.Ip, Port = s.Port, HashAlg = s.HashAlg, EncAlg = s.EncAlg, SignAlg = s.SignAlg,
+        TpmPolicy = s.TpmPolicy, HasRuntimePolicy = s.HasRuntimePolicy != 0, HasMbRefstate = s.HasMbRefstate != 0,
+    };
+}
+
+/// <summary>One agent's verdict from Test-AgentAttestation.</summary>
+public sealed class AttestationTestResult
+{
+    public string AgentId { get; init; } = "";
+    public bool Passed { get; init; }
+    /// <summary>The verifier's state name, or Attested/Failed/Unreachable for a direct check.</summary>
+    public string State { get; init; } = "";
+    public AttestationFailure[] Failures { get; init; } = [];
+    /// <summary>When the judged quote was taken (direct check) or last passed (verifier).</summary>
+    public DateTimeOffset? QuoteTime { get; init; }
+    /// <summary>verifier or agent: where the verdict came from.</summary>
+    public string Source { get; init; } = "";
+}
+
+/// <summary>An attestation policy: PCR values (Keylime's tpm_policy), and optionally a runtime (IMA) policy and a measured-boot refstate.</summary>
+public sealed class AttestationPolicy
+{
+    /// <summary>Keylime's tpm_policy JSON text.</summary>
+    public string TpmPolicy { get; init; } = "{}";
+    /// <summary>Keylime 7 runtime policy JSON, or null.</summary>
+    public string? RuntimePolicy { get; init; }
+    /// <summary>Measured-boot reference state JSON, or null.</summary>
+    public string? MbRefstate { get; init; }
+    /// <summary>The PCRs the tpm_policy pins.</summary>
+    public int[] Pcr { get; init; } = [];
+    /// <summary>The PCR bank the values come from.</summary>
+    public string HashAlgorithm { get; init; } = "sha256";
+    /// <summary>Files in the runtime policy.</summary>
+    public int RuntimeEntries { get; init; }
+}
+
+/// <summary>Base of the cmdlets that talk to a Keylime verifier: TLS trust and the tenant's client certificate.</summary>
+public abstract class VerifierCmdletBase : PSCmdlet
+{
+    /// <summary>CA certificate (object or PEM/DER path) the verifier's TLS certificate must chain to: the server-components CA.</summary>
+    [Parameter]
+    public object? CaCertificate { get; set; }
+
+    /// <summary>Tenant client certificate (with key) from the components CA.</summary>
+    [Parameter]
+    public X509Certificate2? ClientCertificate { get; set; }
+
+    /// <summary>Accept any verifier TLS certificate (labs only).</summary>
+    [Parameter]
+    public SwitchParameter SkipCertificateCheck { get; set; }
+
+    protected VerifierClient VerifierClient(Uri verifier) => new(new VerifierClientOptions
+    {
+        Verifier = verifier, CaCertificate = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate)), ClientCertificate = ClientCertificate,
+        SkipCertificateCheck = SkipCertificateCheck,
+    });
+
+    internal static ErrorRecord VerifierError(Exception ex, object? target) => ex switch
+    {
+        KeylimeRequestException k => new ErrorRecord(ex, $"VerifierRefused{k.StatusCode}", k.StatusCode switch
+        {
+            401 => ErrorCategory.AuthenticationError,
+            403 => ErrorCategory.PermissionDenied,
+            404 => ErrorCategory.ObjectNotFound,
+            409 => ErrorCategory.ResourceExists,
+            400 => ErrorCategory.InvalidData,
+            _ => ErrorCategory.ResourceUnavailable,
+        }, target),
+        HttpRequestException => new ErrorRecord(ex, "VerifierUnreachable", ErrorCategory.ConnectionError, target),
+        TaskCanceledException or TimeoutException => new ErrorRecord(ex, "VerifierTimeout", ErrorCategory.OperationTimeout, target),
+        _ => new ErrorRecord(ex, "VerifierOperationFailed", ErrorCategory.NotSpecified, target),
+    };
+
+    protected static bool IsExpected(Exception ex) => RegistrarCmdletBase.IsExpected(ex);
+}
+
+/// <summary>Adds agents to a Keylime verifier with a policy: from then on the verifier watches them.</summary>
+[Cmdlet(VerbsLifecycle.Start, "AgentAttestation", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(VerifierAgent))]
+public sealed class StartAgentAttestationCommand : VerifierCmdletBase
+{
+    /// <summary>The verifier's base address, e.g. https://verifier:8881.</summary>
+    [Parameter(Mandatory = true)]
+    public Uri? Verifier { get; set; }
+
+    /// <summary>The agent id (binds from Get-AttestationAgent -Registrar output).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Alias("Id", "AgentUuid")]
+    public string AgentId { get; set; } = "";
+
+    /// <summary>Address the verifier reaches the agent at.</summary>
+    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("CloudAgentIp")]
+    public string? Ip { get; set; }
+
+    /// <summary>Port the verifier reaches the agent at.</summary>
+    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("CloudAgentPort")]
+    [ValidateRange(1, 65535)]
+    public int Port { get; set; }
+
+    /// <summary>The agent's AK, TPM2B_PUBLIC base64 (the registrar's aik_tpm).</summary>
+    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("AkTpm")]
+    public string? AikTpm { get; set; }
+
+    /// <summary>The agent's TLS certificate, PEM (the registrar's mtls_cert); the verifier accepts only this certificate from the agent.</summary>
+    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("MtlsCert")]
+    public string? MtlsCertificate { get; set; }
+
+    /// <summary>The policy (New-AttestationPolicy output) or Keylime tpm_policy JSON text.</summary>
+    [Parameter]
+    public object? Policy { get; set; }
+
+    /// <summary>Tenant's revocation key (RSA private key, PEM text or path): the verifier signs revocation notices with it.</summary>
+    [Parameter]
+    public string? RevocationKey { get; set; }
+
+    /// <summary>Accepted PCR bank hash algorithms (default sha512, sha384, sha256).</summary>
+    [Parameter]
+    [ValidateSet("sha1", "sha256", "sha384", "sha512")]
+    public string[] AcceptHashAlgorithm { get; set; } = ["sha512", "sha384", "sha256"];
+
+    protected override void ProcessRecord()
+    {
+        var body = new JsonObject
+        {
+            ["cloudagent_ip"] = Ip,
+            ["cloudagent_port"] = Port,
+            ["ak_tpm"] = AikTpm,
+            ["mtls_cert"] = MtlsCertificate,
+            ["tpm_policy"] = "{}",
+            ["runtime_policy"] = "",
+            ["mb_refstate"] = "null",
+            ["ima_sign_verification_keys"] = "[]",
+            ["metadata"] = "{}",
+            ["accept_tpm_hash_algs"] = new JsonArray([.. AcceptHashAlgorithm.Select(a => (JsonNode)a)]),
+            ["accept_tpm_encryption_algs"] = new JsonArray("ecc", "rsa"),
+            ["accept_tpm_signing_algs"] = new JsonArray("ecschnorr", "rsassa", "rsapss", "ecdsa"),
+            ["supported_version"] = KeylimeApi.CurrentVersion,
+        };
+        switch (Policy is PSObject p ? p.BaseObject : Policy)
+        {
+            case AttestationPolicy ap:
+                body["tpm_policy"] = ap.TpmPolicy;
+                if (ap.RuntimePolicy is not null) body["runtime_policy"] = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(ap.RuntimePolicy));
+                if (ap.MbRefstate is not null) body["mb_refstate"] = ap.MbRefstate;
+                break;
+            case string s:
+                body["tpm_policy"] = s;
+                break;
+            case null: break;
+            default:
+                ThrowTerminatingError(new ErrorRecord(new ArgumentException("-Policy takes New-AttestationPolicy output or tpm_policy JSON text."), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy));
+                break;
+        }
+        if (RevocationKey is { } rk)
+        {
+            string pem = rk.Contains("-----BEGIN", StringComparison.Ordinal) ? rk : File.ReadAllText(GetUnresolvedProviderPathFromPSPath(rk));
+            body["revocation_key"] = pem;
+        }
+        if (!ShouldProcess($"{AgentId} ({Ip}:{Port}) at {Verifier}", "Start attestation")) return;
+        using var client = VerifierClient(Verifier!);
+        try
+        {
+            client.AddAsync(AgentId, body.ToJsonString()).GetAwaiter().GetResult();
+            WriteObject(VerifierAgent.From(AgentId, client.GetAsync(AgentId).GetAwaiter().GetResult(), Verifier!));
+        }
+        catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierError(ex, AgentId)); }
+    }
+}
+
+/// <summary>Stops a Keylime verifier watching agents (PUT .../stop), or removes them from it with -Remove.</summary>
+[Cmdlet(VerbsLifecycle.Stop, "AgentAttestation", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+public sealed class StopAgentAttestationCommand : VerifierCmdletBase
+{
+    /// <summary>The verifier's base address.</summary>
+    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    public Uri? Verifier { get; set; }
+
+    /// <summary>The agent id.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Alias("Id", "AgentUuid")]
+    public string AgentId { get; set; } = "";
+
+    /// <summary>Delete the agent from the verifier instead of only stopping (DELETE).</summary>
+    [Parameter]
+    public SwitchParameter Remove { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        if (!ShouldProcess($"{AgentId} at {Verifier}", Remove ? "Remove the agent from the verifier" : "Stop attestation (the agent's attestation then fails)")) return;
+        using var client = VerifierClient(Verifier!);
+        try
+        {
+            if (Remove) client.DeleteAsync(AgentId).GetAwaiter().GetResult();
+            else client.StopAsync(AgentId).GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierError(ex, AgentId)); }
+    }
+}
+
+/// <summary>
+/// Checks agents' attestation now, for scripts and scheduled tasks: from a verifier (its verdict and how fresh it is), or
+/// directly (a fresh quote fetched over mutual TLS and judged here against a policy). One result per agent.
+/// </summary>
+[Cmdlet(VerbsDiagnostic.Test, "AgentAttestation", DefaultParameterSetName = "Verifier")]
+[OutputType(typeof(AttestationTestResult), typeof(bool))]
+public sealed class TestAgentAttestationCommand : VerifierCmdletBase
+{
+    /// <summary>The verifier to ask (binds from Get-AttestationAgent -Verifier output).</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "Verifier", ValueFromPipelineByPropertyName = true)]
+    public Uri? Verifier { get; set; }
+
+    /// <summary>Agent ids; with -Verifier and none given, every agent the verifier watches.</summary>
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true, ParameterSetName = "Verifier")]
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true, ParameterSetName = "Direct")]
+    [Alias("Id", "AgentUuid")]
+    public string[]? AgentId { get; set; }
+
+    /// <summary>With -Verifier: the last passing quote must be at most this old (default 60 s).</summary>
+    [Parameter(ParameterSetName = "Verifier")]
+    public TimeSpan MaxAge { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Direct: the agent's address.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "Direct", ValueFromPipelineByPropertyName = true)]
+    public string? Ip { get; set; }
+
+    /// <summary>Direct: the agent's port.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "Direct", ValueFromPipelineByPropertyName = true)]
+    [ValidateRange(1, 65535)]
+    public int Port { get; set; }
+
+    /// <summary>Direct: the agent's AK, TPM2B_PUBLIC base64.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "Direct", ValueFromPipelineByPropertyName = true)]
+    [Alias("AkTpm")]
+    public string? AikTpm { get; set; }
+
+    /// <summary>Direct: the agent's TLS certificate, PEM; only this certificate is accepted from the agent.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = "Direct", ValueFromPipelineByPropertyName = true)]
+    [Alias("MtlsCert")]
+    public string? MtlsCertificate { get; set; }
+
+    /// <summary>Direct: the policy to judge by (New-AttestationPolicy output or tpm_policy JSON text).</summary>
+    [Parameter(ParameterSetName = "Direct")]
+    public object? Policy { get; set; }
+
+    /// <summary>Return only $true when every agent passed, else $false.</summary>
+    [Parameter]
+    public SwitchParameter Quiet { get; set; }
+
+    private bool _all = true;
+    private bool _any;
+
+    protected override void ProcessRecord()
+    {
+        if (ParameterSetName == "Verifier") TestViaVerifier();
+        else TestDirect();
+    }
+
+    protected override void EndProcessing()
+    {
+        if (Quiet) WriteObject(_any && _all);
+    }
+
+    private void Emit(AttestationTestResult r)
+    {
+        _any = true;
+        _all &= r.Passed;
+        if (!Quiet) WriteObject(r);
+    }
+
+    private void TestViaVerifier()
+    {
+        using var client = VerifierClient(Verifier!);
+        IReadOnlyList<string> ids;
+        try { ids = AgentId is { Length: > 0 } ? AgentId : client.ListAsync().GetAwaiter().GetResult(); }
+        catch (Exception ex) when (IsExpected(ex)) { _all = false; WriteError(VerifierError(ex, Verifier)); return; }
+        foreach (var id in ids)
+        {
+            VerifierAgentStatus s;
+            try { s = client.GetAsync(id).GetAwaiter().GetResult(); }
+            catch (Exception ex) when (IsExpected(ex))
+            {
+                WriteError(VerifierError(ex, id));
+                Emit(new AttestationTestResult { AgentId = id, Passed = false, State = "Unknown", Source = "verifier", Failures = [new() { EventId = "verifier.unreachable", Reason = ex.Message }] });
+                continue;
+            }
+            var state = (OperationalState)s.OperationalState;
+            var failures = new List<AttestationFailure>(s.Failures);
+            bool pass = OperationalStates.Status(state) == AttestationStatus.Pass;
+            var last = VerifierAgent.Time(s.LastSuccessfulAttestation);
+            if (pass && (last is null || DateTimeOffset.UtcNow - last > MaxAge))
+            {
+                pass = false;
+                failures.Add(new() { EventId = "verifier.stale", Reason = last is null ? "The verifier has no passing quote yet." : $"The last passing quote is {(int)(DateTimeOffset.UtcNow - last.Value).TotalSeconds} s old (more than {MaxAge.TotalSeconds} s)." });
+            }
+            if (!pass && failures.Count == 0) failures.Add(new() { EventId = s.LastEventId ?? "verifier.state", Reason = $"The verifier reports {OperationalStates.KeylimeName(state)}." });
+            Emit(new AttestationTestResult { AgentId = id, Passed = pass, State = OperationalStates.KeylimeName(state), Failures = [.. failures], QuoteTime = last, Source = "verifier" });
+        }
+    }
+
+    private void TestDirect()
+    {
+        string id = AgentId![0];
+        var policy = (Policy is PSObject p ? p.BaseObject : Policy) switch
+        {
+            AttestationPolicy ap => ap.TpmPolicy,
+            string s => s,
+            _ => "{}",
+        };
+        var config = new VerifierAgentConfig { Ip = Ip!, Port = Port, AkTpm = AikTpm!, MtlsCert = MtlsCertificate, TpmPolicy = policy };
+        var tpmPolicy = TpmPolicy.TryParse(policy, out var perr);
+        if (tpmPolicy is null) { ThrowTerminatingError(new ErrorRecord(new ArgumentException(perr), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy)); return; }
+        PreparedAk ak;
+        try { ak = PreparedAk.FromTpm2B(Convert.FromBase64String(AikTpm!)); }
+        catch (Exception ex) when (ex is FormatException or TpmFormatException or NotSupportedException)
+        {
+            WriteError(new ErrorRecord(ex, "InvalidAk", ErrorCategory.InvalidData, id));
+            Emit(new AttestationTestResult { AgentId = id, Passed = false, State = "Failed", Source = "agent", Failures = [new() { EventId = "qoute_validation.ak", Reason = ex.Message }] });
+            return;
+        }
+        using (ak)
+        using (var connector = new AgentConnector(ClientCertificate, TimeSpan.FromSeconds(30)))
+        {
+            string nonce = VerifierService.NewNonce();
+            uint mask = QuoteJudge.QuoteMask(config, tpmPolicy, []);
+            var call = connector.GetIntegrityQuoteAsync(config, nonce, mask, partial: false, 0, default).GetAwaiter().GetResult();
+            if (call.Status != AgentCallStatus.Ok)
+            {
+                WriteError(new ErrorRecord(new HttpRequestException($"Agent {id} at {Ip}:{Port}: {call.HttpStatus} {call.Message}"),
+                    call.Status == AgentCallStatus.Unreachable ? "AgentUnreachable" : $"AgentRefused{call.HttpStatus}", ErrorCategory.ConnectionError, id));
+                Emit(new AttestationTestResult { AgentId = id, Passed = false, State = call.Status == AgentCallStatus.Unreachable ? "Unreachable" : "Failed", Source = "agent",
+                    Failures = [new() { EventId = call.Status == AgentCallStatus.Unreachable ? "internal.not_reachable" : "internal.no_quote", Reason = $"{call.HttpStatus} {call.Message}" }] });
+                return;
+            }
+            var verdict = QuoteJudge.Judge(config, new VerifierAgentProgress(), ak, tpmPolicy, nonce, mask, QuoteResponse.FromJson(call.Results));
+            Emit(new AttestationTestResult { AgentId = id, Passed = verdict.Passed, State = verdict.Passed ? "Attested" : "Failed", Failures = [.. verdict.Failures], QuoteTime = DateTimeOffset.UtcNow, Source = "agent" });
+        }
+    }
+}
+
+/// <summary>Makes an attestation policy from a TPM's current PCR values (Keylime's tpm_policy).</summary>
+[Cmdlet(VerbsCommon.New, "AttestationPolicy")]
+[OutputType(typeof(AttestationPolicy))]
+public sealed class NewAttestationPolicyCommand : TpmCmdletBase
+{
+    /// <summary>PCRs to pin to their current values (e.g. 0..7, 15).</summary>
+    [Parameter(Position = 0)]
+    [ValidateRange(0, 23)]
+    public int[] Pcr { get; set; } = [];
+
+    /// <summary>PCR bank (default sha256).</summary>
+    [Parameter]
+    [ValidateSet("sha1", "sha256", "sha384", "sha512")]
+    public string HashAlgorithm { get; set; } = "sha256";
+
+    protected override void ProcessRecord()
+    {
+        var bank = ParseHashAlgorithm(HashAlgorithm);
+        WithTpm(dev =>
+        {
+            var values = new Dictionary<int, IReadOnlyList<string>>();
+            if (Pcr.Length > 0)
+            {
+                var read = dev.PcrRead(PcrSelection.Create(bank, Pcr));
+                foreach (var i in Pcr.Distinct())
+                    if (read.TryGet(bank, i, out var v)) values[i] = [Convert.ToHexStringLower(v)];
+            }
+            Emit(new AttestationPolicy { TpmPolicy = TpmPolicy.Format(values), Pcr = [.. values.Keys.Order()], HashAlgorithm = HashAlgorithm });
+        });
+    }
+}
