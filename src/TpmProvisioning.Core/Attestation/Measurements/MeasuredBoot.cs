@@ -150,7 +150,7 @@ public sealed class MeasuredBootPolicy
         var parsed = UefiEventLog.Parse(log);
         var replay = parsed.Replay(bank);
         var p = new MeasuredBootPolicy { Bank = bank };
-        var touched = parsed.Events.Skip(1).Where(e => !e.IsNoAction).Select(e => e.Pcr).ToHashSet();
+        var touched = parsed.Extending.Select(e => e.Pcr).ToHashSet();
         for (int i = 0; i <= 7; i++)
             if (touched.Contains(i)) p.Pcrs[i] = [MeasurementHex.ToHex(replay[i])];
         var apps = parsed.Events.Where(e => e.Pcr == 4 && e.EventType == MeasuredBootVerifier.EvEfiBootServicesApplication)
@@ -216,7 +216,7 @@ public static class MeasuredBootVerifier
             return new MeasuredBootResult(false, failures) { Log = log };
         }
 
-        var touched = log.Events.Skip(1).Where(e => !e.IsNoAction).Select(e => e.Pcr).ToHashSet();
+        var touched = log.Extending.Select(e => e.Pcr).ToHashSet();
         for (int pcr = 0; pcr < 24; pcr++)
         {
             if (pcr == ImaVerifier.ImaPcr || (pcr > 7 && !touched.Contains(pcr))) continue;
@@ -260,9 +260,9 @@ public static class MeasuredBootVerifier
             foreach (var group in policy.Events.GroupBy(r => (r.Pcr, r.EventType)))
             {
                 var allowed = group.SelectMany(r => r.Digests).ToHashSet(StringComparer.Ordinal);
-                foreach (var e in log.Events)
+                foreach (var e in log.Extending)
                 {
-                    if (e.Index == 0 || e.Pcr != group.Key.Pcr || e.EventType != group.Key.EventType) continue;
+                    if (e.Pcr != group.Key.Pcr || e.EventType != group.Key.EventType) continue;
                     var d = MeasurementHex.ToHex(e.Digest(bank)!);
                     if (!allowed.Contains(d))
                         failures.Add(new(MeasurementEventIds.BootPolicyEventDigest, $"event {e.Index} ({e.EventTypeName}, PCR {e.Pcr}) has digest {d}, not one the refstate allows", e.Pcr, null));

@@ -71,6 +71,9 @@ public sealed class UefiEventLog
     public IReadOnlyDictionary<TpmAlgId, int> Algorithms { get; }
     /// <summary>All events, the header event included.</summary>
     public IReadOnlyList<UefiEvent> Events { get; }
+    /// <summary>The events that extend a PCR: all but the crypto-agile header event and EV_NO_ACTION events.</summary>
+    public IEnumerable<UefiEvent> Extending => Events.Where(e => !e.IsNoAction && !(IsCryptoAgile && e.Index == 0));
+
     /// <summary>The locality of TPM2_Startup from a StartupLocality event (0 when none); PCR 0 starts at this value.</summary>
     public int StartupLocality { get; }
 
@@ -206,10 +209,8 @@ public sealed class UefiEventLog
         }
         pcrs[0][size - 1] = (byte)StartupLocality;
         var buffer = new byte[2 * size];
-        for (int i = 1; i < Events.Count; i++)
+        foreach (var e in Extending)
         {
-            var e = Events[i];
-            if (e.IsNoAction) continue;
             var d = e.Digest(bank) ?? throw new ArgumentException($"Event {e.Index} has no {bank} digest.", nameof(bank));
             pcrs[e.Pcr].CopyTo(buffer, 0);
             d.CopyTo(buffer, size);
