@@ -33,7 +33,7 @@ public sealed class ImaVerifierState
     public TpmAlgId Bank { get; }
     /// <summary>PCR 10 after extending entries 0 .. NextEntry-1.</summary>
     public byte[] Aggregate { get; }
-    /// <summary>Public keys (base64 DER SubjectPublicKeyInfo) taken from keyring measurements the policy allowed, for later ima-sig entries.</summary>
+    /// <summary>Public keys (base64 DER certificate or SubjectPublicKeyInfo) taken from keyring measurements the policy allowed, for later ima-sig entries.</summary>
     public IReadOnlyList<string> LearnedKeys { get; }
 
     /// <summary>JSON: <c>{"next_entry":n,"bank":"sha256","aggregate":"hex","learned_keys":[...]}</c>.</summary>
@@ -177,7 +177,7 @@ public static class ImaVerifier
         foreach (var err in parsed.Errors)
             failures.Add(new(MeasurementEventIds.ImaParser, $"entry {err.EntryNumber} is not a valid IMA entry: {err.Message}", ImaPcr, null));
 
-        var keys = BuildKeys(input, learned, failures);
+        var keys = new KeyHolder { Keys = BuildKeys(input, learned, failures) };
         var policy = input.Policy;
         var quoted = input.QuotedPcr10;
         bool found = quoted is null || running.AsSpan().SequenceEqual(quoted);
@@ -239,8 +239,9 @@ public static class ImaVerifier
         return keys;
     }
 
-    private static void CheckContent(ImaEntry e, ImaVerifyInput input, RuntimePolicy? policy, ImaSignatureKeys? keys, List<string> learned, FailureList failures)
+    private static void CheckContent(ImaEntry e, ImaVerifyInput input, RuntimePolicy? policy, KeyHolder holder, List<string> learned, FailureList failures)
     {
+        var keys = holder.Keys;
         if (e.Path == BootAggregateName && e.EntryNumber == 0 && e.Template != ImaTemplate.ImaBuf)
         {
             var verdict = CheckBootAggregate(e, input.PcrBank, input.BootPcrs);
@@ -274,18 +275,19 @@ public static class ImaVerifier
                     failures.Add(new(MeasurementEventIds.ImaInvalidSignature, $"entry {e.EntryNumber}: file {e.Path} is not signed", ImaPcr, e.Path));
                 break;
             case ImaTemplate.ImaBuf:
-                CheckBuffer(e, policy, learned, failures);
+                CheckBuffer(e, policy, holder, learned, failures);
                 break;
         }
     }
 
-    private static void CheckBuffer(ImaEntry e, RuntimePolicy? policy, List<string> learned, FailureList failures)
+    private static void CheckBuffer(ImaEntry e, RuntimePolicy? policy, KeyHolder holder, List<string> learned, FailureList failures)
     {
+        // A key measured into a keyring: the buffer is a DER certificate or public key (kept as is, so a certificate's
+        // Subject Key Identifier still gives the key id).
         byte[]? spki = null;
         try
         {
-            var probe = ImaSignatureKeys.FromDer(e.Buffer!);
-            spki = probe.Count == 1 ? ExportSpki(e.Buffer!) : null;
+            if (ImaSignatureKeys.FromDer(e.Buffer!).Count == 1) spki = e.Buffer;
         }
         catch (FormatException) { }
         if (spki is not null)
@@ -295,21 +297,15 @@ public static class ImaVerifier
             if (CheckPolicy(e, policy, RuntimePolicySection.Keyrings, failures))
             {
                 var b64 = Convert.ToBase64String(spki);
-                if (!learned.Contains(b64)) learned.Add(b64);
+                if (!learned.Contains(b64))
+                {
+                    learned.Add(b64);
+                    (holder.Keys ??= new ImaSignatureKeys()).AddDer(spki);
+                }
             }
             return;
         }
         CheckPolicy(e, policy, RuntimePolicySection.ImaBuf, failures);
-    }
-
-    private static byte[] ExportSpki(byte[] der)
-    {
-        try
-        {
-            using var cert = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(der);
-            return cert.PublicKey.ExportSubjectPublicKeyInfo();
-        }
-        catch (System.Security.Cryptography.CryptographicException) { return der; }
     }
 
     /// <summary>True when allowed (or no policy).</summary>
@@ -359,6 +355,11 @@ public static class ImaVerifier
             v.CopyTo(data, i * size);
         }
         return TpmHash.Hash(bank, data);
+    }
+
+    private sealed class KeyHolder
+    {
+        public ImaSignatureKeys? Keys;
     }
 
     private sealed class FailureList(int max)
