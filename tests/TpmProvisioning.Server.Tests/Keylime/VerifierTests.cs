@@ -51,62 +51,55 @@ public sealed class WebhookReceiver : IDisposable
 }
 
 /// <summary>
-/// The Keylime verifier watching a real agent on swtpm: quotes fetched over mutual TLS with a fresh nonce every interval and
-/// judged; a policy violation names the PCR and is sent, signed, to a webhook; unreachable agents are retried then FAILED;
-/// a verifier restart resumes watching from the store; bad requests change nothing.
+/// A registrar, a real agent on swtpm registered with it, and a verifier (separate data path) that presents a client
+/// certificate from the agent's components CA and sends revocation notices to a real webhook listener.
 /// </summary>
-public sealed class VerifierTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
+public sealed class VerifierTestBed : IAsyncDisposable
 {
     private readonly SwtpmFixture tpm;
-    private KeylimeTestServer registrar = null!;
-    private IServerHost agent = null!;
-    private IServerHost verifier = null!;
-    private readonly string agentData = Directory.CreateTempSubdirectory("tpmprov-vagent-").FullName;
-    private readonly string verifierData = Directory.CreateTempSubdirectory("tpmprov-verifier-").FullName;
-    private readonly string agentId = Guid.NewGuid().ToString();
-    private readonly WebhookReceiver webhook = new();
-    private readonly RSA revocationKey = RSA.Create(2048);
-    private X509Certificate2 verifierClientCert = null!;
-    private RegistrarAgentView view = null!;
+    public KeylimeTestServer Registrar { get; private set; } = null!;
+    public IServerHost Agent { get; private set; } = null!;
+    public IServerHost Verifier { get; set; } = null!;
+    public string AgentData { get; } = Directory.CreateTempSubdirectory("tpmprov-vagent-").FullName;
+    public string VerifierData { get; } = Directory.CreateTempSubdirectory("tpmprov-verifier-").FullName;
+    public string AgentId { get; } = Guid.NewGuid().ToString();
+    public WebhookReceiver Webhook { get; } = new();
+    public RSA RevocationKey { get; } = RSA.Create(2048);
+    public X509Certificate2 VerifierClientCert { get; private set; } = null!;
+    public RegistrarAgentView View { get; private set; } = null!;
 
-    public VerifierTests(SwtpmFixture fixture)
-    {
-        tpm = fixture;
-        tpm.FlushTransients();
-    }
+    private VerifierTestBed(SwtpmFixture fixture) => tpm = fixture;
 
-    public async Task InitializeAsync()
+    public static async Task<VerifierTestBed> StartAsync(SwtpmFixture fixture, Action<AgentSettings>? configureAgent = null)
     {
-        var root = X509Certificate2.CreateFromPem(File.ReadAllText(tpm.Swtpm.ManufacturerRootPath));
-        var issuer = X509Certificate2.CreateFromPem(File.ReadAllText(tpm.Swtpm.ManufacturerIssuerPath));
-        registrar = await KeylimeTestServer.StartAsync([(root, issuer)]);
-        agent = await ProvisioningServerHost.StartAsync(new ServerOptions
+        var b = new VerifierTestBed(fixture);
+        var root = X509Certificate2.CreateFromPem(File.ReadAllText(fixture.Swtpm.ManufacturerRootPath));
+        var issuer = X509Certificate2.CreateFromPem(File.ReadAllText(fixture.Swtpm.ManufacturerIssuerPath));
+        b.Registrar = await KeylimeTestServer.StartAsync([(root, issuer)]);
+        var settings = new AgentSettings
         {
-            DataPath = agentData,
-            Port = 0,
-            Roles = ServerRole.Agent,
-            Agent = new AgentSettings
-            {
-                AgentId = agentId,
-                Tpm = tpm.ConnectionString,
-                Registrar = new Uri(registrar.Url),
-                RegistrarCaCertificatePath = registrar.Host.Info.CaCertificatePath,
-                ImaMeasurementListPath = Path.Combine(agentData, "none.txt"),
-                EventLogPath = Path.Combine(agentData, "none.bin"),
-            },
-        });
-        for (int i = 0; i < 200 && !agent.Info.AgentRegistered && agent.Info.AgentRegistrationError is null; i++) await Task.Delay(100);
-        Assert.True(agent.Info.AgentRegistered, agent.Info.AgentRegistrationError);
-        using (var tenant = registrar.RegistrarClient(tenant: true)) view = await tenant.GetAsync(agentId);
+            AgentId = b.AgentId,
+            Tpm = fixture.ConnectionString,
+            Registrar = new Uri(b.Registrar.Url),
+            RegistrarCaCertificatePath = b.Registrar.Host.Info.CaCertificatePath,
+            ImaMeasurementListPath = Path.Combine(b.AgentData, "none.txt"),
+            EventLogPath = Path.Combine(b.AgentData, "none.bin"),
+        };
+        configureAgent?.Invoke(settings);
+        b.Agent = await ProvisioningServerHost.StartAsync(new ServerOptions { DataPath = b.AgentData, Port = 0, Roles = ServerRole.Agent, Agent = settings });
+        for (int i = 0; i < 200 && !b.Agent.Info.AgentRegistered && b.Agent.Info.AgentRegistrationError is null; i++) await Task.Delay(100);
+        Assert.True(b.Agent.Info.AgentRegistered, b.Agent.Info.AgentRegistrationError);
+        using (var tenant = b.Registrar.RegistrarClient(tenant: true)) b.View = await tenant.GetAsync(b.AgentId);
         // The agent trusts its fleet's components CA: the verifier presents a certificate issued by it.
-        using (var cca = ComponentCa.LoadOrCreate(Path.Combine(agentData, "ca")))
-            verifierClientCert = cca.IssueClientCertificate("verifier");
-        verifier = await StartVerifierAsync();
+        using (var cca = ComponentCa.LoadOrCreate(Path.Combine(b.AgentData, "ca")))
+            b.VerifierClientCert = cca.IssueClientCertificate("verifier");
+        b.Verifier = await b.StartVerifierAsync();
+        return b;
     }
 
-    private Task<IServerHost> StartVerifierAsync() => ProvisioningServerHost.StartAsync(new ServerOptions
+    public Task<IServerHost> StartVerifierAsync() => ProvisioningServerHost.StartAsync(new ServerOptions
     {
-        DataPath = verifierData,
+        DataPath = VerifierData,
         Port = 0,
         Roles = ServerRole.Verifier,
         Verifier = new VerifierSettings
@@ -116,30 +109,102 @@ public sealed class VerifierTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
             ExponentialBackoff = false,
             MaxRetries = 2,
             RequestTimeout = TimeSpan.FromSeconds(10),
-            ClientCertificate = verifierClientCert,
-            RevocationWebhooks = [webhook.Url],
+            ClientCertificate = VerifierClientCert,
+            RevocationWebhooks = [Webhook.Url],
         },
     });
 
-    public async Task DisposeAsync()
+    public VerifierClient Tenant(bool withCert = true)
     {
-        if (verifier is not null) await verifier.StopAsync();
-        if (agent is not null) await agent.StopAsync();
-        await registrar.DisposeAsync();
-        webhook.Dispose();
-        revocationKey.Dispose();
-        tpm.FlushTransients();
-        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-        foreach (var d in new[] { agentData, verifierData }) try { Directory.Delete(d, true); } catch (IOException) { }
+        var ca = X509Certificate2.CreateFromPem(File.ReadAllText(Verifier.Info.CaCertificatePath!));
+        X509Certificate2? cert = null;
+        if (withCert) using (var cca = ComponentCa.LoadOrCreate(Path.Combine(VerifierData, "ca"))) cert = cca.IssueClientCertificate("tenant");
+        return new VerifierClient(new VerifierClientOptions { Verifier = new Uri(Verifier.Info.Urls[0]), CaCertificate = ca, ClientCertificate = cert });
     }
 
-    private VerifierClient Tenant(bool withCert = true)
+    /// <summary>The spec's POST body for this agent, with the given tpm_policy (default: none).</summary>
+    public JsonObject Body(string? tpmPolicy = null, int? port = null) => new()
     {
-        var ca = X509Certificate2.CreateFromPem(File.ReadAllText(verifier.Info.CaCertificatePath!));
-        X509Certificate2? cert = null;
-        if (withCert) using (var cca = ComponentCa.LoadOrCreate(Path.Combine(verifierData, "ca"))) cert = cca.IssueClientCertificate("tenant");
-        return new VerifierClient(new VerifierClientOptions { Verifier = new Uri(verifier.Info.Urls[0]), CaCertificate = ca, ClientCertificate = cert });
+        ["cloudagent_ip"] = "127.0.0.1",
+        ["cloudagent_port"] = port ?? Agent.Info.Port,
+        ["tpm_policy"] = tpmPolicy ?? "{}",
+        ["ak_tpm"] = View.AikTpm,
+        ["mtls_cert"] = View.MtlsCert,
+        ["runtime_policy"] = "",
+        ["mb_refstate"] = "null",
+        ["ima_sign_verification_keys"] = "[]",
+        ["metadata"] = "{}",
+        ["revocation_key"] = RevocationKey.ExportPkcs8PrivateKeyPem(),
+        ["accept_tpm_hash_algs"] = new JsonArray("sha512", "sha384", "sha256"),
+        ["accept_tpm_encryption_algs"] = new JsonArray("ecc", "rsa"),
+        ["accept_tpm_signing_algs"] = new JsonArray("ecschnorr", "rsassa"),
+        ["supported_version"] = "2.1",
+    };
+
+    public static async Task<VerifierAgentStatus> WaitForAsync(VerifierClient client, string id, Func<VerifierAgentStatus, bool> until, int seconds = 30)
+    {
+        VerifierAgentStatus s = await client.GetAsync(id);
+        for (int i = 0; i < seconds * 10 && !until(s); i++)
+        {
+            await Task.Delay(100);
+            s = await client.GetAsync(id);
+        }
+        return s;
     }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Verifier is not null) await Verifier.StopAsync();
+        if (Agent is not null) await Agent.StopAsync();
+        await Registrar.DisposeAsync();
+        Webhook.Dispose();
+        RevocationKey.Dispose();
+        tpm.FlushTransients();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        foreach (var d in new[] { AgentData, VerifierData }) try { Directory.Delete(d, true); } catch (IOException) { }
+    }
+}
+
+/// <summary>
+/// The Keylime verifier watching a real agent on swtpm: quotes fetched over mutual TLS with a fresh nonce every interval and
+/// judged; a policy violation names the PCR and is sent, signed, to a webhook; unreachable agents are retried then FAILED;
+/// a verifier restart resumes watching from the store; bad requests change nothing.
+/// </summary>
+public sealed class VerifierTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
+{
+    private readonly SwtpmFixture tpm;
+    private VerifierTestBed bed = null!;
+    private IServerHost agent => bed.Agent;
+    private IServerHost verifier { get => bed.Verifier; set => bed.Verifier = value; }
+    private string verifierData => bed.VerifierData;
+    private string agentId => bed.AgentId;
+    private WebhookReceiver webhook => bed.Webhook;
+    private RSA revocationKey => bed.RevocationKey;
+    private X509Certificate2 verifierClientCert => bed.VerifierClientCert;
+    private RegistrarAgentView view => bed.View;
+    private KeylimeTestServer registrar => bed.Registrar;
+
+    public VerifierTests(SwtpmFixture fixture)
+    {
+        tpm = fixture;
+        tpm.FlushTransients();
+    }
+
+    public async Task InitializeAsync() => bed = await VerifierTestBed.StartAsync(tpm);
+
+    public async Task DisposeAsync() => await bed.DisposeAsync();
+
+    private Task<IServerHost> StartVerifierAsync() => bed.StartVerifierAsync();
+
+    private VerifierClient Tenant(bool withCert = true) => bed.Tenant(withCert);
+
+    private static Task<VerifierAgentStatus> WaitForAsync(VerifierClient client, string id, Func<VerifierAgentStatus, bool> until, int seconds = 30) =>
+        VerifierTestBed.WaitForAsync(client, id, until, seconds);
+
+    private JsonObject Body(string? tpmPolicy = null, int? port = null) =>
+        bed.Body(tpmPolicy ?? TpmPolicy.Format(new Dictionary<int, IReadOnlyList<string>> { [15] = [Pcr15Hex()] }), port);
+
+
 
     private string? pcr15;
 
@@ -156,34 +221,9 @@ public sealed class VerifierTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
         return pcr15 = Convert.ToHexStringLower(v);
     }
 
-    private JsonObject Body(string? tpmPolicy = null, int? port = null) => new()
-    {
-        ["cloudagent_ip"] = "127.0.0.1",
-        ["cloudagent_port"] = port ?? agent.Info.Port,
-        ["tpm_policy"] = tpmPolicy ?? TpmPolicy.Format(new Dictionary<int, IReadOnlyList<string>> { [15] = [Pcr15Hex()] }),
-        ["ak_tpm"] = view.AikTpm,
-        ["mtls_cert"] = view.MtlsCert,
-        ["runtime_policy"] = "",
-        ["mb_refstate"] = "null",
-        ["ima_sign_verification_keys"] = "[]",
-        ["metadata"] = "{}",
-        ["revocation_key"] = revocationKey.ExportPkcs8PrivateKeyPem(),
-        ["accept_tpm_hash_algs"] = new JsonArray("sha512", "sha384", "sha256"),
-        ["accept_tpm_encryption_algs"] = new JsonArray("ecc", "rsa"),
-        ["accept_tpm_signing_algs"] = new JsonArray("ecschnorr", "rsassa"),
-        ["supported_version"] = "2.1",
-    };
 
-    private static async Task<VerifierAgentStatus> WaitForAsync(VerifierClient client, string id, Func<VerifierAgentStatus, bool> until, int seconds = 30)
-    {
-        VerifierAgentStatus s = await client.GetAsync(id);
-        for (int i = 0; i < seconds * 10 && !until(s); i++)
-        {
-            await Task.Delay(100);
-            s = await client.GetAsync(id);
-        }
-        return s;
-    }
+
+
 
     [Fact]
     public async Task AnAddedAgentIsWatchedWithItsCountRisingAndEveryFieldOfTheSpecExample()

@@ -1,7 +1,153 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text;
+using TpmProvisioning.Attestation.Measurements;
+using TpmProvisioning.Tpm;
+
 namespace TpmProvisioning.Attestation.Verifier;
 
 /// <summary>The measurement checks a verifier runs after the quote checks: IMA against the runtime policy, measured boot against <c>mb_refstate</c>.</summary>
 public static class MeasurementChecks
 {
-    public static IReadOnlyList<IMeasurementCheck> Default { get; } = [];
+    public static IReadOnlyList<IMeasurementCheck> Default { get; } = [new ImaCheck(), new MeasuredBootCheck()];
+
+    internal static AttestationFailure ToFailure(MeasurementFailure f) => new() { EventId = f.EventId, Reason = f.Reason, Pcr = f.Pcr, Path = f.Path };
+
+    /// <summary>
+    /// Parsed policies by the SHA-256 of their text: a runtime policy of a big system is megabytes, parsed once, not once per
+    /// quote; agents sharing a policy share the parsed object (the measurement engine's objects are safe across threads).
+    /// </summary>
+    internal sealed class ParsedCache<T>(Func<string, T> parse) where T : class
+    {
+        private const int MaxEntries = 1024;
+        private readonly ConcurrentDictionary<string, T> _items = new(StringComparer.Ordinal);
+
+        public T Get(string text)
+        {
+            var key = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+            if (_items.TryGetValue(key, out var v)) return v;
+            v = parse(text);
+            if (_items.Count >= MaxEntries) _items.Clear();
+            _items[key] = v;
+            return v;
+        }
+    }
+
+    internal static IReadOnlyDictionary<int, byte[]> Quoted(PcrValues pcrs, TpmAlgId bank, int from, int to)
+    {
+        var d = new Dictionary<int, byte[]>();
+        for (int i = from; i <= to; i++) if (pcrs.TryGet(bank, i, out var v)) d[i] = v;
+        return d;
+    }
+}
+
+/// <summary>
+/// IMA: the agent's measurement list (from the next unchecked entry) replayed into PCR 10 and compared with the quote, each
+/// entry's template hash recomputed, each file digest compared with the runtime policy and ima-sig signatures checked with
+/// the tenant's keys. The position and the running PCR 10 are kept, so each quote checks only new entries.
+/// </summary>
+public sealed class ImaCheck : IMeasurementCheck, IConfigValidator
+{
+    private readonly MeasurementChecks.ParsedCache<RuntimePolicy> _policies = new(RuntimePolicy.Parse);
+    private readonly MeasurementChecks.ParsedCache<ImaSignatureKeys> _keys = new(ParseKeys);
+
+    private static bool HasKeys(VerifierAgentConfig c) => c.ImaSignVerificationKeys is { } k && k.Trim() is not ("" or "[]" or "null" or "{}" or "\"\"");
+
+    /// <summary>PCR 10 when the tenant gave a runtime policy or IMA keys.</summary>
+    public uint RequiredMask(VerifierAgentConfig config) => config.HasRuntimePolicy || HasKeys(config) ? 1u << AgentService.ImaPcr : 0;
+
+    /// <summary>The runtime policy is base64 of a Keylime 7 runtime policy; the keys a Keylime keyring or a list of PEM keys.</summary>
+    public string? Validate(VerifierAgentConfig config)
+    {
+        if (config.HasRuntimePolicy)
+        {
+            if (PolicyText(config) is not { } text) return "runtime_policy: not base64";
+            try { _policies.Get(text); }
+            catch (FormatException ex) { return "runtime_policy: " + ex.Message; }
+        }
+        if (!string.IsNullOrEmpty(config.RuntimePolicySig) && string.IsNullOrEmpty(config.RuntimePolicyKey))
+            return "runtime_policy_sig: needs runtime_policy_key";
+        if (HasKeys(config))
+        {
+            try { _keys.Get(config.ImaSignVerificationKeys!); }
+            catch (Exception ex) when (ex is FormatException or CryptographicException or System.Text.Json.JsonException or ArgumentException)
+            { return "ima_sign_verification_keys: " + ex.Message; }
+        }
+        return null;
+    }
+
+    private static string? PolicyText(VerifierAgentConfig config)
+    {
+        var raw = VerifierAgentRequest.TryBase64(config.RuntimePolicy!.Trim());
+        return raw is null ? null : Encoding.UTF8.GetString(raw);
+    }
+
+    private static ImaSignatureKeys ParseKeys(string text)
+    {
+        var t = text.Trim();
+        if (t.StartsWith('['))
+        {
+            // Our convenience form: a JSON list of PEM public keys or certificates.
+            var keys = new ImaSignatureKeys();
+            foreach (var e in System.Text.Json.JsonDocument.Parse(t).RootElement.EnumerateArray())
+                keys.AddPem(e.GetString() ?? throw new FormatException("a key is not a string"));
+            return keys;
+        }
+        return ImaSignatureKeys.FromKeylimeKeyring(t);
+    }
+
+    public (IReadOnlyList<AttestationFailure> Failures, VerifierAgentProgress Progress) Check(VerifierAgentConfig config, VerifierAgentProgress progress,
+        QuoteResponse response, TpmAlgId bank, PcrValues pcrs, bool rebooted)
+    {
+        if (RequiredMask(config) == 0 || !pcrs.TryGet(bank, AgentService.ImaPcr, out var pcr10)) return ([], progress);
+        RuntimePolicy? policy = config.HasRuntimePolicy && PolicyText(config) is { } text ? _policies.Get(text) : null;
+        ImaSignatureKeys? keys = HasKeys(config) ? _keys.Get(config.ImaSignVerificationKeys!) : null;
+        ImaVerifierState? state = null;
+        if (!rebooted && progress.ImaState is { } json)
+        {
+            try { state = ImaVerifierState.FromJson(json); }
+            catch (FormatException) { state = null; }
+        }
+        var boot = MeasurementChecks.Quoted(pcrs, bank, 0, 9);
+        var result = ImaVerifier.Verify(new ImaVerifyInput
+        {
+            MeasurementList = response.ImaMeasurementList ?? "",
+            FirstEntry = response.ImaMeasurementListEntry ?? 0,
+            PcrBank = bank,
+            QuotedPcr10 = pcr10,
+            PreviousState = state,
+            Policy = policy,
+            Keys = keys,
+            BootPcrs = boot.Count == 10 ? boot : null,
+        });
+        var next = progress with { ImaState = result.NewState.ToJson(), NextImaEntry = result.NewState.NextEntry };
+        return (result.Failures.Select(MeasurementChecks.ToFailure).ToList(), result.Passed ? next : progress with { ImaState = null, NextImaEntry = 0 });
+    }
+}
+
+/// <summary>Measured boot: the agent's UEFI event log replayed into PCRs 0-7 and compared with the quote, then its events checked against <c>mb_refstate</c>.</summary>
+public sealed class MeasuredBootCheck : IMeasurementCheck, IConfigValidator
+{
+    private readonly MeasurementChecks.ParsedCache<MeasuredBootPolicy> _policies = new(MeasuredBootPolicy.Parse);
+
+    /// <summary>PCRs 0-7 when the tenant gave a refstate (PCR 0 also makes the agent send its event log).</summary>
+    public uint RequiredMask(VerifierAgentConfig config) => config.HasMbRefstate ? 0xFFu : 0;
+
+    public string? Validate(VerifierAgentConfig config)
+    {
+        if (!config.HasMbRefstate) return null;
+        try { _policies.Get(config.MbRefstate!); return null; }
+        catch (FormatException ex) { return "mb_refstate: " + ex.Message; }
+    }
+
+    public (IReadOnlyList<AttestationFailure> Failures, VerifierAgentProgress Progress) Check(VerifierAgentConfig config, VerifierAgentProgress progress,
+        QuoteResponse response, TpmAlgId bank, PcrValues pcrs, bool rebooted)
+    {
+        if (!config.HasMbRefstate) return ([], progress);
+        byte[]? log = response.MbMeasurementList is { } b64 ? VerifierAgentRequest.TryBase64(b64) : null;
+        if (log is null)
+            return ([new AttestationFailure { EventId = MeasurementEventIds.BootLogInvalid, Reason = "The agent sent no UEFI event log (mb_measurement_list) although PCR 0 was quoted." }], progress);
+        var result = MeasuredBootVerifier.Verify(log, bank, MeasurementChecks.Quoted(pcrs, bank, 0, 7), _policies.Get(config.MbRefstate!));
+        return (result.Failures.Select(MeasurementChecks.ToFailure).ToList(), progress);
+    }
 }
