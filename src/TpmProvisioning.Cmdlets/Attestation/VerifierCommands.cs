@@ -385,12 +385,15 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
     }
 }
 
-/// <summary>Makes an attestation policy from a TPM's current PCR values (Keylime's tpm_policy).</summary>
+/// <summary>
+/// Makes an attestation policy: PCRs pinned to a TPM's current values (Keylime's tpm_policy), a runtime (IMA) policy from an IMA
+/// measurement list or by hashing a folder tree, and a measured-boot refstate from a known-good UEFI event log.
+/// </summary>
 [Cmdlet(VerbsCommon.New, "AttestationPolicy")]
 [OutputType(typeof(AttestationPolicy))]
 public sealed class NewAttestationPolicyCommand : TpmCmdletBase
 {
-    /// <summary>PCRs to pin to their current values (e.g. 0..7, 15).</summary>
+    /// <summary>PCRs to pin to their current values (e.g. 0..7, 15); read from -Tpm.</summary>
     [Parameter(Position = 0)]
     [ValidateRange(0, 23)]
     public int[] Pcr { get; set; } = [];
@@ -400,19 +403,71 @@ public sealed class NewAttestationPolicyCommand : TpmCmdletBase
     [ValidateSet("sha1", "sha256", "sha384", "sha512")]
     public string HashAlgorithm { get; set; } = "sha256";
 
+    /// <summary>An IMA measurement list (ascii_runtime_measurements) whose every file digest the runtime policy allows.</summary>
+    [Parameter]
+    public string? ImaLog { get; set; }
+
+    /// <summary>Folder trees whose files are hashed into the runtime policy (paths recorded as on the device, see -PathPrefix).</summary>
+    [Parameter]
+    public string[]? Path { get; set; }
+
+    /// <summary>With -Path: the path the tree has on the device (e.g. / for an image mounted at /mnt/image).</summary>
+    [Parameter]
+    public string? PathPrefix { get; set; }
+
+    /// <summary>Runtime policy excludes: regular expressions matched at the start of each path (e.g. /tmp/.*).</summary>
+    [Parameter]
+    public string[]? Exclude { get; set; }
+
+    /// <summary>A known-good UEFI event log (binary_bios_measurements) to make the measured-boot refstate from.</summary>
+    [Parameter]
+    public string? EventLog { get; set; }
+
     protected override void ProcessRecord()
     {
         var bank = ParseHashAlgorithm(HashAlgorithm);
+        string? runtime = null;
+        int entries = 0;
+        string? refstate = null;
+        try
+        {
+            global::TpmProvisioning.Attestation.Measurements.RuntimePolicy? rp = null;
+            if (ImaLog is not null)
+                rp = global::TpmProvisioning.Attestation.Measurements.RuntimePolicy.FromImaList(File.ReadAllText(GetUnresolvedProviderPathFromPSPath(ImaLog)), Exclude);
+            foreach (var root in Path ?? [])
+            {
+                var dir = GetUnresolvedProviderPathFromPSPath(root);
+                var skipped = new List<string>();
+                var part = global::TpmProvisioning.Attestation.Measurements.RuntimePolicy.FromDirectory(dir, Exclude, HashAlgorithm, PathPrefix, skipped);
+                foreach (var f in skipped) WriteWarning($"Not hashed (unreadable): {f}");
+                if (rp is null) rp = part;
+                else foreach (var (path, digests) in part.Digests) foreach (var d in digests) rp.AddDigest(path, d);
+            }
+            if (rp is not null)
+            {
+                runtime = rp.ToJson();
+                entries = rp.Digests.Count;
+            }
+            if (EventLog is not null)
+                refstate = global::TpmProvisioning.Attestation.Measurements.MeasuredBootPolicy.FromEventLog(File.ReadAllBytes(GetUnresolvedProviderPathFromPSPath(EventLog)), bank).ToJson();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or ArgumentException)
+        {
+            WriteError(new ErrorRecord(ex, ex is FormatException ? "InvalidMeasurementInput" : "MeasurementInputUnreadable", ex is FormatException ? ErrorCategory.InvalidData : ErrorCategory.ReadError, ImaLog ?? EventLog ?? (object?)Path));
+            return;
+        }
+        if (Pcr.Length == 0)
+        {
+            WriteObject(new AttestationPolicy { HashAlgorithm = HashAlgorithm, RuntimePolicy = runtime, RuntimeEntries = entries, MbRefstate = refstate });
+            return;
+        }
         WithTpm(dev =>
         {
             var values = new Dictionary<int, IReadOnlyList<string>>();
-            if (Pcr.Length > 0)
-            {
-                var read = dev.PcrRead(PcrSelection.Create(bank, Pcr));
-                foreach (var i in Pcr.Distinct())
-                    if (read.TryGet(bank, i, out var v)) values[i] = [Convert.ToHexStringLower(v)];
-            }
-            Emit(new AttestationPolicy { TpmPolicy = TpmPolicy.Format(values), Pcr = [.. values.Keys.Order()], HashAlgorithm = HashAlgorithm });
+            var read = dev.PcrRead(PcrSelection.Create(bank, Pcr));
+            foreach (var i in Pcr.Distinct())
+                if (read.TryGet(bank, i, out var v)) values[i] = [Convert.ToHexStringLower(v)];
+            Emit(new AttestationPolicy { TpmPolicy = TpmPolicy.Format(values), Pcr = [.. values.Keys.Order()], HashAlgorithm = HashAlgorithm, RuntimePolicy = runtime, RuntimeEntries = entries, MbRefstate = refstate });
         });
     }
 }
