@@ -56,6 +56,8 @@ public sealed class ServerOptions
     public Attestation.RegistrarSettings Registrar { get; set; } = new();
     /// <summary>Settings of the Keylime agent surface (TPM, AK, registrar to register with, IMA and event log files).</summary>
     public Attestation.AgentSettings Agent { get; set; } = new();
+    /// <summary>Settings of the KMS surface (master-key protection, key sources, sessions, the attestation gate's verifier).</summary>
+    public Kms.KmsSettings Kms { get; set; } = new();
 }
 
 /// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>
