@@ -156,7 +156,7 @@ internal sealed partial class KmsRole
 
         foreach (var prefix in new[] { "/v1/cckm/oci/keys", "/api/v1/cckm/oci/keys" })
         {
-            routes.MapPost(prefix, (HttpContext http) => Cckm(http, context, kms, log, KmsUserRole.Administrator, "kms.key.create", null, async caller =>
+            routes.MapPost(prefix, Task<IResult> (HttpContext http) => Cckm(http, context, kms, log, KmsUserRole.Administrator, "kms.key.create", null, async caller =>
             {
                 var (body, error) = await ReadJsonAsync(http);
                 if (body is not { } b) throw new KmsException(KmsErrorKind.InvalidArgument, "body", error!);
@@ -168,7 +168,7 @@ internal sealed partial class KmsRole
                 return Results.Json(KeyJson(s, key), Json, statusCode: 201);
             }));
 
-            routes.MapGet(prefix, (HttpContext http) => Cckm(http, context, kms, log, KmsUserRole.ReadOnly, "kms.key.list", null, async _ =>
+            routes.MapGet(prefix, Task<IResult> (HttpContext http) => Cckm(http, context, kms, log, KmsUserRole.ReadOnly, "kms.key.list", null, async _ =>
                 Page(http, await engine.ListKeysAsync(http.RequestAborted), k => KeyJson(s, k))));
 
             routes.MapGet(prefix + "/{id}", (HttpContext http, string id) => Cckm(http, context, kms, log, KmsUserRole.ReadOnly, "kms.key.get", id, async _ =>

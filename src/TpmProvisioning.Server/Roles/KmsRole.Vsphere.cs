@@ -93,7 +93,7 @@ internal sealed partial class KmsRole
             return Results.NoContent();
         });
 
-        routes.MapPost(ProvidersPath, (HttpContext http) => Vsphere(http, context, kms, log, KmsUserRole.Administrator, "kms.provider.create", null, async caller =>
+        routes.MapPost(ProvidersPath, Task<IResult> (HttpContext http) => Vsphere(http, context, kms, log, KmsUserRole.Administrator, "kms.provider.create", null, async caller =>
         {
             var (body, error) = await ReadJsonAsync(http);
             if (body is not { } b) throw new KmsException(KmsErrorKind.InvalidArgument, "body", error!);
@@ -113,7 +113,7 @@ internal sealed partial class KmsRole
             return Results.NoContent();
         })).Open();
 
-        routes.MapGet(ProvidersPath, (HttpContext http) => Vsphere(http, context, kms, log, KmsUserRole.ReadOnly, "kms.provider.list", null, async _ =>
+        routes.MapGet(ProvidersPath, Task<IResult> (HttpContext http) => Vsphere(http, context, kms, log, KmsUserRole.ReadOnly, "kms.provider.list", null, async _ =>
             Results.Json((await engine.ListProvidersAsync(http.RequestAborted)).Select(p => new Dictionary<string, object> { ["provider"] = p.Name, ["health"] = p.Health }).ToList(), Json))).Open();
 
         routes.MapGet(ProvidersPath + "/{provider}", (HttpContext http, string provider) => Vsphere(http, context, kms, log, KmsUserRole.ReadOnly, "kms.provider.get", provider, async _ =>
