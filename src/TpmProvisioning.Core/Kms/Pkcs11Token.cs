@@ -27,6 +27,23 @@ public static class Pkcs11Token
     private static readonly Dictionary<string, IPkcs11Library> s_libraries = new(StringComparer.Ordinal);
     private static readonly object s_gate = new();
 
+    static Pkcs11Token()
+    {
+        // Pkcs11Interop loads modules through "libdl", which current glibc ships only as libdl.so.2 (or inside libc).
+        if (!OperatingSystem.IsLinux()) return;
+        try
+        {
+            System.Runtime.InteropServices.NativeLibrary.SetDllImportResolver(typeof(Pkcs11InteropFactories).Assembly, (name, asm, path) =>
+            {
+                if (name != "libdl") return IntPtr.Zero;
+                foreach (var candidate in new[] { "libdl.so.2", "libc.so.6", "libdl.so" })
+                    if (System.Runtime.InteropServices.NativeLibrary.TryLoad(candidate, out var h)) return h;
+                return IntPtr.Zero;
+            });
+        }
+        catch (InvalidOperationException) { } // a resolver is already set for the assembly
+    }
+
     /// <summary>The factories used to build attributes and mechanisms.</summary>
     public static Pkcs11InteropFactories Factories { get; } = new();
 
