@@ -58,6 +58,8 @@ public sealed class ServerOptions
     public Attestation.AgentSettings Agent { get; set; } = new();
     /// <summary>Settings of the Keylime verifier surface (quote interval, retries, revocation webhooks).</summary>
     public Attestation.Verifier.VerifierSettings Verifier { get; set; } = new();
+    /// <summary>Settings of the KMS surface (master-key protection, key sources, sessions, the attestation gate's verifier).</summary>
+    public Kms.KmsSettings Kms { get; set; } = new();
 }
 
 /// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>

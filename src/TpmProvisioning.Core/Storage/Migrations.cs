@@ -91,6 +91,70 @@ public static class Migrations
             );
             CREATE INDEX ix_verifier_agents_state ON verifier_agents (verifier_id, operational_state);
             """),
+        new(5, "kms: master-key check, providers, keys and versions, users, tokens, revocations", """
+            CREATE TABLE kms_meta (
+                name {text} NOT NULL PRIMARY KEY,
+                value {blob} NOT NULL
+            );
+            CREATE TABLE kms_providers (
+                name {text} NOT NULL PRIMARY KEY,
+                key_id {text} NOT NULL,
+                kdk_wrapped {blob} NOT NULL,
+                health {text} NOT NULL,
+                created_ms {bigint} NOT NULL,
+                updated_ms {bigint} NOT NULL
+            );
+            CREATE TABLE kms_keys (
+                id {text} NOT NULL PRIMARY KEY,
+                name {text} NOT NULL,
+                compartment_id {text} NOT NULL,
+                vault_id {text} NOT NULL,
+                oci_key_id {text} NOT NULL,
+                algorithm {text} NOT NULL,
+                length INTEGER NOT NULL,
+                created_ms {bigint} NOT NULL,
+                updated_ms {bigint} NOT NULL
+            );
+            CREATE UNIQUE INDEX ux_kms_keys_name ON kms_keys (name);
+            CREATE TABLE kms_key_versions (
+                id {text} NOT NULL PRIMARY KEY,
+                key_id {text} NOT NULL,
+                number INTEGER NOT NULL,
+                oci_version_id {text} NOT NULL,
+                origin {text} NOT NULL,
+                material_origin {text} NOT NULL,
+                source_key_identifier {text},
+                source_key_tier {text},
+                material_wrapped {blob} NOT NULL,
+                lifecycle_state {text} NOT NULL,
+                is_primary INTEGER NOT NULL,
+                created_ms {bigint} NOT NULL,
+                updated_ms {bigint} NOT NULL
+            );
+            CREATE UNIQUE INDEX ux_kms_key_versions_number ON kms_key_versions (key_id, number);
+            CREATE TABLE kms_users (
+                name {text} NOT NULL PRIMARY KEY,
+                password_hash {blob} NOT NULL,
+                salt {blob} NOT NULL,
+                iterations INTEGER NOT NULL,
+                role {text} NOT NULL,
+                created_ms {bigint} NOT NULL
+            );
+            CREATE TABLE kms_tokens (
+                token_hash {blob} NOT NULL PRIMARY KEY,
+                user_name {text} NOT NULL,
+                kind {text} NOT NULL,
+                created_ms {bigint} NOT NULL,
+                expires_ms {bigint} NOT NULL
+            );
+            CREATE TABLE kms_revocations (
+                agent_id {text} NOT NULL PRIMARY KEY,
+                event_id {text},
+                type {text},
+                time_ms {bigint} NOT NULL,
+                detail {text}
+            );
+            """),
     ];
 
     public static int Latest => All[^1].Version;

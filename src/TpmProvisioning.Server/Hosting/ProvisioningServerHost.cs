@@ -208,6 +208,7 @@ public sealed class ProvisioningServerHost : IServerHost
 
         var modules = RoleModules.All.Where(m => options.Roles.HasFlag(m.Role)).ToList();
         bool anyMutual = (options.RequireClientCertificate & options.Roles) != ServerRole.None || modules.Any(m => m.ChoosesClientCertificatesPerRoute);
+        bool anyIssuer = modules.Any(m => m.AcceptsClientCertificatesFromAnyIssuer);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
@@ -224,7 +225,7 @@ public sealed class ProvisioningServerHost : IServerHost
                     // Mutual TLS is enforced per route (some routes of a surface are open to agents, as in Keylime);
                     // the handshake asks for a certificate and validates it against the components CA when given.
                     ClientCertificateMode = anyMutual ? ClientCertificateMode.AllowCertificate : ClientCertificateMode.NoCertificate,
-                    ClientCertificateValidation = (cert, _, _) => ca.Validates(cert),
+                    ClientCertificateValidation = (cert, _, _) => anyIssuer || ca.Validates(cert),
                 });
             });
         });

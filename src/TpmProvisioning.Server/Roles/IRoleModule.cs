@@ -17,6 +17,12 @@ internal interface IRoleModule
     /// whenever the server speaks TLS, whatever <see cref="ServerOptions.RequireClientCertificate"/> says.
     /// </summary>
     bool ChoosesClientCertificatesPerRoute => false;
+    /// <summary>
+    /// True when the role authenticates some callers by a client certificate from another issuer (the KMS matches a device's
+    /// certificate against the one its registrar holds): the handshake then takes any certificate and every route that needs the
+    /// components CA checks it in <see cref="Hosting.ClientCertificateFilter"/>, as all mutual-TLS routes do.
+    /// </summary>
+    bool AcceptsClientCertificatesFromAnyIssuer => false;
     void AddServices(IServiceCollection services, ServerContext context) { }
     void Map(IEndpointRouteBuilder routes, ServerContext context);
 }
@@ -43,7 +49,7 @@ internal static class RoleModules
         new RegistrarRole(),
         new VerifierRole(),
         new AgentRole(),
-        new PlaceholderRole(ServerRole.Kms),
+        new KmsRole(),
         new PlaceholderRole(ServerRole.Station),
     ];
 }

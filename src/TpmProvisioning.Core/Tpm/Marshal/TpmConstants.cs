@@ -88,6 +88,7 @@ public enum TpmCc : uint
     Load = 0x00000157,
     Quote = 0x00000158,
     Sign = 0x0000015D,
+    Unseal = 0x0000015E,
     FlushContext = 0x00000165,
     LoadExternal = 0x00000167,
     MakeCredential = 0x00000168,
