@@ -98,6 +98,8 @@ public sealed class ServerInfo
     public bool AgentRegistered { get; set; }
     /// <summary>Agent role: why registration at the registrar failed, if it did.</summary>
     public string? AgentRegistrationError { get; set; }
+    /// <summary>Agent role: the registrar's HTTP status when it refused the registration or activation; null when it did not answer.</summary>
+    public int? AgentRegistrationStatus { get; set; }
 
     public override string ToString() => $"{Name} ({string.Join(", ", Urls)}) {State}";
 }

@@ -37,12 +37,12 @@ internal static class Keylime
         Source = http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
     };
 
-    /// <summary>Reads the body up to <see cref="MaxBodyBytes"/>; null with an error result when too large or unreadable.</summary>
-    public static async Task<(byte[]? Body, IResult? Error)> ReadBodyAsync(HttpContext http)
+    /// <summary>Reads the body up to <paramref name="max"/> bytes (default <see cref="MaxBodyBytes"/>); null with an error result when too large or unreadable.</summary>
+    public static async Task<(byte[]? Body, IResult? Error)> ReadBodyAsync(HttpContext http, int max = MaxBodyBytes)
     {
-        if (http.Request.ContentLength is > MaxBodyBytes) return (null, Envelope(413, "Request body too large", null));
+        if (http.Request.ContentLength > max) return (null, Envelope(413, "Request body too large", null));
         var size = http.Features.Get<IHttpMaxRequestBodySizeFeature>();
-        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = MaxBodyBytes;
+        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = max;
         try
         {
             using var ms = new MemoryStream();
