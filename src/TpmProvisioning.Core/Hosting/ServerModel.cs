@@ -94,6 +94,10 @@ public sealed class ServerInfo
     public string? CertificateThumbprint { get; init; }
     public ServerRole ClientCertificateRoles { get; init; }
     public string? LogPath { get; init; }
+    /// <summary>Registrar role: the plain-HTTP port serving agent registration and activation, when one was asked for.</summary>
+    public int? RegistrarPlainPort { get; set; }
+    /// <summary>Registrar role: the plain-HTTP URL agents register at, when a plain port was asked for.</summary>
+    public string? RegistrarPlainUrl { get; set; }
     /// <summary>Agent role: true once the agent registered and activated at its registrar.</summary>
     public bool AgentRegistered { get; set; }
     /// <summary>Agent role: why registration at the registrar failed, if it did.</summary>
