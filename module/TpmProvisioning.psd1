@@ -40,6 +40,8 @@
         'Get-AttestationAgent'
         'Remove-AttestationAgent'
         'New-ProvisioningClientCertificate'
+        'Export-ProvisioningCertificate'
+        'Import-ProvisioningCertificate'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()
