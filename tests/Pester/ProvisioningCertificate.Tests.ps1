@@ -28,14 +28,14 @@ Describe 'Export-ProvisioningCertificate' {
         $text | Should -Not -Match 'PRIVATE KEY'
         ([regex]::Matches($text, 'BEGIN CERTIFICATE')).Count | Should -Be 1
         $exported = [Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPem($text)
-        $ca = [Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPemFile((Join-Path $script:A 'ca/cacert.pem'))
+        $ca = [Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPem([IO.File]::ReadAllText((Join-Path $script:A 'ca/cacert.pem')))
         $exported.Thumbprint | Should -Be $ca.Thumbprint
     }
 
     It 'exports the server (or agent) certificate' {
         $pfx = [Security.Cryptography.X509Certificates.X509CertificateLoader]::LoadPkcs12FromFile((Join-Path $script:A 'tls/server.pfx'), $null)
         $f = Export-ProvisioningCertificate -DataPath $script:A -Kind Server -Path (Join-Path $script:Work 'server.pem')
-        [Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPemFile($f.FullName).Thumbprint | Should -Be $pfx.Thumbprint
+        [Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPem([IO.File]::ReadAllText($f.FullName)).Thumbprint | Should -Be $pfx.Thumbprint
     }
 
     It 'exports a client certificate with its key only when asked, encrypted, owner-only' {
@@ -112,7 +112,7 @@ Describe 'Import-ProvisioningCertificate' {
     It 'shares one components CA: a client certificate from A is accepted by a registrar on B' {
         $ca = Import-ProvisioningCertificate -DataPath $script:B -Kind ComponentCa -Path $script:CaPfx -Password $script:Pw -Force -Confirm:$false
         $ca.HasPrivateKey | Should -BeFalse
-        $ca.Thumbprint | Should -Be ([Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPemFile((Join-Path $script:A 'ca/cacert.pem')).Thumbprint)
+        $ca.Thumbprint | Should -Be ([Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPem([IO.File]::ReadAllText((Join-Path $script:A 'ca/cacert.pem'))).Thumbprint)
         if (-not $IsWindows) { (Get-Item (Join-Path $script:B 'ca/cakey.pem')).UnixFileMode | Should -Be ([IO.UnixFileMode]'UserRead, UserWrite') }
         $reg = Start-ProvisioningServer -Port 0 -DataPath $script:B -Role Registrar
         try {
