@@ -94,10 +94,9 @@ public sealed partial class AgentService : IDisposable
     private readonly RSA _nk;
     private readonly uint _ekHandle;
     private readonly uint _akHandle;
-    private readonly bool _ownsAk;
     private readonly TpmPublic _ak;
 
-    private AgentService(TpmDevice tpm, AgentSettings settings, RSA nk, uint ekHandle, uint akHandle, bool ownsAk, TpmPublic ak, byte[] ekPublic, byte[]? ekCert, string agentId, AgentPayloadReceiver payloads)
+    private AgentService(TpmDevice tpm, AgentSettings settings, RSA nk, uint ekHandle, uint akHandle, TpmPublic ak, byte[] ekPublic, byte[]? ekCert, string agentId, AgentPayloadReceiver payloads)
     {
         Payloads = payloads;
         _tpm = tpm;
@@ -105,7 +104,6 @@ public sealed partial class AgentService : IDisposable
         _nk = nk;
         _ekHandle = ekHandle;
         _akHandle = akHandle;
-        _ownsAk = ownsAk;
         _ak = ak;
         EkPublic = ekPublic;
         EkCertificate = ekCert;
@@ -162,7 +160,6 @@ public sealed partial class AgentService : IDisposable
             throw new TpmUnavailableException($"The TPM at '{tcti}' cannot be opened: {ex.Message}", ex);
         }
         uint ek = 0, ak = 0;
-        bool ownsAk = false;
         RSA? nk = null;
         try
         {
@@ -189,11 +186,10 @@ public sealed partial class AgentService : IDisposable
             if (banks.Length > 0) tpm.PcrExtend(DataPcr, banks);
             string id = settings.AgentId ?? AgentIdFromEk(ekObj.Public.ToTpm2B());
             var receiver = new AgentPayloadReceiver(nk, id, Path.Combine(stateDirectory, "secure"), settings, log);
-            return new AgentService(tpm, settings, nk, ek, ak, ownsAk, akPub, ekObj.Public.ToTpm2B(), ekCert, id, receiver);
+            return new AgentService(tpm, settings, nk, ek, ak, akPub, ekObj.Public.ToTpm2B(), ekCert, id, receiver);
         }
         catch (Exception ex)
         {
-            if (ownsAk) tpm.TryFlush(ak);
             if (ek != 0) tpm.TryFlush(ek);
             nk?.Dispose();
             tpm.Dispose();
@@ -384,7 +380,6 @@ public sealed partial class AgentService : IDisposable
         _gate.Wait();
         try
         {
-            if (_ownsAk) _tpm.TryFlush(_akHandle);
             _tpm.TryFlush(_ekHandle);
             _tpm.Dispose();
             _nk.Dispose();

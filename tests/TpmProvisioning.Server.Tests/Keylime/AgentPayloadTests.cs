@@ -84,9 +84,15 @@ public sealed partial class AgentTests
         var unzipped = Path.Combine(secure, AgentPayloadReceiver.UnzippedFolder);
         Assert.StartsWith("-----BEGIN CERTIFICATE-----", File.ReadAllText(Path.Combine(unzipped, "certs", "ca.pem")));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(secure));
+        // The script runs in the background: wait for its file and its whole content (it may be seen half written).
         var ran = Path.Combine(unzipped, "ran.txt");
-        for (int i = 0; i < 300 && !File.Exists(ran); i++) await Task.Delay(100);
-        Assert.Equal($"ran for {agentId} in {unzipped}", File.ReadAllText(ran));
+        string expected = $"ran for {agentId} in {unzipped}", seen = "";
+        for (int i = 0; i < 300 && seen != expected; i++)
+        {
+            await Task.Delay(100);
+            try { seen = File.Exists(ran) ? File.ReadAllText(ran) : ""; } catch (IOException) { }
+        }
+        Assert.Equal(expected, seen);
     }
 
     [Fact]
