@@ -44,6 +44,8 @@
         'New-AttestationPolicy'
         'Remove-AttestationAgent'
         'New-ProvisioningClientCertificate'
+        'Export-ProvisioningCertificate'
+        'Import-ProvisioningCertificate'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

@@ -90,6 +90,70 @@ Describe 'Start-ProvisioningServer -Role Agent' {
         Test-TpmQuote -KeylimeQuote $q.results.quote -AttestationKey $reg.AikTpm -Nonce $nonce -PcrMask 0x408000 -Quiet | Should -BeTrue
         Test-TpmQuote -KeylimeQuote $q.results.quote -AttestationKey $reg.AikTpm -Nonce 'another-nonce-000000' -Quiet | Should -BeFalse
         $agent | Stop-ProvisioningServer -Confirm:$false
+
+        # A restart reuses the AK the agent persisted: the registrar takes it again (regcount 2).
+        $again = Start-ProvisioningServer -Name 'agent-again' -Port 0 -DataPath $agentData -Role Agent -Tpm $sim2.ConnectionString `
+            -Registrar $script:Reg.Urls[0] -RegistrarCaCertificate $script:Reg.CaCertificatePath
+        $again.AgentRegistered | Should -BeTrue
+        (Get-AttestationAgent @script:Common -ClientCertificate $script:Tenant -AgentId $id).RegCount | Should -Be 2
+        $again | Stop-ProvisioningServer -Confirm:$false
+        $script:AgentId = $id
         $sim2 | Stop-TpmSimulator -Confirm:$false
+    }
+
+    It 'fails with AgentRegistrationFailed (403) and stops when another TPM claims a registered agent id' {
+        $sim3 = Start-TpmSimulator -Name 'att-other'
+        try {
+            { Start-ProvisioningServer -Name 'agent-imposter' -Port 0 -DataPath (Join-Path $script:Work 'imposter') -Role Agent -Tpm $sim3.ConnectionString `
+                -AgentId $script:AgentId -Registrar $script:Reg.Urls[0] -RegistrarCaCertificate $script:Reg.CaCertificatePath -ErrorAction Stop } |
+                Should -Throw -ErrorId 'AgentRegistrationFailed,*' -ExpectedMessage '*403*'
+            Get-ProvisioningServer -Name 'agent-imposter' -ErrorAction Ignore | Should -BeNullOrEmpty
+        }
+        finally { $sim3 | Stop-TpmSimulator -Confirm:$false }
+    }
+
+    It 'fails with AgentRegistrationFailed (ConnectionError) when the registrar is unreachable' {
+        $sim4 = Start-TpmSimulator -Name 'att-unreach' -Fast
+        try {
+            $err = $null
+            try { Start-ProvisioningServer -Port 0 -DataPath (Join-Path $script:Work 'unreach') -Role Agent -Tpm $sim4.ConnectionString -Registrar 'https://127.0.0.1:1' -ErrorAction Stop }
+            catch { $err = $_ }
+            $err.FullyQualifiedErrorId | Should -BeLike 'AgentRegistrationFailed,*'
+            $err.CategoryInfo.Category | Should -Be 'ConnectionError'
+        }
+        finally { $sim4 | Stop-TpmSimulator -Confirm:$false }
+    }
+
+    It 'fails with AgentTpmUnavailable when the TPM cannot be opened or none is found' {
+        { Start-ProvisioningServer -Port 0 -DataPath (Join-Path $script:Work 'notpm') -Role Agent -Tpm 'swtpm:host=127.0.0.1,port=1' -ErrorAction Stop } |
+            Should -Throw -ErrorId 'AgentTpmUnavailable,*'
+        if (-not (Test-Path /dev/tpmrm0)) {
+            $saved = $env:TPM2TOOLS_TCTI
+            try {
+                $env:TPM2TOOLS_TCTI = $null
+                { Start-ProvisioningServer -Port 0 -DataPath (Join-Path $script:Work 'notpm2') -Role Agent -ErrorAction Stop } |
+                    Should -Throw -ErrorId 'AgentTpmUnavailable,*' -ExpectedMessage '*TPM2TOOLS_TCTI*'
+            }
+            finally { $env:TPM2TOOLS_TCTI = $saved }
+        }
+    }
+}
+
+Describe 'Start-ProvisioningServer -RegistrarPlainPort' {
+    It 'serves registration and /version over plain HTTP and refuses the rest there' {
+        $r = Start-ProvisioningServer -Name 'registrar-plain' -Port 0 -RegistrarPlainPort 0 -DataPath (Join-Path $script:Work 'registrar-plain') -Role Registrar
+        try {
+            $r.RegistrarPlainPort | Should -BeGreaterThan 0
+            $r.RegistrarPlainUrl | Should -Be "http://127.0.0.1:$($r.RegistrarPlainPort)"
+            (Invoke-RestMethod "$($r.RegistrarPlainUrl)/version").results.current_version | Should -Be '2.1'
+            $resp = Invoke-WebRequest "$($r.RegistrarPlainUrl)/v2.1/agents/" -SkipHttpErrorCheck
+            $resp.StatusCode | Should -Be 403
+        }
+        finally { $r | Stop-ProvisioningServer -Confirm:$false }
+    }
+
+    It 'needs the Registrar role' {
+        { Start-ProvisioningServer -Port 0 -RegistrarPlainPort 0 -DataPath (Join-Path $script:Work 'noreg') -Role Provisioning -ErrorAction Stop } |
+            Should -Throw -ErrorId 'RegistrarPlainPortWithoutRegistrar,*'
     }
 }

@@ -54,7 +54,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [Parameter]
     public LogLevelName LogLevel { get; set; } = LogLevelName.Information;
 
-    /// <summary>Agent role: the TPM connection string (default TPM2TOOLS_TCTI, else the platform TPM).</summary>
+    /// <summary>Agent role: the TPM connection string (default TPM2TOOLS_TCTI, else device:/dev/tpmrm0 when it exists).</summary>
     [Parameter]
     [ArgumentCompleter(typeof(TpmConnectionCompleter))]
     public string? Tpm { get; set; }
@@ -87,6 +87,14 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     /// <summary>Verifier role: the client certificate (with key) presented to agents; default one issued by this data path's components CA.</summary>
     [Parameter]
     public X509Certificate2? VerifierClientCertificate { get; set; }
+    /// <summary>Agent role: run autorun.ps1 from a delivered payload zip (Keylime's autorun.sh). Off by default.</summary>
+    [Parameter]
+    public SwitchParameter EnablePayloadScript { get; set; }
+
+    /// <summary>Registrar role: also serve agent registration and activation over plain HTTP on this port (Keylime's 8890); 0 picks a free one.</summary>
+    [Parameter]
+    [ValidateRange(0, 65535)]
+    public int? RegistrarPlainPort { get; set; }
 
     /// <summary>Keep the server in the foreground, relaying its log to the verbose stream, until Ctrl+C.</summary>
     [Parameter]
@@ -137,8 +145,20 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
                 RegistrarCaCertificatePath = RegistrarCaCertificate is null ? null : GetUnresolvedProviderPathFromPSPath(RegistrarCaCertificate),
                 AgentId = AgentId,
                 AkHandle = AkHandle,
+                RunPayloadScript = EnablePayloadScript,
             };
         }
+        if (RegistrarPlainPort is { } plainPort)
+        {
+            if (!roles.HasFlag(ServerRole.Registrar))
+            {
+                ThrowTerminatingError(new ErrorRecord(new ArgumentException("-RegistrarPlainPort needs the Registrar role."), "RegistrarPlainPortWithoutRegistrar", ErrorCategory.InvalidArgument, plainPort));
+                return;
+            }
+            options.Registrar.PlainPort = plainPort;
+        }
+        if (roles.HasFlag(ServerRole.Agent) && EnablePayloadScript)
+            WriteWarning("Payload scripts are enabled: autorun.ps1 in a payload delivered by the tenant runs with this session's rights once the verifier releases the key.");
 
         if (roles.HasFlag(ServerRole.Verifier))
         {
@@ -165,9 +185,11 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
                 "DataPathNotWritable" => ErrorCategory.PermissionDenied,
                 "StoreUnavailable" => ErrorCategory.ResourceUnavailable,
                 "CertificateInvalid" => ErrorCategory.InvalidArgument,
+                "AgentTpmUnavailable" => ErrorCategory.ResourceUnavailable,
                 _ => ErrorCategory.NotSpecified,
             };
-            ThrowTerminatingError(new ErrorRecord(ex, "ServerStart" + ex.Reason, category, target));
+            // The agent's own failures keep their reason as the ErrorId (AgentTpmUnavailable); the others are ServerStart<Reason>.
+            ThrowTerminatingError(new ErrorRecord(ex, ex.Reason.StartsWith("Agent", StringComparison.Ordinal) ? ex.Reason : "ServerStart" + ex.Reason, category, target));
             return;
         }
         ServerRegistry.Add(host);
@@ -186,7 +208,24 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             WriteProgress(progress);
         }
         if (roles.HasFlag(ServerRole.Agent) && Registrar is not null && !host.Info.AgentRegistered)
-            WriteWarning($"The agent did not register with {Registrar}: {host.Info.AgentRegistrationError}");
+        {
+            // As Keylime's agent exits when it cannot register: stop the server and fail.
+            var status = host.Info.AgentRegistrationStatus;
+            var why = host.Info.AgentRegistrationError ?? "registration did not finish within 30 seconds";
+            ServerRegistry.Remove(host.Info.Id);
+            try { host.StopAsync().GetAwaiter().GetResult(); } catch (Exception stopEx) { WriteVerbose("Stopping after the failed registration: " + stopEx.Message); }
+            var category = status switch
+            {
+                401 or 403 => ErrorCategory.PermissionDenied,
+                400 or 404 => ErrorCategory.InvalidData,
+                null => host.Info.AgentRegistrationError is null ? ErrorCategory.OperationTimeout : ErrorCategory.ConnectionError,
+                _ => ErrorCategory.InvalidResult,
+            };
+            ThrowTerminatingError(new ErrorRecord(
+                new InvalidOperationException($"The agent could not register at {Registrar}{(status is null ? "" : $" (registrar answered {status})")}: {why}. The server was stopped."),
+                "AgentRegistrationFailed", category, Registrar) { ErrorDetails = new ErrorDetails($"Agent registration failed{(status is null ? "" : $" with status {status}")}: {why}") });
+            return;
+        }
         WriteObject(host.Info);
 
         if (Wait) RunInForeground(host);

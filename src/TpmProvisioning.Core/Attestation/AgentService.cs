@@ -12,11 +12,19 @@ public sealed class AgentSettings
 {
     /// <summary>The agent's id (a UUID); null derives a UUID from the EK (see <see cref="AgentService.AgentIdFromEk"/>).</summary>
     public string? AgentId { get; set; }
-    /// <summary>The TPM, as a tpm2-tools TCTI string (<c>swtpm:host=127.0.0.1,port=2321</c>, <c>device:/dev/tpmrm0</c>); null reads <c>TPM2TOOLS_TCTI</c>.</summary>
+    /// <summary>
+    /// The TPM, as a tpm2-tools TCTI string (<c>swtpm:host=127.0.0.1,port=2321</c>, <c>device:/dev/tpmrm0</c>); null reads
+    /// <c>TPM2TOOLS_TCTI</c>, else uses <c>device:/dev/tpmrm0</c> when that exists (see <see cref="AgentService.ResolveTpm"/>).
+    /// </summary>
     public string? Tpm { get; set; }
     /// <summary>Which EK to use (and whose certificate to send).</summary>
     public EkKind EkKind { get; set; } = EkKind.Rsa2048;
-    /// <summary>A persistent AK to reuse (for example one provisioned at the factory); null creates a fresh AK at start, held while the agent runs.</summary>
+    /// <summary>
+    /// A persistent AK to reuse (for example one provisioned at the factory). Null: the agent uses the AK it persisted on an
+    /// earlier start (remembered in <c>agent_data.json</c> under its state folder, reused while the TPM still holds the same
+    /// public area there), else creates one and persists it at a free handle from <see cref="AgentService.AutoAkHandleFirst"/>,
+    /// so a restart registers the same AK again.
+    /// </summary>
     public uint? AkHandle { get; set; }
     /// <summary>The registrar to register with at start (for example <c>https://registrar:8891</c>); null skips registration.</summary>
     public Uri? Registrar { get; set; }
@@ -30,6 +38,13 @@ public sealed class AgentSettings
     public string ImaMeasurementListPath { get; set; } = "/sys/kernel/security/ima/ascii_runtime_measurements";
     /// <summary>The UEFI event log served (base64) when PCR 0 is quoted.</summary>
     public string EventLogPath { get; set; } = "/sys/kernel/security/tpm0/binary_bios_measurements";
+    /// <summary>
+    /// Run <c>autorun.ps1</c> from a delivered zip payload (Keylime's <c>autorun.sh</c>), in PowerShell, once the bootstrap
+    /// key is derived. Off by default: only an operator who trusts the tenant enables it.
+    /// </summary>
+    public bool RunPayloadScript { get; set; }
+    /// <summary>The PowerShell executable that runs the payload script; null is <c>pwsh</c> from PATH.</summary>
+    public string? PayloadScriptHost { get; set; }
 }
 
 /// <summary><c>GET /v2.1/agent/info</c>'s results.</summary>
@@ -79,17 +94,16 @@ public sealed partial class AgentService : IDisposable
     private readonly RSA _nk;
     private readonly uint _ekHandle;
     private readonly uint _akHandle;
-    private readonly bool _ownsAk;
     private readonly TpmPublic _ak;
 
-    private AgentService(TpmDevice tpm, AgentSettings settings, RSA nk, uint ekHandle, uint akHandle, bool ownsAk, TpmPublic ak, byte[] ekPublic, byte[]? ekCert, string agentId)
+    private AgentService(TpmDevice tpm, AgentSettings settings, RSA nk, uint ekHandle, uint akHandle, TpmPublic ak, byte[] ekPublic, byte[]? ekCert, string agentId, AgentPayloadReceiver payloads)
     {
+        Payloads = payloads;
         _tpm = tpm;
         _settings = settings;
         _nk = nk;
         _ekHandle = ekHandle;
         _akHandle = akHandle;
-        _ownsAk = ownsAk;
         _ak = ak;
         EkPublic = ekPublic;
         EkCertificate = ekCert;
@@ -103,19 +117,49 @@ public sealed partial class AgentService : IDisposable
     public TpmPublic Ak => _ak;
     public uint AkHandle => _akHandle;
     public byte[]? EkCertificate { get; }
+    /// <summary>The bootstrap key exchange and payload delivery (<c>keys/ukey</c>, <c>keys/vkey</c>, <c>keys/verify</c>).</summary>
+    public AgentPayloadReceiver Payloads { get; }
     /// <summary>The NK's public key, PEM (SubjectPublicKeyInfo), as <c>keys/pubkey</c> serves it.</summary>
     public string NkPublicPem { get; }
 
+    /// <summary>First handle the agent persists its own AK at (the range New-TpmAttestationKey also picks from).</summary>
+    public const uint AutoAkHandleFirst = 0x81000010;
+    /// <summary>Last handle of that range.</summary>
+    public const uint AutoAkHandleLast = 0x810000FF;
+    /// <summary>The file under the state folder that remembers the persisted AK (as rust-keylime's <c>agent_data.json</c>).</summary>
+    public const string AgentDataFileName = "agent_data.json";
+
     /// <summary>
-    /// Opens the TPM, makes the EK (transient), reuses the persistent AK at <see cref="AgentSettings.AkHandle"/> or creates one,
-    /// makes the NK, resets PCR 16 and extends SHA-x(NK PEM) into it in every active bank.
+    /// The TPM connection the agent uses: <paramref name="configured"/>, else <c>TPM2TOOLS_TCTI</c>, else
+    /// <c>device:/dev/tpmrm0</c> when that device exists; throws <see cref="TpmUnavailableException"/> when none applies.
     /// </summary>
-    public static AgentService Start(AgentSettings settings)
+    public static string ResolveTpm(string? configured)
+    {
+        if (!string.IsNullOrWhiteSpace(configured)) return configured;
+        var env = Environment.GetEnvironmentVariable("TPM2TOOLS_TCTI");
+        if (!string.IsNullOrWhiteSpace(env)) return env;
+        if (File.Exists("/dev/tpmrm0")) return "device:/dev/tpmrm0";
+        throw new TpmUnavailableException("No TPM given and none found: pass -Tpm (for example swtpm:host=127.0.0.1,port=2321), set TPM2TOOLS_TCTI, or run where /dev/tpmrm0 exists.");
+    }
+
+    /// <summary>
+    /// Opens the TPM, makes the EK (transient), reuses the persistent AK at <see cref="AgentSettings.AkHandle"/> or the one
+    /// remembered under <paramref name="stateDirectory"/> (else creates and persists one), makes the NK, resets PCR 16 and
+    /// extends SHA-x(NK PEM) into it in every active bank. Payloads go to <c>secure/</c> under <paramref name="stateDirectory"/>.
+    /// Throws <see cref="TpmUnavailableException"/> when the TPM cannot be opened or used.
+    /// </summary>
+    public static AgentService Start(AgentSettings settings, string stateDirectory, Action<string>? log = null)
     {
         ArgumentNullException.ThrowIfNull(settings);
-        var tpm = TpmDevice.Open(settings.Tpm ?? Environment.GetEnvironmentVariable("TPM2TOOLS_TCTI") ?? throw new InvalidOperationException("No TPM given: set the agent's Tpm connection string or TPM2TOOLS_TCTI."));
+        ArgumentException.ThrowIfNullOrEmpty(stateDirectory);
+        string tcti = ResolveTpm(settings.Tpm);
+        TpmDevice tpm;
+        try { tpm = TpmDevice.Open(tcti); }
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException or TpmException or ArgumentException or InvalidOperationException or NotSupportedException)
+        {
+            throw new TpmUnavailableException($"The TPM at '{tcti}' cannot be opened: {ex.Message}", ex);
+        }
         uint ek = 0, ak = 0;
-        bool ownsAk = false;
         RSA? nk = null;
         try
         {
@@ -132,10 +176,7 @@ public sealed partial class AgentService : IDisposable
             }
             else
             {
-                var created = tpm.CreateAk().Key;
-                ak = created.Handle;
-                akPub = created.Public;
-                ownsAk = true;
+                (ak, akPub) = PersistedAk(tpm, stateDirectory, log);
             }
             nk = RSA.Create(2048);
             var pem = nk.ExportSubjectPublicKeyInfoPem() + "\n";
@@ -144,16 +185,61 @@ public sealed partial class AgentService : IDisposable
             tpm.PcrReset(DataPcr);
             if (banks.Length > 0) tpm.PcrExtend(DataPcr, banks);
             string id = settings.AgentId ?? AgentIdFromEk(ekObj.Public.ToTpm2B());
-            return new AgentService(tpm, settings, nk, ek, ak, ownsAk, akPub, ekObj.Public.ToTpm2B(), ekCert, id);
+            var receiver = new AgentPayloadReceiver(nk, id, Path.Combine(stateDirectory, "secure"), settings, log);
+            return new AgentService(tpm, settings, nk, ek, ak, akPub, ekObj.Public.ToTpm2B(), ekCert, id, receiver);
         }
-        catch
+        catch (Exception ex)
         {
-            if (ownsAk) tpm.TryFlush(ak);
             if (ek != 0) tpm.TryFlush(ek);
             nk?.Dispose();
             tpm.Dispose();
+            if (ex is TpmException or IOException or System.Net.Sockets.SocketException or TpmFormatException)
+                throw new TpmUnavailableException($"The TPM at '{tcti}' failed while preparing the agent's keys: {ex.Message}", ex);
             throw;
         }
+    }
+
+    private sealed record AgentData
+    {
+        [JsonPropertyName("ak_handle")] public uint AkHandle { get; init; }
+        [JsonPropertyName("ak_tpm")] public string AkTpm { get; init; } = "";
+    }
+
+    /// <summary>
+    /// The AK remembered in <c>agent_data.json</c> when the TPM still holds that public area at that handle; otherwise a new
+    /// AK persisted at the first free handle of the agent's range and remembered.
+    /// </summary>
+    private static (uint Handle, TpmPublic Public) PersistedAk(TpmDevice tpm, string stateDirectory, Action<string>? log)
+    {
+        var file = Path.Combine(stateDirectory, AgentDataFileName);
+        if (File.Exists(file))
+        {
+            try
+            {
+                var data = System.Text.Json.JsonSerializer.Deserialize<AgentData>(File.ReadAllText(file));
+                if (data is { AkHandle: >= AutoAkHandleFirst and <= AutoAkHandleLast } && tpm.GetHandles(TpmHandle.HrPersistent).Contains(data.AkHandle))
+                {
+                    var there = tpm.ReadPublic(data.AkHandle).Object;
+                    if (Convert.ToBase64String(there.Public.ToTpm2B()) == data.AkTpm && there.Public.IsRestrictedSigningKey(out _))
+                    {
+                        log?.Invoke($"Reusing the agent's AK persisted at 0x{data.AkHandle:X8}");
+                        return (data.AkHandle, there.Public);
+                    }
+                }
+                log?.Invoke($"The AK remembered in {AgentDataFileName} is no longer in the TPM; creating a new one");
+            }
+            catch (System.Text.Json.JsonException) { log?.Invoke($"{AgentDataFileName} is unreadable; creating a new AK"); }
+        }
+        var handle = tpm.FindFreePersistentHandle(AutoAkHandleFirst, AutoAkHandleLast)
+            ?? throw new InvalidOperationException($"No free persistent handle from 0x{AutoAkHandleFirst:X8} to 0x{AutoAkHandleLast:X8} for the agent's AK.");
+        var created = tpm.CreateAk().Key;
+        TpmObject persisted;
+        try { persisted = tpm.PersistObject(created.Handle, handle); }
+        finally { tpm.TryFlush(created.Handle); }
+        AgentPayloadReceiver.CreatePrivateDirectory(stateDirectory);
+        Pki.ComponentCa.WriteSecretFile(file, System.Text.Json.JsonSerializer.Serialize(new AgentData { AkHandle = handle, AkTpm = Convert.ToBase64String(persisted.Public.ToTpm2B()) }));
+        log?.Invoke($"Created the agent's AK and persisted it at 0x{handle:X8}");
+        return (handle, persisted.Public);
     }
 
     public AgentSettings Settings => _settings;
@@ -294,11 +380,16 @@ public sealed partial class AgentService : IDisposable
         _gate.Wait();
         try
         {
-            if (_ownsAk) _tpm.TryFlush(_akHandle);
             _tpm.TryFlush(_ekHandle);
             _tpm.Dispose();
             _nk.Dispose();
         }
         finally { _gate.Release(); }
     }
+}
+
+/// <summary>The agent cannot use its TPM: none configured or found, or it cannot be opened or fails preparing the keys.</summary>
+public sealed class TpmUnavailableException : Exception
+{
+    public TpmUnavailableException(string message, Exception? inner = null) : base(message, inner) { }
 }

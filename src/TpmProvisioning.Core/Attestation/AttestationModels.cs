@@ -150,4 +150,11 @@ public sealed class RegistrarSettings
     public string? EkRootsDirectory { get; set; }
     /// <summary>EK intermediates; null means the provisioning surface's folder under the data path.</summary>
     public string? EkIntermediatesDirectory { get; set; }
+    /// <summary>
+    /// A second, plain-HTTP port on the same address for agents without a client certificate, as Keylime's registrar serves
+    /// 8890 beside its TLS port 8891: only <c>/version</c>, registration (<c>POST /v2.1/agents/{id}</c>) and activation
+    /// (<c>PUT /v2.1/agents/{id}/activate</c>) answer there; everything else is refused with 403. Null: no plain port; 0
+    /// picks a free one (see <see cref="Hosting.ServerInfo.RegistrarPlainPort"/>).
+    /// </summary>
+    public int? PlainPort { get; set; }
 }

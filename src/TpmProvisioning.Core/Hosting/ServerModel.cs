@@ -98,10 +98,16 @@ public sealed class ServerInfo
     public string? CertificateThumbprint { get; init; }
     public ServerRole ClientCertificateRoles { get; init; }
     public string? LogPath { get; init; }
+    /// <summary>Registrar role: the plain-HTTP port serving agent registration and activation, when one was asked for.</summary>
+    public int? RegistrarPlainPort { get; set; }
+    /// <summary>Registrar role: the plain-HTTP URL agents register at, when a plain port was asked for.</summary>
+    public string? RegistrarPlainUrl { get; set; }
     /// <summary>Agent role: true once the agent registered and activated at its registrar.</summary>
     public bool AgentRegistered { get; set; }
     /// <summary>Agent role: why registration at the registrar failed, if it did.</summary>
     public string? AgentRegistrationError { get; set; }
+    /// <summary>Agent role: the registrar's HTTP status when it refused the registration or activation; null when it did not answer.</summary>
+    public int? AgentRegistrationStatus { get; set; }
 
     public override string ToString() => $"{Name} ({string.Join(", ", Urls)}) {State}";
 }

@@ -34,3 +34,15 @@ internal sealed class AllowWithoutClientCertificateAttribute : Attribute
 {
     public static AllowWithoutClientCertificateAttribute Instance { get; } = new();
 }
+
+/// <summary>
+/// Endpoint metadata: this route also answers on the registrar's plain-HTTP port (Keylime's 8890). Every other route refuses
+/// requests that arrive there.
+/// </summary>
+[AttributeUsage(AttributeTargets.Method | AttributeTargets.Class)]
+internal sealed class ServedOnPlainPortAttribute : Attribute
+{
+    public static ServedOnPlainPortAttribute Instance { get; } = new();
+    /// <summary>Connection item that marks connections accepted on the plain port.</summary>
+    public const string ConnectionKey = "tpmprov.plain-registrar";
+}

@@ -61,6 +61,8 @@ public sealed class ProvisioningServerHost : IServerHost
         ArgumentNullException.ThrowIfNull(options);
         if (options.Port is < 0 or > 65535)
             throw new ServerStartException("Failed", $"Port {options.Port} is outside 0-65535.");
+        if (PlainRegistrarPort(options) is { } pp && (pp is < 0 or > 65535 || (pp != 0 && pp == options.Port)))
+            throw new ServerStartException("Failed", $"The registrar's plain port {pp} must be 0-65535 and differ from the server's port.");
         if (options.Roles == ServerRole.None)
             throw new ServerStartException("Failed", "No role given: a server must host at least one surface.");
 
@@ -116,7 +118,7 @@ public sealed class ProvisioningServerHost : IServerHost
                 LogPath = Path.Combine(dataPath, "logs"),
             };
 
-            var app = BuildApp(options, dataPath, log, store, ca, serverCert, info);
+            var (app, plainListen) = BuildApp(options, dataPath, log, store, ca, serverCert, info);
             var host = new ProvisioningServerHost(app, log, store, ca, options, info);
             try
             {
@@ -129,7 +131,15 @@ public sealed class ProvisioningServerHost : IServerHost
             }
 
             var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
-            info.Urls = addresses.Select(a => a.Replace("[::]", "localhost")).ToArray();
+            var urls = addresses.Select(a => a.Replace("[::]", "localhost")).ToList();
+            if (plainListen is not null)
+            {
+                // Kestrel writes the bound port back into the listen options (port 0 picks one).
+                info.RegistrarPlainPort = plainListen.IPEndPoint!.Port;
+                info.RegistrarPlainUrl = urls.FirstOrDefault(u => new Uri(u).Port == info.RegistrarPlainPort);
+                urls.RemoveAll(u => u == info.RegistrarPlainUrl);
+            }
+            info.Urls = urls.ToArray();
             info.Port = info.Urls.Select(u => new Uri(u).Port).FirstOrDefault();
             info.State = ServerState.Running;
             app.Logger.LogInformation("Server {Name} started on {Urls} with roles {Roles}", info.Name, string.Join(", ", info.Urls), info.Roles);
@@ -189,7 +199,11 @@ public sealed class ProvisioningServerHost : IServerHost
         return cert;
     }
 
-    private static WebApplication BuildApp(ServerOptions options, string dataPath, FileLoggerProvider log, IStore store, ComponentCa ca, X509Certificate2? serverCert, ServerInfo info)
+    /// <summary>The registrar's plain port when the registrar role is hosted and one was asked for.</summary>
+    private static int? PlainRegistrarPort(ServerOptions options) =>
+        options.Roles.HasFlag(ServerRole.Registrar) ? options.Registrar?.PlainPort : null;
+
+    private static (WebApplication App, ListenOptions? PlainListen) BuildApp(ServerOptions options, string dataPath, FileLoggerProvider log, IStore store, ComponentCa ca, X509Certificate2? serverCert, ServerInfo info)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -207,6 +221,7 @@ public sealed class ProvisioningServerHost : IServerHost
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
 
         var modules = RoleModules.All.Where(m => options.Roles.HasFlag(m.Role)).ToList();
+        ListenOptions? plainListen = null;
         bool anyMutual = (options.RequireClientCertificate & options.Roles) != ServerRole.None || modules.Any(m => m.ChoosesClientCertificatesPerRoute);
         bool anyIssuer = modules.Any(m => m.AcceptsClientCertificatesFromAnyIssuer);
         builder.WebHost.ConfigureKestrel(k =>
@@ -228,6 +243,21 @@ public sealed class ProvisioningServerHost : IServerHost
                     ClientCertificateValidation = (cert, _, _) => anyIssuer || ca.Validates(cert),
                 });
             });
+            if (PlainRegistrarPort(options) is { } plainPort)
+            {
+                // Keylime's registrar port for agents without a client certificate (8890 beside 8891): plain HTTP, and
+                // only the routes marked ServedOnPlainPort answer on it (checked below).
+                k.Listen(options.Address, plainPort, lo =>
+                {
+                    lo.Protocols = HttpProtocols.Http1;
+                    lo.Use(next => connection =>
+                    {
+                        connection.Items[ServedOnPlainPortAttribute.ConnectionKey] = true;
+                        return next(connection);
+                    });
+                    plainListen = lo;
+                });
+            }
         });
 
         var context = new ServerContext { Options = options, Store = store, ComponentCa = ca, Info = info, Tls = serverCert is not null };
@@ -236,6 +266,20 @@ public sealed class ProvisioningServerHost : IServerHost
         builder.Services.AddSingleton(store);
 
         var app = builder.Build();
+        if (plainListen is not null)
+        {
+            app.Use(async (http, next) =>
+            {
+                var items = http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionItemsFeature>()?.Items;
+                if (items is not null && items.ContainsKey(ServedOnPlainPortAttribute.ConnectionKey)
+                    && http.GetEndpoint()?.Metadata.GetMetadata<ServedOnPlainPortAttribute>() is null)
+                {
+                    await Results.Json(new { code = 403, status = "Forbidden: the registrar's plain port serves only agent registration, activation and /version; use the TLS port with a client certificate", results = new { } }, statusCode: 403).ExecuteAsync(http);
+                    return;
+                }
+                await next(http);
+            });
+        }
         var version = typeof(ProvisioningServerHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
         app.MapGet("/healthz", async (HttpContext http) =>
         {
@@ -259,7 +303,7 @@ public sealed class ProvisioningServerHost : IServerHost
                 group.AddEndpointFilter(new ClientCertificateFilter(ca));
             m.Map(group, context);
         }
-        return app;
+        return (app, plainListen);
     }
 
     /// <summary>Stops taking new work: surfaces answer 503 with Retry-After from now on; requests in flight finish.</summary>

@@ -20,19 +20,42 @@ internal sealed class AgentRole : IRoleModule
     public ServerRole Role => ServerRole.Agent;
     public bool ChoosesClientCertificatesPerRoute => true;
 
+    /// <summary>The agent's state folder under the data path: <c>agent_data.json</c> and the private payload folder <c>secure/</c>.</summary>
+    public static string StateDirectory(string dataPath) => Path.Combine(dataPath, "agent");
+
     public void AddServices(IServiceCollection services, ServerContext context) =>
-        services.AddSingleton(_ => AgentService.Start(context.Options.Agent ?? new AgentSettings()));
+        services.AddSingleton(sp =>
+        {
+            var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Agent");
+            return AgentService.Start(context.Options.Agent ?? new AgentSettings(), StateDirectory(context.Info.DataPath), m => log.LogInformation("Agent: {Message}", m));
+        });
 
     public void Map(IEndpointRouteBuilder routes, ServerContext context)
     {
         // Resolved now so a TPM that cannot be opened fails the start, not the first quote.
-        var agent = routes.ServiceProvider.GetRequiredService<AgentService>();
+        AgentService agent;
+        try { agent = routes.ServiceProvider.GetRequiredService<AgentService>(); }
+        catch (TpmUnavailableException ex) { throw new ServerStartException("AgentTpmUnavailable", ex.Message, ex); }
+        catch (InvalidOperationException ex) when (ex.InnerException is null) { throw new ServerStartException("AgentTpmUnavailable", ex.Message, ex); }
         var log = routes.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Agent");
         Keylime.MapShared(routes, context);
         string p = Keylime.Prefix;
         var g = Keylime.Mutual(routes, context);
         g.MapGet(p + "/agent/info", () => Keylime.Envelope(200, "Success", agent.Info()));
         g.MapGet(p + "/keys/pubkey", () => Keylime.Envelope(200, "Success", new AgentPublicKey { Pubkey = agent.NkPublicPem }));
+        g.MapPost(p + "/keys/ukey", async Task<IResult> (HttpContext http) =>
+        {
+            if (context.Info.Draining) return Keylime.Draining();
+            var (body, error) = await Keylime.ReadBodyAsync(http, KeylimePayload.MaxEncryptedPayloadChars + 64 * 1024);
+            return error ?? Keylime.Envelope(agent.Payloads.ReceiveU(body));
+        });
+        g.MapPost(p + "/keys/vkey", async Task<IResult> (HttpContext http) =>
+        {
+            if (context.Info.Draining) return Keylime.Draining();
+            var (body, error) = await Keylime.ReadBodyAsync(http, 64 * 1024);
+            return error ?? Keylime.Envelope(agent.Payloads.ReceiveV(body));
+        });
+        g.MapGet(p + "/keys/verify", (HttpContext http) => Keylime.Envelope(agent.Payloads.Verify(http.Request.Query["challenge"])));
         g.MapGet(p + "/quotes/integrity", async Task<IResult> (HttpContext http) =>
         {
             if (context.Info.Draining) return Keylime.Draining();
@@ -68,6 +91,7 @@ internal sealed class AgentRole : IRoleModule
                 }
                 catch (Exception ex)
                 {
+                    if (ex is KeylimeRequestException kre) context.Info.AgentRegistrationStatus = kre.StatusCode;
                     context.Info.AgentRegistrationError = ex.Message;
                     log.LogError(ex, "Agent {AgentId} could not register at {Registrar}", agent.AgentId, registrarUri);
                 }

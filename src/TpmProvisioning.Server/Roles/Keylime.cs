@@ -37,12 +37,12 @@ internal static class Keylime
         Source = http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
     };
 
-    /// <summary>Reads the body up to <see cref="MaxBodyBytes"/>; null with an error result when too large or unreadable.</summary>
-    public static async Task<(byte[]? Body, IResult? Error)> ReadBodyAsync(HttpContext http, int maxBytes = MaxBodyBytes)
+    /// <summary>Reads the body up to <paramref name="max"/> bytes (default <see cref="MaxBodyBytes"/>); null with an error result when too large or unreadable.</summary>
+    public static async Task<(byte[]? Body, IResult? Error)> ReadBodyAsync(HttpContext http, int max = MaxBodyBytes)
     {
-        if (http.Request.ContentLength > maxBytes) return (null, Envelope(413, "Request body too large", null));
+        if (http.Request.ContentLength > max) return (null, Envelope(413, "Request body too large", null));
         var size = http.Features.Get<IHttpMaxRequestBodySizeFeature>();
-        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = maxBytes;
+        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = max;
         try
         {
             using var ms = new MemoryStream();
@@ -58,6 +58,10 @@ internal static class Keylime
     /// <summary>Marks an endpoint open to callers without a client certificate.</summary>
     public static TBuilder Open<TBuilder>(this TBuilder b) where TBuilder : IEndpointConventionBuilder =>
         b.WithMetadata(AllowWithoutClientCertificateAttribute.Instance);
+
+    /// <summary>Marks an endpoint open without a client certificate and served on the registrar's plain port too.</summary>
+    public static TBuilder OpenOnPlainPort<TBuilder>(this TBuilder b) where TBuilder : IEndpointConventionBuilder =>
+        b.Open().WithMetadata(ServedOnPlainPortAttribute.Instance);
 
     /// <summary>A route group whose endpoints need a components-CA client certificate when the server speaks TLS.</summary>
     public static RouteGroupBuilder Mutual(IEndpointRouteBuilder routes, ServerContext context)
@@ -77,11 +81,11 @@ internal static class Keylime
     public static void MapShared(IEndpointRouteBuilder routes, ServerContext context)
     {
         if (!context.SharedRoutes.Add("keylime")) return;
-        routes.MapGet("/version", () => Envelope(200, "Success", new KeylimeVersionInfo())).Open();
+        routes.MapGet("/version", () => Envelope(200, "Success", new KeylimeVersionInfo())).OpenOnPlainPort();
         // The slim host has no regex route constraints: the version is checked here.
         routes.Map("/v{version}/{**rest}", (string version) =>
             version == KeylimeApi.CurrentVersion || !LooksLikeVersion(version)
                 ? Envelope(404, "Not Found", null)
-                : Envelope(400, $"API version v{version} not supported; supported: {string.Join(", ", KeylimeApi.SupportedVersions)}", null)).Open();
+                : Envelope(400, $"API version v{version} not supported; supported: {string.Join(", ", KeylimeApi.SupportedVersions)}", null)).OpenOnPlainPort();
     }
 }

@@ -13,7 +13,8 @@ namespace TpmProvisioning.Server.Roles;
 /// <summary>
 /// Spec 001, the Keylime registrar (API v2.1). Agents register (<c>POST /v2.1/agents/{id}</c>) and activate
 /// (<c>PUT /v2.1/agents/{id}/activate</c>) without a client certificate, as Keylime serves them; listing, reading and
-/// deleting agents need a client certificate from the server-components CA. Every answer is Keylime's
+/// deleting agents need a client certificate from the server-components CA. With <see cref="RegistrarSettings.PlainPort"/>,
+/// registration, activation and <c>/version</c> also answer on a plain-HTTP port (Keylime's 8890). Every answer is Keylime's
 /// <c>{code, status, results}</c> envelope.
 /// </summary>
 internal sealed class RegistrarRole : IRoleModule
@@ -55,7 +56,7 @@ internal sealed class RegistrarRole : IRoleModule
             if (outcome.Succeeded) log.LogInformation("Registrar: agent {AgentId} registered from {Source}", agent_id, call.Source);
             else log.LogInformation("Registrar: registration of {AgentId} from {Source} refused: {Status} {Message}", Clip(agent_id), call.Source, outcome.Status, outcome.Message);
             return Keylime.Envelope(outcome);
-        }).Open();
+        }).OpenOnPlainPort();
 
         routes.MapPut(p + "/agents/{agent_id}/activate", async (HttpContext http, string agent_id) =>
         {
@@ -74,7 +75,7 @@ internal sealed class RegistrarRole : IRoleModule
             var outcome = await svc.ActivateAsync(agent_id, tag, call, http.RequestAborted);
             log.LogInformation("Registrar: activation of {AgentId} from {Source}: {Status}", Clip(agent_id), call.Source, outcome.Status);
             return Keylime.Envelope(outcome);
-        }).Open();
+        }).OpenOnPlainPort();
 
         var mutual = Keylime.Mutual(routes, context);
         mutual.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) => Keylime.Envelope(await svc.ListAsync(http.RequestAborted)));

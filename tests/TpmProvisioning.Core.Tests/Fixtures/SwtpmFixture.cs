@@ -44,6 +44,13 @@ public class SwtpmFixture : IDisposable
         foreach (var h in dev.GetHandles(TpmHandle.HrTransient)) dev.TryFlush(h);
     }
 
+    /// <summary>Evicts every persistent object from <paramref name="first"/> to <paramref name="last"/> (say, the AKs an agent persisted).</summary>
+    public void EvictPersistent(uint first, uint last)
+    {
+        using var dev = Open();
+        foreach (var h in dev.GetHandles(TpmHandle.HrPersistent).Where(h => h >= first && h <= last)) dev.EvictPersistent(h);
+    }
+
     /// <inheritdoc />
     public void Dispose()
     {

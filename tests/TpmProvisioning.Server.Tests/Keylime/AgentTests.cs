@@ -16,7 +16,7 @@ namespace TpmProvisioning.Tests.Keylime;
 /// The Keylime agent on a real swtpm: it registers and activates at a registrar at start, and its quotes, fetched over mutual
 /// TLS, verify with our verifier and with tpm2_checkquote.
 /// </summary>
-public sealed class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
+public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
 {
     private readonly SwtpmFixture tpm;
     private KeylimeTestServer registrar = null!;
@@ -44,26 +44,56 @@ public sealed class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
             "10 3333333333333333333333333333333333333333 ima-ng sha256:4444444444444444444444444444444444444444444444444444444444444444 /usr/bin/false",
         ]);
         File.WriteAllBytes(Path.Combine(agentData, "eventlog.bin"), [1, 2, 3, 4]);
-        agent = await ProvisioningServerHost.StartAsync(new ServerOptions
-        {
-            DataPath = agentData,
-            Port = 0,
-            Roles = ServerRole.Agent,
-            Agent = new AgentSettings
-            {
-                AgentId = agentId,
-                Tpm = tpm.ConnectionString,
-                Registrar = new Uri(registrar.Url),
-                RegistrarCaCertificatePath = registrar.Host.Info.CaCertificatePath,
-                ImaMeasurementListPath = Path.Combine(agentData, "ima.txt"),
-                EventLogPath = Path.Combine(agentData, "eventlog.bin"),
-            },
-        });
+        agent = await StartAgentAsync();
         var ca = X509Certificate2.CreateFromPem(File.ReadAllText(agent.Info.CaCertificatePath!));
         using (var cca = ComponentCa.LoadOrCreate(Path.Combine(agentData, "ca")))
             verifier = KeylimeTestServer.Client(ca, cca.IssueClientCertificate("verifier"));
         anonymous = KeylimeTestServer.Client(ca, null);
-        for (int i = 0; i < 200 && !agent.Info.AgentRegistered && agent.Info.AgentRegistrationError is null; i++) await Task.Delay(100);
+    }
+
+    private async Task<IServerHost> StartAgentAsync(Action<AgentSettings>? edit = null)
+    {
+        var settings = new AgentSettings
+        {
+            AgentId = agentId,
+            Tpm = tpm.ConnectionString,
+            Registrar = new Uri(registrar.Url),
+            RegistrarCaCertificatePath = registrar.Host.Info.CaCertificatePath,
+            ImaMeasurementListPath = Path.Combine(agentData, "ima.txt"),
+            EventLogPath = Path.Combine(agentData, "eventlog.bin"),
+            RunPayloadScript = true,
+            PayloadScriptHost = PwshPath(),
+        };
+        edit?.Invoke(settings);
+        var host = await ProvisioningServerHost.StartAsync(new ServerOptions { DataPath = agentData, Port = 0, Roles = ServerRole.Agent, Agent = settings });
+        for (int i = 0; i < 200 && !host.Info.AgentRegistered && host.Info.AgentRegistrationError is null; i++) await Task.Delay(100);
+        return host;
+    }
+
+    [Fact]
+    public async Task ARestartReusesThePersistedAkAndReRegisters()
+    {
+        var first = await RegisteredAsync();
+        var data = JsonDocument.Parse(File.ReadAllText(Path.Combine(agentData, "agent", AgentService.AgentDataFileName))).RootElement;
+        uint handle = data.GetProperty("ak_handle").GetUInt32();
+        Assert.InRange(handle, AgentService.AutoAkHandleFirst, AgentService.AutoAkHandleLast);
+        Assert.Equal(first.AikTpm, data.GetProperty("ak_tpm").GetString());
+
+        await agent.StopAsync();
+        agent = await StartAgentAsync();
+        var second = await RegisteredAsync();
+        Assert.Equal(2, second.RegCount);
+        Assert.Equal(first.AikTpm, second.AikTpm);
+
+        // The AK gone from the TPM (evicted behind the agent's back): the next start makes and remembers a new one, which the
+        // registrar refuses for the same uuid (403), as it must.
+        await agent.StopAsync();
+        tpm.EvictPersistent(handle, handle);
+        agent = await StartAgentAsync();
+        Assert.False(agent.Info.AgentRegistered);
+        Assert.Equal(403, agent.Info.AgentRegistrationStatus);
+        var again = JsonDocument.Parse(File.ReadAllText(Path.Combine(agentData, "agent", AgentService.AgentDataFileName))).RootElement;
+        Assert.NotEqual(first.AikTpm, again.GetProperty("ak_tpm").GetString());
     }
 
     public async Task DisposeAsync()
@@ -73,6 +103,7 @@ public sealed class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
         if (agent is not null) await agent.StopAsync();
         await registrar.DisposeAsync();
         tpm.FlushTransients();
+        tpm.EvictPersistent(AgentService.AutoAkHandleFirst, AgentService.AutoAkHandleLast);
         try { Directory.Delete(agentData, true); } catch (IOException) { }
     }
 

@@ -139,6 +139,57 @@ public sealed class RegistrarTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
     }
 
     [Fact]
+    public async Task ThePlainPortServesOnlyRegistrationActivationAndVersion()
+    {
+        var root = X509Certificate2.CreateFromPem(File.ReadAllText(tpm.Swtpm.ManufacturerRootPath));
+        var issuer = X509Certificate2.CreateFromPem(File.ReadAllText(tpm.Swtpm.ManufacturerIssuerPath));
+        await using var p = await KeylimeTestServer.StartAsync([(root, issuer)], o => o.Registrar.PlainPort = 0);
+        var info = p.Host.Info;
+        Assert.NotNull(info.RegistrarPlainPort);
+        Assert.NotEqual(info.Port, info.RegistrarPlainPort);
+        Assert.Equal($"http://127.0.0.1:{info.RegistrarPlainPort}", info.RegistrarPlainUrl);
+        Assert.Single(info.Urls);
+        Assert.StartsWith("https://", info.Urls[0]);
+
+        string id = Guid.NewGuid().ToString();
+        using var plain = new RegistrarClient(new RegistrarClientOptions { Registrar = new Uri(info.RegistrarPlainUrl!) });
+        using var http = new HttpClient();
+        using (var dev = tpm.Open())
+        {
+            var keys = Keys(dev);
+            Assert.Equal("2.1", (await plain.GetVersionAsync()).CurrentVersion);
+            await plain.RegisterAndActivateAsync(dev, keys, new AgentIdentity { AgentId = id, Ip = "127.0.0.1", Port = 9002, MtlsCertificatePem = "disabled" });
+        }
+        // Reading, listing and deleting: refused on the plain port, served on the TLS port with a client certificate.
+        foreach (var (method, path) in new[] { (HttpMethod.Get, $"/v2.1/agents/{id}"), (HttpMethod.Get, "/v2.1/agents/"), (HttpMethod.Delete, $"/v2.1/agents/{id}"), (HttpMethod.Get, "/healthz") })
+        {
+            using var resp = await http.SendAsync(new HttpRequestMessage(method, info.RegistrarPlainUrl + path));
+            Assert.Equal(HttpStatusCode.Forbidden, resp.StatusCode);
+            AssertEnvelope(JsonDocument.Parse(await resp.Content.ReadAsStringAsync()).RootElement, 403);
+        }
+        using (var resp = await http.GetAsync(info.RegistrarPlainUrl + "/nothing/here")) Assert.Equal(HttpStatusCode.Forbidden, resp.StatusCode);
+        using (var resp = await http.GetAsync(info.RegistrarPlainUrl + "/v1.0/agents/")) Assert.Equal(HttpStatusCode.BadRequest, resp.StatusCode);
+        using var tenant = p.RegistrarClient(tenant: true);
+        Assert.Equal(1, (await tenant.GetAsync(id)).RegCount);
+        // The TLS port behaves as before: registration open, reading needs the certificate.
+        Assert.Equal(HttpStatusCode.Unauthorized, (await p.SendAsync(HttpMethod.Get, $"/v2.1/agents/{id}")).Status);
+        Assert.Equal(HttpStatusCode.OK, (await p.SendAsync(HttpMethod.Get, "/version")).Status);
+        // A TLS handshake on the plain port fails: it is plain HTTP only.
+        using var tls = new RegistrarClient(new RegistrarClientOptions { Registrar = new Uri($"https://127.0.0.1:{info.RegistrarPlainPort}"), CaCertificate = p.ServerCa });
+        await Assert.ThrowsAnyAsync<HttpRequestException>(() => tls.GetVersionAsync());
+    }
+
+    [Fact]
+    public async Task APlainPortEqualToTheServerPortIsRefused()
+    {
+        var ex = await Assert.ThrowsAsync<Hosting.ServerStartException>(() => Server.Hosting.ProvisioningServerHost.StartAsync(new Hosting.ServerOptions
+        {
+            DataPath = Path.Combine(s.DataPath, "other"), Port = 18891, Roles = Hosting.ServerRole.Registrar, Registrar = new RegistrarSettings { PlainPort = 18891 },
+        }));
+        Assert.Equal("Failed", ex.Reason);
+    }
+
+    [Fact]
     public async Task TheBlobIsATpm2ToolsCredentialFileThatTpm2ActivatecredentialOpens()
     {
         string id = Guid.NewGuid().ToString();
