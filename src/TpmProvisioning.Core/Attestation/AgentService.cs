@@ -89,20 +89,21 @@ public sealed partial class AgentService : IDisposable
     public const int ImaPcr = 10;
 
     private readonly SemaphoreSlim _gate = new(1, 1);
-    private readonly TpmDevice _tpm;
+    /// <summary>The open TPM when the agent holds its connection (a resource-managed device); null when it opens one per operation.</summary>
+    private readonly TpmDevice? _held;
+    private readonly string _tcti;
     private readonly AgentSettings _settings;
     private readonly RSA _nk;
-    private readonly uint _ekHandle;
     private readonly uint _akHandle;
     private readonly TpmPublic _ak;
 
-    private AgentService(TpmDevice tpm, AgentSettings settings, RSA nk, uint ekHandle, uint akHandle, TpmPublic ak, byte[] ekPublic, byte[]? ekCert, string agentId, AgentPayloadReceiver payloads)
+    private AgentService(TpmDevice? held, string tcti, AgentSettings settings, RSA nk, uint akHandle, TpmPublic ak, byte[] ekPublic, byte[]? ekCert, string agentId, AgentPayloadReceiver payloads)
     {
         Payloads = payloads;
-        _tpm = tpm;
+        _held = held;
+        _tcti = tcti;
         _settings = settings;
         _nk = nk;
-        _ekHandle = ekHandle;
         _akHandle = akHandle;
         _ak = ak;
         EkPublic = ekPublic;
@@ -186,7 +187,12 @@ public sealed partial class AgentService : IDisposable
             if (banks.Length > 0) tpm.PcrExtend(DataPcr, banks);
             string id = settings.AgentId ?? AgentIdFromEk(ekObj.Public.ToTpm2B());
             var receiver = new AgentPayloadReceiver(nk, id, Path.Combine(stateDirectory, "secure"), settings, log);
-            return new AgentService(tpm, settings, nk, ek, ak, akPub, ekObj.Public.ToTpm2B(), ekCert, id, receiver);
+            // The EK is made again (same seed, same key) when a registration needs it; the AK is persistent.
+            tpm.TryFlush(ek);
+            ek = 0;
+            bool hold = HoldsConnection(tcti);
+            if (!hold) tpm.Dispose();
+            return new AgentService(hold ? tpm : null, tcti, settings, nk, ak, akPub, ekObj.Public.ToTpm2B(), ekCert, id, receiver);
         }
         catch (Exception ex)
         {
@@ -327,10 +333,7 @@ public sealed partial class AgentService : IDisposable
     {
         var bank = _ak.Scheme.HashAlg == TpmAlgId.Null ? _ak.NameAlg : _ak.Scheme.HashAlg;
         var selection = PcrSelection.FromBitmask(bank, mask);
-        IntegrityQuoteEvidence ev;
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try { ev = _tpm.GetIntegrityQuote(_akHandle, Encoding.ASCII.GetBytes(nonce), selection); }
-        finally { _gate.Release(); }
+        var ev = await WithTpmAsync(tpm => tpm.GetIntegrityQuote(_akHandle, Encoding.ASCII.GetBytes(nonce), selection), ct).ConfigureAwait(false);
         return new AgentQuote
         {
             Quote = ev.ToKeylimeString(),
@@ -360,18 +363,41 @@ public sealed partial class AgentService : IDisposable
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return null; }
     }
 
-    /// <summary>The TPM side of a registration with this agent's keys (the EK is transient and loaded, the AK loaded or persistent).</summary>
-    public AgentTpmKeys Keys => new() { EkHandle = _ekHandle, AkHandle = _akHandle, EkPublic = EkPublic, AkPublic = AkPublic, EkCertificate = EkCertificate };
+    /// <summary>
+    /// True when the agent keeps its TPM connection open: a device or TBS connection, where the OS resource manager shares the
+    /// TPM. swtpm and the simulator serve one client at a time, so there the agent connects per operation and other tools
+    /// (tpm2_pcrextend, a second session) can use the TPM between quotes.
+    /// </summary>
+    public static bool HoldsConnection(string tcti) =>
+        !(tcti.StartsWith("swtpm", StringComparison.OrdinalIgnoreCase) || tcti.StartsWith("mssim", StringComparison.OrdinalIgnoreCase));
 
-    /// <summary>Registers with and activates at the registrar (<see cref="RegistrarClient.RegisterAndActivateAsync"/>), holding the TPM meanwhile.</summary>
+    private async Task<T> WithTpmAsync<T>(Func<TpmDevice, T> op, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (_held is not null) return op(_held);
+            using var tpm = TpmDevice.Open(_tcti);
+            return op(tpm);
+        }
+        finally { _gate.Release(); }
+    }
+
+    /// <summary>Registers with and activates at the registrar: the EK is made for the activation and flushed after it.</summary>
     public async Task RegisterAsync(RegistrarClient registrar, AgentIdentity contact, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(registrar);
         var blob = await registrar.RegisterAsync(contact with { AgentId = AgentId }, EkPublic, AkPublic, EkCertificate, ct).ConfigureAwait(false);
-        string tag;
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try { tag = RegistrarClient.SolveChallenge(_tpm, Keys, AgentId, blob); }
-        finally { _gate.Release(); }
+        string tag = await WithTpmAsync(tpm =>
+        {
+            var ek = tpm.CreateEk(_settings.EkKind);
+            try
+            {
+                var keys = new AgentTpmKeys { EkHandle = ek.Handle, AkHandle = _akHandle, EkPublic = EkPublic, AkPublic = AkPublic, EkCertificate = EkCertificate };
+                return RegistrarClient.SolveChallenge(tpm, keys, AgentId, blob);
+            }
+            finally { tpm.TryFlush(ek.Handle); }
+        }, ct).ConfigureAwait(false);
         await registrar.ActivateAsync(AgentId, tag, ct).ConfigureAwait(false);
     }
 
@@ -380,8 +406,7 @@ public sealed partial class AgentService : IDisposable
         _gate.Wait();
         try
         {
-            _tpm.TryFlush(_ekHandle);
-            _tpm.Dispose();
+            _held?.Dispose();
             _nk.Dispose();
         }
         finally { _gate.Release(); }

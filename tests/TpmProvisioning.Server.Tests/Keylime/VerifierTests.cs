@@ -298,6 +298,29 @@ public sealed class VerifierTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
     }
 
     [Fact]
+    public async Task Tpm2PcrextendOnAPolicyPcrWhileWatchedMakesItInvalidWithinTwoIntervalsAndNotifiesOnce()
+    {
+        using var client = Tenant();
+        await client.AddAsync(agentId, Body().ToJsonString());
+        var s = await WaitForAsync(client, agentId, x => x.AttestationCount >= 2);
+        Assert.True(s.AttestationCount >= 2, $"{s.OperationalState} {s.LastEventId}");
+
+        // tpm2-tools extends PCR 15 while the agent runs (the agent connects to swtpm per quote).
+        Tpm2Tools.Run(tpm.ConnectionString, "tpm2_pcrextend", "15:sha256=" + new string('b', 64));
+        var changed = DateTime.UtcNow;
+        s = await WaitForAsync(client, agentId, x => x.OperationalState == (int)OperationalState.InvalidQuote, seconds: 10);
+        var took = DateTime.UtcNow - changed;
+        Assert.Equal((int)OperationalState.InvalidQuote, s.OperationalState);
+        Assert.Equal("pcr_validation.invalid_pcr_15", s.LastEventId);
+        Assert.Contains(s.Failures, f => f.Pcr == 15);
+        // Two quote intervals (0.3 s each) plus the quote's own time and this poll's 0.1 s granularity.
+        Assert.True(took < TimeSpan.FromSeconds(2), $"took {took.TotalMilliseconds} ms");
+        for (int i = 0; i < 50 && webhook.Bodies.IsEmpty; i++) await Task.Delay(100);
+        Assert.Single(webhook.Bodies);
+        Assert.Contains("invalid_pcr_15", webhook.Bodies.First());
+    }
+
+    [Fact]
     public async Task AnUnreachableAgentIsRetriedThenFailed()
     {
         using var client = Tenant();
