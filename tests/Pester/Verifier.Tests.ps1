@@ -101,6 +101,22 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
     }
 }
 
+Describe 'Start-AgentAttestation -Payload' {
+    It 'checks the NK with an identity quote, sends U to the agent and V to the verifier; the agent derives K and decrypts the payload' {
+        $zipDir = Join-Path $script:Work 'payload'; New-Item -ItemType Directory $zipDir | Out-Null
+        Set-Content (Join-Path $zipDir 'secret.txt') 'database password for the device'
+        $zip = Join-Path $script:Work 'payload.zip'
+        Compress-Archive -Path (Join-Path $zipDir 'secret.txt') -DestinationPath $zip
+        $v = $script:Registered | Start-AgentAttestation -Verifier $script:Ver.Urls[0] @script:VerCommon -AgentCertificate $script:AgentClient `
+            -Policy $script:Zero15 -Payload $zip -Confirm:$false
+        $v.PayloadVerified | Should -BeTrue
+        $file = Get-ChildItem -Recurse -File -Path $script:Agent.DataPath -Filter 'secret.txt' | Select-Object -First 1
+        $file | Should -Not -BeNullOrEmpty
+        Get-Content $file.FullName | Should -Be 'database password for the device'
+        Stop-AgentAttestation -Verifier $script:Ver.Urls[0] -AgentId $v.AgentId @script:VerCommon -Remove -Confirm:$false
+    }
+}
+
 Describe 'New-AttestationPolicy' {
     It 'pins PCRs to a TPM''s current values, as tpm2_pcrread reads them' {
         $sim = Start-TpmSimulator -Name 'ver-policy' -Fast

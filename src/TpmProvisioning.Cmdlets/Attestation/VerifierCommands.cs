@@ -34,6 +34,8 @@ public sealed class VerifierAgent
     public string TpmPolicy { get; init; } = "{}";
     public bool HasRuntimePolicy { get; init; }
     public bool HasMbRefstate { get; init; }
+    /// <summary>Start-AgentAttestation -Payload: true once the agent proved it derived the payload key (keys/verify); null without a payload.</summary>
+    public bool? PayloadVerified { get; init; }
 
     internal static DateTimeOffset? Time(long unix) => unix > 0 ? DateTimeOffset.FromUnixTimeSeconds(unix) : null;
 
@@ -161,6 +163,22 @@ public sealed class StartAgentAttestationCommand : VerifierCmdletBase
     [Parameter]
     public string? RevocationKey { get; set; }
 
+    /// <summary>
+    /// A file delivered to the agent encrypted under a fresh payload key K (a zip is extracted by the agent). The tenant part of
+    /// Keylime's bootstrap: the agent's NK is checked with an identity quote, U goes to the agent, V to the verifier, which
+    /// releases it only after a good quote.
+    /// </summary>
+    [Parameter]
+    public string? Payload { get; set; }
+
+    /// <summary>With -Payload: the client certificate (with key) presented to the agent; default -ClientCertificate.</summary>
+    [Parameter]
+    public X509Certificate2? AgentCertificate { get; set; }
+
+    /// <summary>With -Payload: how long to wait for the agent to prove it derived the payload key (default 30 s).</summary>
+    [Parameter]
+    public TimeSpan PayloadTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Accepted PCR bank hash algorithms (default sha512, sha384, sha256).</summary>
     [Parameter]
     [ValidateSet("sha1", "sha256", "sha384", "sha512")]
@@ -204,14 +222,91 @@ public sealed class StartAgentAttestationCommand : VerifierCmdletBase
             string pem = rk.Contains("-----BEGIN", StringComparison.Ordinal) ? rk : File.ReadAllText(GetUnresolvedProviderPathFromPSPath(rk));
             body["revocation_key"] = pem;
         }
-        if (!ShouldProcess($"{AgentId} ({Ip}:{Port}) at {Verifier}", "Start attestation")) return;
+        if (!ShouldProcess($"{AgentId} ({Ip}:{Port}) at {Verifier}", Payload is null ? "Start attestation" : "Start attestation and deliver a payload")) return;
         using var client = VerifierClient(Verifier!);
+        KeylimePayload? bootstrap = null;
+        using var agent = Payload is null ? null : new AgentConnector(AgentCertificate ?? ClientCertificate, TimeSpan.FromSeconds(30));
+        var agentConfig = new VerifierAgentConfig { Ip = Ip!, Port = Port, AkTpm = AikTpm!, MtlsCert = MtlsCertificate };
         try
         {
+            if (Payload is not null)
+            {
+                bootstrap = SendU(agent!, agentConfig);
+                if (bootstrap is null) return;
+                body["v"] = Convert.ToBase64String(bootstrap.V);
+            }
             client.AddAsync(AgentId, body.ToJsonString()).GetAwaiter().GetResult();
-            WriteObject(VerifierAgent.From(AgentId, client.GetAsync(AgentId).GetAwaiter().GetResult(), Verifier!));
+            bool? verified = bootstrap is null ? null : WaitForKey(agent!, agentConfig, bootstrap);
+            var status = VerifierAgent.From(AgentId, client.GetAsync(AgentId).GetAwaiter().GetResult(), Verifier!);
+            WriteObject(verified is null ? status : new VerifierAgent
+            {
+                AgentId = status.AgentId, Verifier = status.Verifier, State = status.State, AttestationStatus = status.AttestationStatus,
+                AttestationCount = status.AttestationCount, LastReceivedQuote = status.LastReceivedQuote, LastSuccessfulAttestation = status.LastSuccessfulAttestation,
+                SeverityLevel = status.SeverityLevel, LastEventId = status.LastEventId, Failures = status.Failures, Ip = status.Ip, Port = status.Port,
+                HashAlg = status.HashAlg, EncAlg = status.EncAlg, SignAlg = status.SignAlg, TpmPolicy = status.TpmPolicy,
+                HasRuntimePolicy = status.HasRuntimePolicy, HasMbRefstate = status.HasMbRefstate, PayloadVerified = verified,
+            });
         }
         catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierError(ex, AgentId)); }
+    }
+
+    /// <summary>Checks the agent's NK with an identity quote under its AK, then sends U (encrypted to the NK), the auth tag and the payload.</summary>
+    private KeylimePayload? SendU(AgentConnector agent, VerifierAgentConfig config)
+    {
+        byte[] content;
+        try { content = File.ReadAllBytes(GetUnresolvedProviderPathFromPSPath(Payload!)); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { WriteError(new ErrorRecord(ex, "PayloadUnreadable", ErrorCategory.ReadError, Payload)); return null; }
+        string nonce = VerifierService.NewNonce();
+        var id = agent.GetIdentityQuoteAsync(config, nonce, default).GetAwaiter().GetResult();
+        if (id.Status != AgentCallStatus.Ok)
+        {
+            WriteError(new ErrorRecord(new HttpRequestException($"Agent {AgentId}: identity quote: {id.HttpStatus} {id.Message}"), id.Status == AgentCallStatus.Unreachable ? "AgentUnreachable" : $"AgentRefused{id.HttpStatus}", ErrorCategory.ConnectionError, AgentId));
+            return null;
+        }
+        var response = QuoteResponse.FromJson(id.Results);
+        using var ak = PreparedAk.FromTpm2B(Convert.FromBase64String(AikTpm!));
+        var verdict = QuoteJudge.Judge(config, new VerifierAgentProgress(), ak, global::TpmProvisioning.Attestation.Verifier.TpmPolicy.Empty, nonce, 1u << AgentService.DataPcr, response);
+        if (!verdict.Passed || verdict.Progress.NkPem is not { } nk)
+        {
+            WriteError(new ErrorRecord(new InvalidOperationException($"Agent {AgentId}: the identity quote does not bind its NK: {string.Join("; ", verdict.Failures)}"), "AgentIdentityInvalid", ErrorCategory.SecurityError, AgentId));
+            return null;
+        }
+        var bootstrap = KeylimePayload.Create(content);
+        var u = agent.ProvideUAsync(config, KeylimePayload.EncryptKeyShare(nk, bootstrap.U), bootstrap.AuthTag(AgentId), bootstrap.EncryptedPayload, default).GetAwaiter().GetResult();
+        if (u.Status != AgentCallStatus.Ok)
+        {
+            WriteError(new ErrorRecord(new HttpRequestException($"Agent {AgentId}: keys/ukey: {u.HttpStatus} {u.Message}"), $"AgentRefused{u.HttpStatus}", ErrorCategory.ConnectionError, AgentId));
+            return null;
+        }
+        return bootstrap;
+    }
+
+    /// <summary>Polls keys/verify until the agent answers the HMAC of a fresh challenge under K (it has U and the verifier's V).</summary>
+    private bool WaitForKey(AgentConnector agent, VerifierAgentConfig config, KeylimePayload bootstrap)
+    {
+        var deadline = DateTime.UtcNow + PayloadTimeout;
+        var progress = new ProgressRecord(1, "Start-AgentAttestation", $"Waiting for {AgentId} to derive the payload key");
+        while (DateTime.UtcNow < deadline)
+        {
+            WriteProgress(progress);
+            string challenge = VerifierService.NewNonce();
+            var r = agent.VerifyKeyAsync(config, challenge, default).GetAwaiter().GetResult();
+            if (r.Status == AgentCallStatus.Ok && r.Results.ValueKind == System.Text.Json.JsonValueKind.Object && r.Results.TryGetProperty("hmac", out var h)
+                && h.ValueKind == System.Text.Json.JsonValueKind.String)
+            {
+                bool ok = System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
+                    System.Text.Encoding.ASCII.GetBytes(h.GetString() ?? ""), System.Text.Encoding.ASCII.GetBytes(KeylimePayload.Hmac(bootstrap.K, challenge)));
+                if (!ok) WriteWarning($"Agent {AgentId} answered keys/verify with a wrong HMAC.");
+                progress.RecordType = ProgressRecordType.Completed;
+                WriteProgress(progress);
+                return ok;
+            }
+            Thread.Sleep(250);
+        }
+        progress.RecordType = ProgressRecordType.Completed;
+        WriteProgress(progress);
+        WriteWarning($"Agent {AgentId} did not prove it derived the payload key within {PayloadTimeout.TotalSeconds} s (the verifier releases V only after a good quote).");
+        return false;
     }
 }
 

@@ -91,6 +91,18 @@ public sealed class AgentConnector : IDisposable
     public Task<AgentCallResult> ProvideVAsync(VerifierAgentConfig config, string encryptedV, CancellationToken ct) =>
         SendAsync(config, HttpMethod.Post, $"/v{Version(config)}/keys/vkey", JsonSerializer.Serialize(new Dictionary<string, string> { ["encrypted_key"] = encryptedV }), ct);
 
+    /// <summary><c>POST /v{version}/keys/ukey</c>: the tenant's U encrypted to the NK, the auth tag and the encrypted payload.</summary>
+    public Task<AgentCallResult> ProvideUAsync(VerifierAgentConfig config, string encryptedU, string authTag, string? encryptedPayload, CancellationToken ct)
+    {
+        var body = new Dictionary<string, string> { ["encrypted_key"] = encryptedU, ["auth_tag"] = authTag };
+        if (encryptedPayload is not null) body["payload"] = encryptedPayload;
+        return SendAsync(config, HttpMethod.Post, $"/v{Version(config)}/keys/ukey", JsonSerializer.Serialize(body), ct);
+    }
+
+    /// <summary><c>GET /v{version}/keys/verify?challenge=</c>: the agent's HMAC of the challenge under K, once it has K.</summary>
+    public Task<AgentCallResult> VerifyKeyAsync(VerifierAgentConfig config, string challenge, CancellationToken ct) =>
+        SendAsync(config, HttpMethod.Get, $"/v{Version(config)}/keys/verify?challenge={Uri.EscapeDataString(challenge)}", null, ct);
+
     private static string Version(VerifierAgentConfig config) =>
         KeylimeApi.SupportedVersions.Contains(config.SupportedVersion) ? config.SupportedVersion : KeylimeApi.CurrentVersion;
 

@@ -300,7 +300,7 @@ public sealed partial class VerifierService : IAsyncDisposable
         var now = _time.GetUtcNow();
         if (r.Progress.NkPem is not { } nk || string.IsNullOrEmpty(r.Config.V))
             return (r with { State = OperationalState.GetQuote, Updated = now }, _settings.QuoteInterval, false);
-        string encrypted = EncryptToNk(nk, Convert.FromBase64String(r.Config.V));
+        string encrypted = KeylimePayload.EncryptKeyShare(nk, Convert.FromBase64String(r.Config.V));
         AgentCallResult call;
         await _concurrency.WaitAsync(ct).ConfigureAwait(false);
         try { call = await _agents.ProvideVAsync(r.Config, encrypted, ct).ConfigureAwait(false); }
@@ -318,14 +318,6 @@ public sealed partial class VerifierService : IAsyncDisposable
         var failed = Failed(r, OperationalState.Failed, f, now);
         await FailAsync(failed, f, call.Status == AgentCallStatus.Unreachable ? "comm_error" : null, ct).ConfigureAwait(false);
         return (failed, TimeSpan.Zero, true);
-    }
-
-    /// <summary>RSA-OAEP-SHA1 of a key share under the agent's NK, base64 (what <c>keys/ukey</c> and <c>keys/vkey</c> take).</summary>
-    internal static string EncryptToNk(string nkPem, byte[] share)
-    {
-        using var rsa = RSA.Create();
-        rsa.ImportFromPem(nkPem);
-        return Convert.ToBase64String(rsa.Encrypt(share, RSAEncryptionPadding.OaepSHA1));
     }
 
     private VerifierAgentRecord Failed(VerifierAgentRecord r, OperationalState state, AttestationFailure f, DateTimeOffset now) => r with
