@@ -70,7 +70,8 @@ public sealed class VerifierTestBed : IAsyncDisposable
 
     private VerifierTestBed(SwtpmFixture fixture) => tpm = fixture;
 
-    public static async Task<VerifierTestBed> StartAsync(SwtpmFixture fixture, Action<AgentSettings>? configureAgent = null)
+    /// <param name="shareRegistrarCa">Give the verifier the registrar's components CA (Keylime's one server-components CA).</param>
+    public static async Task<VerifierTestBed> StartAsync(SwtpmFixture fixture, Action<AgentSettings>? configureAgent = null, bool shareRegistrarCa = false)
     {
         var b = new VerifierTestBed(fixture);
         var root = X509Certificate2.CreateFromPem(File.ReadAllText(fixture.Swtpm.ManufacturerRootPath));
@@ -93,8 +94,17 @@ public sealed class VerifierTestBed : IAsyncDisposable
         // The agent trusts its fleet's components CA: the verifier presents a certificate issued by it.
         using (var cca = ComponentCa.LoadOrCreate(Path.Combine(b.AgentData, "ca")))
             b.VerifierClientCert = cca.IssueClientCertificate("verifier");
+        if (shareRegistrarCa) CopyCa(b.Registrar.DataPath, b.VerifierData);
         b.Verifier = await b.StartVerifierAsync();
         return b;
+    }
+
+    /// <summary>Copies a data path's components CA (certificate and key) to another, as an operator shares one CA between servers.</summary>
+    public static void CopyCa(string fromDataPath, string toDataPath)
+    {
+        var to = Path.Combine(toDataPath, "ca");
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(Path.Combine(fromDataPath, "ca"))) File.Copy(f, Path.Combine(to, Path.GetFileName(f)), overwrite: true);
     }
 
     public Task<IServerHost> StartVerifierAsync() => ProvisioningServerHost.StartAsync(new ServerOptions

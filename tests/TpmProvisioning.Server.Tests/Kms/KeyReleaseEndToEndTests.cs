@@ -1,0 +1,107 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using System.Text.Json;
+using TpmProvisioning.Attestation.Verifier;
+using TpmProvisioning.Hosting;
+using TpmProvisioning.Kms;
+using TpmProvisioning.Server.Hosting;
+using TpmProvisioning.Storage;
+using TpmProvisioning.Tests.Fixtures;
+using TpmProvisioning.Tests.Keylime;
+
+namespace TpmProvisioning.Tests.Kms;
+
+/// <summary>
+/// The whole chain on swtpm: a real agent registered at the registrar and watched by the verifier asks the KMS for its data key
+/// over mutual TLS with its own certificate and gets it; after tpm2_pcrextend on a policy PCR the verifier flags it and the next
+/// request is refused; the KMS audit shows both. The KMS asks the real verifier and registrar (one server-components CA).
+/// </summary>
+public sealed class KeyReleaseEndToEndTests(SwtpmFixture tpm) : IClassFixture<SwtpmFixture>
+{
+    [Fact]
+    public async Task AnAttestedAgentGetsItsKeyAndAfterAPcrChangeIsRefusedOnceTheVerifierFlagsIt()
+    {
+        tpm.FlushTransients();
+        await using var bed = await VerifierTestBed.StartAsync(tpm, shareRegistrarCa: true);
+        var kmsData = Directory.CreateTempSubdirectory("tpmprov-kms-e2e-").FullName;
+        VerifierTestBed.CopyCa(bed.Registrar.DataPath, kmsData);
+        var kms = await ProvisioningServerHost.StartAsync(new ServerOptions
+        {
+            DataPath = kmsData,
+            Port = 0,
+            Roles = ServerRole.Kms,
+            Kms = new KmsSettings
+            {
+                MasterKey = MasterKeyKind.InsecureFile,
+                PasswordIterations = 1000,
+                Verifier = new Uri(bed.Verifier.Info.Urls[0]),
+                Registrar = new Uri(bed.Registrar.Url),
+                MaxAttestationAge = TimeSpan.FromSeconds(30),
+            },
+        });
+        var kdk = RandomNumberGenerator.GetBytes(32);
+        try
+        {
+            using (var store = await SqliteStore.OpenAsync(Path.Combine(kmsData, "tpmprovisioning.db")))
+            {
+                var engine = await KmsEngine.OpenAsync(store, new InsecureFileMasterKey(Path.Combine(kmsData, "kms")), new KmsSettings { PasswordIterations = 1000 });
+                await engine.CreateProviderAsync("fleet", "kid-1", kdk, new KmsCaller("test"));
+            }
+
+            // The verifier watches the agent with PCR 15 pinned.
+            using var tenant = bed.Tenant();
+            string pcr15 = PcrNow(bed, 15);
+            await tenant.AddAsync(bed.AgentId, bed.Body(TpmPolicy.Format(new Dictionary<int, IReadOnlyList<string>> { [15] = [pcr15] })).ToJsonString());
+            var s = await VerifierTestBed.WaitForAsync(tenant, bed.AgentId, x => x.AttestationCount >= 1 || x.OperationalState >= 7);
+            Assert.True(s.AttestationCount >= 1, $"{s.OperationalState} {s.LastEventId}");
+
+            // The device asks with its own TLS certificate (the one it registered as mtls_cert).
+            using var agentCert = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(bed.AgentData, "tls", "server.pfx"), null);
+            var kmsCa = X509Certificate2.CreateFromPem(File.ReadAllText(kms.Info.CaCertificatePath!));
+            using var device = KeylimeTestServer.Client(kmsCa, agentCert);
+            async Task<(HttpStatusCode, JsonElement)> Release()
+            {
+                using var resp = await device.PostAsync(kms.Info.Urls[0] + "/api/tpmprov/kms/v1/release",
+                    new StringContent(JsonSerializer.Serialize(new { agent_id = bed.AgentId, provider = "fleet", key_identifier = "disk-0" }), Encoding.UTF8, "application/json"));
+                var text = await resp.Content.ReadAsStringAsync();
+                return (resp.StatusCode, JsonDocument.Parse(text).RootElement.Clone());
+            }
+            var (st, body) = await Release();
+            Assert.True(st == HttpStatusCode.OK, body.ToString());
+            Assert.Equal(Convert.ToBase64String(KmsEngine.DeriveDataKey(kdk, "disk-0")), body.GetProperty("results").GetProperty("key").GetString());
+
+            // The PCR changes; once the verifier flags the agent, the KMS refuses.
+            Tpm2Tools.Run(tpm.ConnectionString, "tpm2_pcrextend", "15:sha256=" + new string('c', 64));
+            s = await VerifierTestBed.WaitForAsync(tenant, bed.AgentId, x => x.OperationalState == (int)OperationalState.InvalidQuote, seconds: 10);
+            Assert.Equal((int)OperationalState.InvalidQuote, s.OperationalState);
+            (st, body) = await Release();
+            Assert.Equal(HttpStatusCode.Forbidden, st);
+            Assert.DoesNotContain("key", body.GetProperty("results").EnumerateObject().Select(p => p.Name));
+
+            await kms.StopAsync();
+            using var audit = await SqliteStore.OpenAsync(Path.Combine(kmsData, "tpmprovisioning.db"));
+            var entries = await audit.QueryAuditAsync(new AuditQuery { Action = "kms.release" });
+            Assert.Contains(entries, e => e.Outcome == AuditOutcome.Success && e.Target?.Contains(bed.AgentId, StringComparison.Ordinal) == true);
+            Assert.Contains(entries, e => e.Outcome != AuditOutcome.Success && e.Target?.Contains(bed.AgentId, StringComparison.Ordinal) == true);
+        }
+        finally
+        {
+            await kms.DisposeAsync();
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            try { Directory.Delete(kmsData, true); } catch (IOException) { }
+        }
+    }
+
+    private static string PcrNow(VerifierTestBed bed, int pcr)
+    {
+        using var connector = new AgentConnector(bed.VerifierClientCert, TimeSpan.FromSeconds(10));
+        var config = new VerifierAgentConfig { Ip = "127.0.0.1", Port = bed.Agent.Info.Port, MtlsCert = bed.View.MtlsCert };
+        var r = connector.GetIntegrityQuoteAsync(config, "abc", 1u << pcr, true, 0, default).GetAwaiter().GetResult();
+        Assert.True(r.Status == AgentCallStatus.Ok, r.Message);
+        var quote = Tpm.KeylimeQuote.Parse(r.Results.GetProperty("quote").GetString()!);
+        Assert.True(Tpm.Tpm2ToolsPcrBlob.Parse(quote.PcrBlob).Values.TryGet(Tpm.TpmAlgId.Sha256, pcr, out var v));
+        return Convert.ToHexStringLower(v);
+    }
+}
