@@ -23,7 +23,7 @@ function Write-Check([string] $Label, [bool] $Ok) {
     if (-not $Ok) { throw "Demo check failed: $Label" }
 }
 
-$sim = $null; $server = $null; $agent = $null
+$sim = $null; $server = $null; $agent = $null; $verifier = $null
 try {
     Write-DemoStep 'Start a software TPM (swtpm) with EK certificates from a local "manufacturer" CA'
     $sim = Start-TpmSimulator -Name 'demo-device'
@@ -117,10 +117,54 @@ try {
     Write-Fact 'agent answered' ("code {0}, {1}, hash {2}" -f $answer.code, $answer.status, $answer.results.hash_alg)
     $verdict = Test-TpmQuote -KeylimeQuote $answer.results.quote -AttestationKey $registered.AikTpm -Nonce $nonce2 -PcrMask '0x408001'
     Write-Check 'agent quote verifies' $verdict.IsValid
-    Write-Host '    (key release to attested devices lands with the verifier and KMS surfaces)'
+
+    Write-DemoStep 'Start the Keylime verifier on its own data path, sharing the registrar''s server-components CA (exported with its key, imported)'
+    $caPassword = ConvertTo-SecureString ([guid]::NewGuid().ToString()) -AsPlainText -Force
+    $caPfx = Join-Path $DataPath 'components-ca.pfx'
+    Export-ProvisioningCertificate -DataPath $DataPath -Kind ComponentCa -Path $caPfx -IncludePrivateKey -Password $caPassword -Confirm:$false | Out-Null
+    $verifierData = Join-Path $DataPath 'verifier'
+    Import-ProvisioningCertificate -DataPath $verifierData -Kind ComponentCa -Path $caPfx -Password $caPassword -Confirm:$false | Out-Null
+    Remove-Item $caPfx
+    $verifier = Start-ProvisioningServer -Name 'demo-verifier' -Port 0 -DataPath $verifierData -Role Verifier -QuoteInterval '00:00:01' `
+        -VerifierClientCertificate $verifierCert
+    Write-Fact 'verifier listening on' ($verifier.Urls -join ', ')
+    $tenantCommon = @{ CaCertificate = $server.CaCertificatePath; ClientCertificate = $tenant }
+
+    Write-DemoStep 'Pin PCR 15 to its current value and hand the agent to the verifier, with a payload only an attested device can open'
+    $policy = New-AttestationPolicy -Tpm $sim.ConnectionString -Pcr 15
+    Write-Fact 'tpm_policy' $policy.TpmPolicy
+    $payloadDir = Join-Path $DataPath 'payload'; New-Item -ItemType Directory $payloadDir | Out-Null
+    Set-Content (Join-Path $payloadDir 'device-secret.txt') 'wifi-psk: correct horse battery staple'
+    $payloadZip = Join-Path $DataPath 'payload.zip'
+    Compress-Archive -Path (Join-Path $payloadDir 'device-secret.txt') -DestinationPath $payloadZip
+    $watched = $registered | Start-AgentAttestation -Verifier $verifier.Urls[0] @tenantCommon -Policy $policy -Payload $payloadZip `
+        -AgentCertificate $verifierCert -Confirm:$false
+    Write-Check 'payload key derived (keys/verify)' ([bool]$watched.PayloadVerified)
+    $opened = Get-ChildItem -Recurse -File -Path $agent.DataPath -Filter 'device-secret.txt' | Select-Object -First 1
+    Write-Check 'payload decrypted on the device' ($null -ne $opened -and (Get-Content $opened.FullName) -match 'wifi-psk')
+    $deadline = [DateTime]::UtcNow.AddSeconds(20)
+    do { Start-Sleep -Milliseconds 300; $state = Get-AttestationAgent -Verifier $verifier.Urls[0] @tenantCommon } until ($state.AttestationCount -ge 3 -or [DateTime]::UtcNow -gt $deadline)
+    Write-Fact 'verifier state' ("{0} ({1}), {2} quotes judged" -f $state.State, $state.StateCode, $state.AttestationCount)
+    $test = Get-AttestationAgent -Verifier $verifier.Urls[0] @tenantCommon | Test-AgentAttestation @tenantCommon
+    Write-Check 'Test-AgentAttestation passes' $test.Passed
+
+    Write-DemoStep 'Tamper: extend PCR 15 with tpm2_pcrextend while the verifier watches'
+    & tpm2_pcrextend -T $sim.ConnectionString ('15:sha256=' + ('ab' * 32)) 2>&1 | Out-Null
+    $deadline = [DateTime]::UtcNow.AddSeconds(10)
+    do { Start-Sleep -Milliseconds 200; $state = Get-AttestationAgent -Verifier $verifier.Urls[0] @tenantCommon } until ($state.StateCode -eq 9 -or [DateTime]::UtcNow -gt $deadline)
+    Write-Fact 'verifier state' ("{0} ({1}), last event {2}" -f $state.State, $state.StateCode, $state.LastEventId)
+    $test = Get-AttestationAgent -Verifier $verifier.Urls[0] @tenantCommon | Test-AgentAttestation @tenantCommon
+    Write-Check 'attestation now fails' (-not $test.Passed)
+    Write-Fact 'failure' (($test.Failures | ForEach-Object ToString) -join '; ')
 }
 finally {
     Write-DemoStep 'Stop everything and show the audit trail'
+    if ($verifier) {
+        $verifier | Stop-ProvisioningServer -Confirm:$false
+        Get-ProvisioningAuditLog -DataPath $verifier.DataPath | Where-Object Action -Like 'verifier.*' | Sort-Object Id | ForEach-Object {
+            Write-Host ('    {0:HH:mm:ss}  {1,-18} {2,-26} {3,-8} {4}' -f $_.Time.ToLocalTime(), $_.Actor, $_.Action, $_.Outcome, $_.Detail)
+        }
+    }
     if ($agent) { $agent | Stop-ProvisioningServer -Confirm:$false }
     if ($server) {
         $server | Stop-ProvisioningServer -Confirm:$false
