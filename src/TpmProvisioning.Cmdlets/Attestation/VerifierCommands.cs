@@ -410,6 +410,12 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
         if (!Quiet) WriteObject(r);
     }
 
+    protected override void BeginProcessing()
+    {
+        if (MaxAge <= TimeSpan.Zero)
+            ThrowTerminatingError(new ErrorRecord(new ArgumentOutOfRangeException(nameof(MaxAge), MaxAge, "-MaxAge must be positive."), "InvalidMaxAge", ErrorCategory.InvalidArgument, MaxAge));
+    }
+
     private void TestViaVerifier()
     {
         using var client = VerifierClient(Verifier!);
@@ -423,7 +429,9 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
             catch (Exception ex) when (IsExpected(ex))
             {
                 WriteError(VerifierError(ex, id));
-                Emit(new AttestationTestResult { AgentId = id, Passed = false, State = "Unknown", Source = "verifier", Failures = [new() { EventId = "verifier.unreachable", Reason = ex.Message }] });
+                bool unknown = ex is KeylimeRequestException { StatusCode: 404 };
+                Emit(new AttestationTestResult { AgentId = id, Passed = false, State = unknown ? "NotWatched" : "Unknown", Source = "verifier",
+                    Failures = [new() { EventId = unknown ? "verifier.unknown_agent" : "verifier.unreachable", Reason = ex.Message }] });
                 continue;
             }
             var state = (OperationalState)s.OperationalState;
@@ -447,8 +455,14 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
         {
             AttestationPolicy ap => ap.TpmPolicy,
             string s => s,
-            _ => "{}",
+            null => "{}",
+            _ => null,
         };
+        if (policy is null)
+        {
+            ThrowTerminatingError(new ErrorRecord(new ArgumentException("-Policy takes New-AttestationPolicy output or tpm_policy JSON text."), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy));
+            return;
+        }
         var config = new VerifierAgentConfig { Ip = Ip!, Port = Port, AkTpm = AikTpm!, MtlsCert = MtlsCertificate, TpmPolicy = policy };
         var tpmPolicy = TpmPolicy.TryParse(policy, out var perr);
         if (tpmPolicy is null) { ThrowTerminatingError(new ErrorRecord(new ArgumentException(perr), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy)); return; }

@@ -162,6 +162,11 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
 
         if (roles.HasFlag(ServerRole.Verifier))
         {
+            if (QuoteInterval is { } qi && (qi < TimeSpan.Zero || qi > TimeSpan.FromDays(1)))
+            {
+                ThrowTerminatingError(new ErrorRecord(new ArgumentOutOfRangeException(nameof(QuoteInterval), qi, "-QuoteInterval must be between 0 and 1 day."), "InvalidQuoteInterval", ErrorCategory.InvalidArgument, qi));
+                return;
+            }
             options.Verifier = new TpmProvisioning.Attestation.Verifier.VerifierSettings
             {
                 QuoteInterval = QuoteInterval ?? TimeSpan.FromSeconds(2),
