@@ -28,7 +28,7 @@ internal sealed class VerifierRole : IRoleModule
             var settings = context.Options.Verifier ?? new VerifierSettings();
             var clientCert = settings.ClientCertificate ?? context.ComponentCa.IssueClientCertificate($"verifier {settings.VerifierId}");
             var connector = new AgentConnector(clientCert, settings.RequestTimeout);
-            var notifier = new RevocationNotifier(settings.RevocationWebhooks, log: m => log.LogWarning("{Message}", m));
+            var notifier = new RevocationNotifier(settings.RevocationWebhooks, context.ComponentCa.Certificate, m => log.LogWarning("{Message}", m));
             return new VerifierService(context.Store, settings, connector, notifier, MeasurementChecks.Default, log: m => log.LogInformation("{Message}", m))
             {
                 ContactIp = context.Options.Address.ToString(),

@@ -69,11 +69,13 @@ public sealed class VerifierTestBed : IAsyncDisposable
     public RegistrarAgentView View { get; private set; } = null!;
 
     private VerifierTestBed(SwtpmFixture fixture) => tpm = fixture;
+    private Action<VerifierSettings>? _configureVerifier;
 
     /// <param name="shareRegistrarCa">Give the verifier the registrar's components CA (Keylime's one server-components CA).</param>
-    public static async Task<VerifierTestBed> StartAsync(SwtpmFixture fixture, Action<AgentSettings>? configureAgent = null, bool shareRegistrarCa = false)
+    public static async Task<VerifierTestBed> StartAsync(SwtpmFixture fixture, Action<AgentSettings>? configureAgent = null, bool shareRegistrarCa = false,
+        Action<VerifierSettings>? configureVerifier = null)
     {
-        var b = new VerifierTestBed(fixture);
+        var b = new VerifierTestBed(fixture) { _configureVerifier = configureVerifier };
         var root = X509Certificate2.CreateFromPem(File.ReadAllText(fixture.Swtpm.ManufacturerRootPath));
         var issuer = X509Certificate2.CreateFromPem(File.ReadAllText(fixture.Swtpm.ManufacturerIssuerPath));
         b.Registrar = await KeylimeTestServer.StartAsync([(root, issuer)]);
@@ -107,12 +109,9 @@ public sealed class VerifierTestBed : IAsyncDisposable
         foreach (var f in Directory.GetFiles(Path.Combine(fromDataPath, "ca"))) File.Copy(f, Path.Combine(to, Path.GetFileName(f)), overwrite: true);
     }
 
-    public Task<IServerHost> StartVerifierAsync() => ProvisioningServerHost.StartAsync(new ServerOptions
+    public Task<IServerHost> StartVerifierAsync()
     {
-        DataPath = VerifierData,
-        Port = 0,
-        Roles = ServerRole.Verifier,
-        Verifier = new VerifierSettings
+        var settings = new VerifierSettings
         {
             QuoteInterval = TimeSpan.FromMilliseconds(300),
             RetryInterval = 0.2,
@@ -121,8 +120,10 @@ public sealed class VerifierTestBed : IAsyncDisposable
             RequestTimeout = TimeSpan.FromSeconds(10),
             ClientCertificate = VerifierClientCert,
             RevocationWebhooks = [Webhook.Url],
-        },
-    });
+        };
+        _configureVerifier?.Invoke(settings);
+        return ProvisioningServerHost.StartAsync(new ServerOptions { DataPath = VerifierData, Port = 0, Roles = ServerRole.Verifier, Verifier = settings });
+    }
 
     public VerifierClient Tenant(bool withCert = true)
     {

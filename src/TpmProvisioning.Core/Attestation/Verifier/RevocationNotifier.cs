@@ -30,10 +30,17 @@ public sealed class RevocationNotifier : IDisposable
     private readonly IReadOnlyList<Uri> _webhooks;
     private readonly Action<string>? _log;
 
-    public RevocationNotifier(IEnumerable<Uri> webhooks, HttpMessageHandler? handler = null, Action<string>? log = null)
+    /// <param name="webhooks">Subscribers.</param>
+    /// <param name="trustedCa">Besides the system store, accept HTTPS webhooks whose certificate chains to this CA (the server-components CA).</param>
+    /// <param name="log">Where delivery problems are reported.</param>
+    public RevocationNotifier(IEnumerable<Uri> webhooks, System.Security.Cryptography.X509Certificates.X509Certificate2? trustedCa = null, Action<string>? log = null)
     {
         _webhooks = webhooks?.ToList() ?? [];
-        _http = handler is null ? new HttpClient { Timeout = TimeSpan.FromSeconds(10) } : new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(10) };
+        var handler = new SocketsHttpHandler();
+        if (trustedCa is not null)
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, errors) =>
+                errors == System.Net.Security.SslPolicyErrors.None || Pki.PinnedCaTls.Validates(trustedCa, cert, errors);
+        _http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(10) };
         _log = log;
     }
 
