@@ -20,44 +20,6 @@ namespace TpmProvisioning.Tests.Kms;
 /// </summary>
 public sealed class KeyReleaseEndToEndTests(SwtpmFixture tpm) : IClassFixture<SwtpmFixture>
 {
-    private static async Task<IServerHost> StartKmsAsync(VerifierTestBed bed, string kmsData, int port, TimeSpan maxAge, byte[] kdk)
-    {
-        VerifierTestBed.CopyCa(bed.Registrar.DataPath, kmsData);
-        var kms = await ProvisioningServerHost.StartAsync(new ServerOptions
-        {
-            DataPath = kmsData,
-            Port = port,
-            Roles = ServerRole.Kms,
-            Kms = new KmsSettings
-            {
-                MasterKey = MasterKeyKind.InsecureFile,
-                PasswordIterations = 1000,
-                Verifier = new Uri(bed.Verifier.Info.Urls[0]),
-                Registrar = new Uri(bed.Registrar.Url),
-                MaxAttestationAge = maxAge,
-                RevocationPublicKeyPem = bed.RevocationKey.ExportSubjectPublicKeyInfoPem(),
-            },
-        });
-        using var store = await SqliteStore.OpenAsync(Path.Combine(kmsData, "tpmprovisioning.db"));
-        var engine = await KmsEngine.OpenAsync(store, new InsecureFileMasterKey(Path.Combine(kmsData, "kms")), new KmsSettings { PasswordIterations = 1000 });
-        await engine.CreateProviderAsync("fleet", "kid-1", kdk, new KmsCaller("test"));
-        return kms;
-    }
-
-    private static Func<Task<(HttpStatusCode, JsonElement)>> Device(VerifierTestBed bed, IServerHost kms, List<IDisposable> owned)
-    {
-        var agentCert = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(bed.AgentData, "tls", "server.pfx"), null);
-        var device = KeylimeTestServer.Client(X509Certificate2.CreateFromPem(File.ReadAllText(kms.Info.CaCertificatePath!)), agentCert);
-        owned.Add(agentCert);
-        owned.Add(device);
-        return async () =>
-        {
-            using var resp = await device.PostAsync(kms.Info.Urls[0] + "/api/tpmprov/kms/v1/release",
-                new StringContent(JsonSerializer.Serialize(new { agent_id = bed.AgentId, provider = "fleet", key_identifier = "disk-0" }), Encoding.UTF8, "application/json"));
-            return (resp.StatusCode, JsonDocument.Parse(await resp.Content.ReadAsStringAsync()).RootElement.Clone());
-        };
-    }
-
     [Fact]
     public async Task AnAttestedAgentGetsItsKeyAndAfterAPcrChangeIsRefusedOnceTheVerifierFlagsIt()
     {
@@ -68,7 +30,7 @@ public sealed class KeyReleaseEndToEndTests(SwtpmFixture tpm) : IClassFixture<Sw
         await using var bed = await VerifierTestBed.StartAsync(tpm, shareRegistrarCa: true, configureVerifier: v => v.RevocationWebhooks = [v.RevocationWebhooks[0], revocations]);
         var kmsData = Directory.CreateTempSubdirectory("tpmprov-kms-e2e-").FullName;
         var kdk = RandomNumberGenerator.GetBytes(32);
-        var kms = await StartKmsAsync(bed, kmsData, kmsPort, TimeSpan.FromSeconds(30), kdk);
+        var kms = await KmsReleaseBed.StartKmsAsync(bed, kmsData, kmsPort, TimeSpan.FromSeconds(30), kdk);
         var owned = new List<IDisposable>();
         try
         {
@@ -81,7 +43,7 @@ public sealed class KeyReleaseEndToEndTests(SwtpmFixture tpm) : IClassFixture<Sw
             Assert.True(s.AttestationCount >= 1, $"{s.OperationalState} {s.LastEventId}");
 
             // The device asks with its own TLS certificate (the one it registered as mtls_cert).
-            var Release = Device(bed, kms, owned);
+            var Release = KmsReleaseBed.Device(bed, kms, owned);
             var (st, body) = await Release();
             Assert.True(st == HttpStatusCode.OK, body.ToString());
             Assert.Equal(Convert.ToBase64String(KmsEngine.DeriveDataKey(kdk, "disk-0")), body.GetProperty("results").GetProperty("key").GetString());
@@ -121,14 +83,14 @@ public sealed class KeyReleaseEndToEndTests(SwtpmFixture tpm) : IClassFixture<Sw
         // Keylime counts GET_QUOTE_RETRY as passing; the KMS also wants a recent good quote.
         await using var bed = await VerifierTestBed.StartAsync(tpm, shareRegistrarCa: true, configureVerifier: v => { v.MaxRetries = 100; v.RetryInterval = 0.5; });
         var kmsData = Directory.CreateTempSubdirectory("tpmprov-kms-stale-").FullName;
-        var kms = await StartKmsAsync(bed, kmsData, 0, TimeSpan.FromSeconds(2), RandomNumberGenerator.GetBytes(32));
+        var kms = await KmsReleaseBed.StartKmsAsync(bed, kmsData, 0, TimeSpan.FromSeconds(2), RandomNumberGenerator.GetBytes(32));
         var owned = new List<IDisposable>();
         try
         {
             using var tenant = bed.Tenant();
             await tenant.AddAsync(bed.AgentId, bed.Body().ToJsonString());
             Assert.True((await VerifierTestBed.WaitForAsync(tenant, bed.AgentId, x => x.AttestationCount >= 1)).AttestationCount >= 1);
-            var Release = Device(bed, kms, owned);
+            var Release = KmsReleaseBed.Device(bed, kms, owned);
             Assert.Equal(HttpStatusCode.OK, (await Release()).Item1);
 
             await bed.Agent.StopAsync();
@@ -158,4 +120,47 @@ public sealed class KeyReleaseEndToEndTests(SwtpmFixture tpm) : IClassFixture<Sw
         Assert.True(Tpm.Tpm2ToolsPcrBlob.Parse(quote.PcrBlob).Values.TryGet(Tpm.TpmAlgId.Sha256, pcr, out var v));
         return Convert.ToHexStringLower(v);
     }
+}
+
+/// <summary>A KMS server on a data path sharing the registrar's components CA, asking the bed's verifier and registrar, with one provider.</summary>
+internal static class KmsReleaseBed
+{
+    public static async Task<IServerHost> StartKmsAsync(VerifierTestBed bed, string kmsData, int port, TimeSpan maxAge, byte[] kdk)
+    {
+        VerifierTestBed.CopyCa(bed.Registrar.DataPath, kmsData);
+        var kms = await ProvisioningServerHost.StartAsync(new ServerOptions
+        {
+            DataPath = kmsData,
+            Port = port,
+            Roles = ServerRole.Kms,
+            Kms = new KmsSettings
+            {
+                MasterKey = MasterKeyKind.InsecureFile,
+                PasswordIterations = 1000,
+                Verifier = new Uri(bed.Verifier.Info.Urls[0]),
+                Registrar = new Uri(bed.Registrar.Url),
+                MaxAttestationAge = maxAge,
+                RevocationPublicKeyPem = bed.RevocationKey.ExportSubjectPublicKeyInfoPem(),
+            },
+        });
+        using var store = await SqliteStore.OpenAsync(Path.Combine(kmsData, "tpmprovisioning.db"));
+        var engine = await KmsEngine.OpenAsync(store, new InsecureFileMasterKey(Path.Combine(kmsData, "kms")), new KmsSettings { PasswordIterations = 1000 });
+        await engine.CreateProviderAsync("fleet", "kid-1", kdk, new KmsCaller("test"));
+        return kms;
+    }
+
+    public static Func<Task<(HttpStatusCode, JsonElement)>> Device(VerifierTestBed bed, IServerHost kms, List<IDisposable> owned)
+    {
+        var agentCert = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(bed.AgentData, "tls", "server.pfx"), null);
+        var device = KeylimeTestServer.Client(X509Certificate2.CreateFromPem(File.ReadAllText(kms.Info.CaCertificatePath!)), agentCert);
+        owned.Add(agentCert);
+        owned.Add(device);
+        return async () =>
+        {
+            using var resp = await device.PostAsync(kms.Info.Urls[0] + "/api/tpmprov/kms/v1/release",
+                new StringContent(JsonSerializer.Serialize(new { agent_id = bed.AgentId, provider = "fleet", key_identifier = "disk-0" }), Encoding.UTF8, "application/json"));
+            return (resp.StatusCode, JsonDocument.Parse(await resp.Content.ReadAsStringAsync()).RootElement.Clone());
+        };
+    }
+
 }

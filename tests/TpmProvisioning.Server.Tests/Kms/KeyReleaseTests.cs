@@ -3,104 +3,121 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
+using TpmProvisioning.Attestation.Verifier;
+using TpmProvisioning.Hosting;
 using TpmProvisioning.Kms;
 using TpmProvisioning.Storage;
+using TpmProvisioning.Tests.Fixtures;
 using TpmProvisioning.Tests.Keylime;
 
 namespace TpmProvisioning.Tests.Kms;
 
 /// <summary>
-/// Release to attested devices over mutual TLS: the real registrar role holds the agent's mTLS certificate, a canned verifier
-/// (stand-in until the verifier role is merged) reports its state; the revocation webhook takes Keylime-signed notices.
+/// Release to attested devices over mutual TLS, against the real chain: an agent on swtpm registered at the registrar and
+/// watched by the verifier (one server-components CA); the KMS asks both; the revocation webhook takes Keylime-signed notices.
 /// </summary>
-public sealed class KeyReleaseTests : IAsyncLifetime
+public sealed class KeyReleaseTests(SwtpmFixture tpm) : IClassFixture<SwtpmFixture>, IAsyncLifetime
 {
-    private KmsTestServer s = null!;
-    private X509Certificate2 agentCert = null!;
-    private HttpClient agent = null!;
-    private const string AgentId = "d432fbb3-d2f1-4a97-9ef7-75bd81c00000";
+    private VerifierTestBed bed = null!;
+    private IServerHost kms = null!;
+    private readonly string kmsData = Directory.CreateTempSubdirectory("tpmprov-kms-rel-").FullName;
     private static readonly byte[] Kdk = RandomNumberGenerator.GetBytes(32);
-
-    private static X509Certificate2 SelfSigned(string cn)
-    {
-        using var key = RSA.Create(2048);
-        var req = new CertificateRequest("CN=" + cn, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        using var c = req.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
-        return X509CertificateLoader.LoadPkcs12(c.Export(X509ContentType.Pkcs12), null);
-    }
+    private readonly List<IDisposable> owned = [];
+    private Func<Task<(HttpStatusCode, JsonElement)>> releaseDisk = null!;
 
     public async Task InitializeAsync()
     {
-        s = await KmsTestServer.StartAsync();
-        agentCert = SelfSigned(AgentId);
-        agent = KeylimeTestServer.Client(s.ServerCa, agentCert);
-        await s.Store.UpsertRegistrarAgentAsync(new RegistrarAgentRecord { AgentId = AgentId, AikTpm = [1], EkTpm = [2], MtlsCert = agentCert.ExportCertificatePem(), Active = true, RegCount = 1 });
-        await s.Engine.CreateProviderAsync("prov", "kid", Kdk, new KmsCaller("test"));
+        tpm.FlushTransients();
+        bed = await VerifierTestBed.StartAsync(tpm, shareRegistrarCa: true);
+        kms = await KmsReleaseBed.StartKmsAsync(bed, kmsData, 0, TimeSpan.FromSeconds(30), Kdk);
+        releaseDisk = KmsReleaseBed.Device(bed, kms, owned);
     }
 
     public async Task DisposeAsync()
     {
-        agent.Dispose();
-        await s.DisposeAsync();
+        foreach (var o in owned) o.Dispose();
+        await kms.DisposeAsync();
+        await bed.DisposeAsync();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        try { Directory.Delete(kmsData, true); } catch (IOException) { }
     }
 
-    private void Verifier(int state, TimeSpan ago) => s.Verifier.Agents[AgentId] = (state, DateTimeOffset.UtcNow.Add(-ago).ToUnixTimeSeconds());
+    private HttpClient DeviceClient(X509Certificate2? cert)
+    {
+        var c = KeylimeTestServer.Client(X509Certificate2.CreateFromPem(File.ReadAllText(kms.Info.CaCertificatePath!)), cert);
+        owned.Add(c);
+        return c;
+    }
 
-    private Task<(HttpStatusCode, JsonElement)> Release(HttpClient? client = null, string? json = null) =>
-        s.SendAsync(HttpMethod.Post, "/api/tpmprov/kms/v1/release", json ?? JsonSerializer.Serialize(new { agent_id = AgentId, provider = "prov", key_identifier = "disk-0" }), client: client ?? agent);
+    private HttpClient Agent()
+    {
+        var cert = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(bed.AgentData, "tls", "server.pfx"), null);
+        owned.Add(cert);
+        return DeviceClient(cert);
+    }
+
+    private async Task<(HttpStatusCode, JsonElement)> Send(HttpClient client, string path, string json)
+    {
+        using var resp = await client.PostAsync(kms.Info.Urls[0] + path, new StringContent(json, Encoding.UTF8, "application/json"));
+        var text = await resp.Content.ReadAsStringAsync();
+        return (resp.StatusCode, text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone());
+    }
+
+    private Task<(HttpStatusCode, JsonElement)> Release(HttpClient client, object body) =>
+        Send(client, "/api/tpmprov/kms/v1/release", JsonSerializer.Serialize(body));
+
+    private async Task AttestAsync()
+    {
+        using var tenant = bed.Tenant();
+        await tenant.AddAsync(bed.AgentId, bed.Body().ToJsonString());
+        var s = await VerifierTestBed.WaitForAsync(tenant, bed.AgentId, x => x.AttestationCount >= 1 || x.OperationalState >= 7);
+        Assert.True(s.AttestationCount >= 1, $"{s.OperationalState} {s.LastEventId}");
+    }
+
+    private async Task<SqliteStore> StoreAsync() => await SqliteStore.OpenAsync(Path.Combine(kmsData, "tpmprovisioning.db"));
 
     [Fact]
-    public async Task AnAttestedAgentGetsItsKeyAndAFailedOrStaleOneIsRefusedAndBothAreAudited()
+    public async Task AnUnwatchedAgentIsRefusedAndAWatchedOneGetsItsKeyByProviderOrByKeyVersionAllAudited()
     {
-        Verifier(3, TimeSpan.FromSeconds(2));
-        var (st, body) = await Release();
+        var (st, body) = await releaseDisk();
+        Assert.Equal(HttpStatusCode.Forbidden, st);
+        Assert.Contains("does not monitor", body.GetProperty("status").GetString());
+
+        await AttestAsync();
+        (st, body) = await releaseDisk();
         Assert.True(st == HttpStatusCode.OK, body.ToString());
         Assert.Equal(Convert.ToBase64String(KmsEngine.DeriveDataKey(Kdk, "disk-0")), body.GetProperty("results").GetProperty("key").GetString());
 
-        // Key and version: the primary, then an explicit version.
-        var key = await s.Engine.CreateKeyAsync("dev-key", null, new KmsCaller("test"));
-        var (st2, byKey) = await Release(json: JsonSerializer.Serialize(new { agent_id = AgentId, key_id = key.Id }));
+        using var store = await StoreAsync();
+        using var engine = await KmsEngine.OpenAsync(store, new InsecureFileMasterKey(Path.Combine(kmsData, "kms")), new KmsSettings { PasswordIterations = 1000 });
+        var key = await engine.CreateKeyAsync("dev-key", null, new KmsCaller("test"));
+        var (st2, byKey) = await Release(Agent(), new { agent_id = bed.AgentId, key_id = key.Id });
         Assert.Equal(HttpStatusCode.OK, st2);
         Assert.Equal(1, byKey.GetProperty("results").GetProperty("version_number").GetInt32());
-        Assert.Equal(Convert.ToBase64String((await s.Engine.GetVersionMaterialAsync(key.Id, null)).Material), byKey.GetProperty("results").GetProperty("key").GetString());
+        Assert.Equal(Convert.ToBase64String((await engine.GetVersionMaterialAsync(key.Id, null)).Material), byKey.GetProperty("results").GetProperty("key").GetString());
 
-        Verifier(7, TimeSpan.FromSeconds(2)); // FAILED
-        (st, body) = await Release();
-        Assert.Equal(HttpStatusCode.Forbidden, st);
-        Assert.Contains("FAILED", body.GetProperty("status").GetString());
-        Assert.Equal(0, body.GetProperty("results").EnumerateObject().Count());
-
-        Verifier(4, TimeSpan.FromMinutes(10)); // attesting, but the last good quote is stale
-        (st, body) = await Release();
-        Assert.Equal(HttpStatusCode.Forbidden, st);
-        Assert.Contains("old", body.GetProperty("status").GetString());
-
-        s.Verifier.Agents.TryRemove(AgentId, out _);
-        (st, _) = await Release();
-        Assert.Equal(HttpStatusCode.Forbidden, st);
-
-        var audit = await s.Store.QueryAuditAsync(new AuditQuery { Action = "kms.release" });
-        Assert.Equal(2, audit.Count(e => e.Outcome == AuditOutcome.Success && e.Target == AgentId));
-        Assert.Equal(3, audit.Count(e => e.Outcome == AuditOutcome.Denied && e.Target == AgentId));
-        Assert.Contains(audit, e => e.Outcome == AuditOutcome.Denied && e.Detail!.Contains("operational_state 7"));
+        var audit = await store.QueryAuditAsync(new AuditQuery { Action = "kms.release" });
+        Assert.Equal(2, audit.Count(e => e.Outcome == AuditOutcome.Success && e.Target == bed.AgentId));
+        Assert.Equal(1, audit.Count(e => e.Outcome == AuditOutcome.Denied && e.Target == bed.AgentId));
     }
 
     [Fact]
     public async Task OnlyTheAgentsRegisteredCertificateIsAccepted()
     {
-        Verifier(3, TimeSpan.Zero);
-        using var other = KeylimeTestServer.Client(s.ServerCa, SelfSigned(AgentId));
-        var (st, body) = await Release(other);
+        await AttestAsync();
+        using var key = RSA.Create(2048);
+        var req = new CertificateRequest("CN=" + bed.AgentId, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        using var self = req.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        var other = X509CertificateLoader.LoadPkcs12(self.Export(X509ContentType.Pkcs12), null);
+        owned.Add(other);
+        var body = new { agent_id = bed.AgentId, provider = "fleet", key_identifier = "disk-0" };
+        var (st, answer) = await Release(DeviceClient(other), body);
         Assert.Equal(HttpStatusCode.Forbidden, st);
-        Assert.Contains("registered mTLS certificate", body.GetProperty("status").GetString());
-        (st, _) = await Release(s.Http);
-        Assert.Equal(HttpStatusCode.Unauthorized, st);
-        (st, _) = await Release(json: JsonSerializer.Serialize(new { agent_id = "unknown-agent", provider = "prov", key_identifier = "x" }));
-        Assert.Equal(HttpStatusCode.Forbidden, st);
-        (st, _) = await Release(json: JsonSerializer.Serialize(new { agent_id = AgentId, provider = "prov", key_identifier = "x", key_id = "k" }));
-        Assert.Equal(HttpStatusCode.BadRequest, st);
-        (st, _) = await Release(json: JsonSerializer.Serialize(new { agent_id = AgentId, provider = "nope", key_identifier = "x" }));
-        Assert.Equal(HttpStatusCode.NotFound, st);
+        Assert.Contains("registered mTLS certificate", answer.GetProperty("status").GetString());
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Release(DeviceClient(null), body)).Item1);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Release(Agent(), new { agent_id = Guid.NewGuid().ToString(), provider = "fleet", key_identifier = "x" })).Item1);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Release(Agent(), new { agent_id = bed.AgentId, provider = "fleet", key_identifier = "x", key_id = "k" })).Item1);
+        Assert.Equal(HttpStatusCode.NotFound, (await Release(Agent(), new { agent_id = bed.AgentId, provider = "nope", key_identifier = "x" })).Item1);
     }
 
     private static string Notice(RSA key, string agentId, bool maxSalt)
@@ -126,35 +143,35 @@ public sealed class KeyReleaseTests : IAsyncLifetime
     [Fact]
     public async Task ARevocationNoticeStopsReleaseAtOnceAndABadOneChangesNothing()
     {
-        Verifier(3, TimeSpan.FromSeconds(1));
-        Assert.Equal(HttpStatusCode.OK, (await Release()).Item1);
-
+        await AttestAsync();
+        Assert.Equal(HttpStatusCode.OK, (await releaseDisk()).Item1);
+        var anyone = DeviceClient(null);
         using var forger = RSA.Create(2048);
-        foreach (var bad in new[] { Notice(forger, AgentId, true), "{\"msg\": 1}", "nope", Notice(s.RevocationKey, AgentId, true).Replace("pcr_validation", "pcr_validatiom") })
+        foreach (var bad in new[] { Notice(forger, bed.AgentId, true), "{\"msg\": 1}", "nope", Notice(bed.RevocationKey, bed.AgentId, true).Replace("pcr_validation", "pcr_validatiom") })
         {
-            var (bst, bbody) = await s.SendAsync(HttpMethod.Post, "/api/tpmprov/kms/v1/revocations", bad);
+            var (bst, bbody) = await Send(anyone, "/api/tpmprov/kms/v1/revocations", bad);
             Assert.True(bst is HttpStatusCode.Unauthorized or HttpStatusCode.BadRequest, $"{bst} {bbody}");
         }
-        Assert.Null(await s.Store.GetKmsRevocationAsync(AgentId));
-        Assert.Equal(HttpStatusCode.OK, (await Release()).Item1);
+        using (var store = await StoreAsync()) Assert.Null(await store.GetKmsRevocationAsync(bed.AgentId));
+        Assert.Equal(HttpStatusCode.OK, (await releaseDisk()).Item1);
 
-        var (st, body) = await s.SendAsync(HttpMethod.Post, "/api/tpmprov/kms/v1/revocations", Notice(s.RevocationKey, AgentId, maxSalt: true));
+        var (st, body) = await Send(anyone, "/api/tpmprov/kms/v1/revocations", Notice(bed.RevocationKey, bed.AgentId, maxSalt: true));
         Assert.True(st == HttpStatusCode.OK, body.ToString());
-        Assert.Equal(AgentId, body.GetProperty("results").GetProperty("agent_id").GetString());
-        // The verifier still says the agent attests (it has not polled since): release stops anyway.
-        var (rst, rbody) = await Release();
+        Assert.Equal(bed.AgentId, body.GetProperty("results").GetProperty("agent_id").GetString());
+        // The verifier still says the agent attests: release stops anyway, until a quote passes after the notice.
+        var (rst, rbody) = await releaseDisk();
         Assert.Equal(HttpStatusCode.Forbidden, rst);
         Assert.Contains("revoked", rbody.GetProperty("status").GetString());
-        // A later successful attestation (after the notice) lifts it.
-        await Task.Delay(1100);
-        Verifier(3, TimeSpan.FromSeconds(-1));
-        Assert.Equal(HttpStatusCode.OK, (await Release()).Item1);
+        var lifted = HttpStatusCode.Forbidden;
+        for (int i = 0; i < 40 && lifted != HttpStatusCode.OK; i++) { await Task.Delay(250); lifted = (await releaseDisk()).Item1; }
+        Assert.Equal(HttpStatusCode.OK, lifted);
         // .NET-style PSS (salt = digest length) verifies too.
-        Assert.Equal(HttpStatusCode.OK, (await s.SendAsync(HttpMethod.Post, "/api/tpmprov/kms/v1/revocations", Notice(s.RevocationKey, AgentId, maxSalt: false))).Status);
+        Assert.Equal(HttpStatusCode.OK, (await Send(anyone, "/api/tpmprov/kms/v1/revocations", Notice(bed.RevocationKey, bed.AgentId, maxSalt: false))).Item1);
 
-        var audit = await s.Store.QueryAuditAsync(new AuditQuery { Action = "kms.revocation" });
-        Assert.Equal(2, audit.Count(e => e.Outcome == AuditOutcome.Success));
-        Assert.Equal(4, audit.Count(e => e.Outcome == AuditOutcome.Rejected));
-        Assert.Contains(await s.Store.QueryAuditAsync(new AuditQuery { Action = "kms.release", Outcome = AuditOutcome.Denied }), e => e.Detail!.Contains("revoked"));
+        using var audit = await StoreAsync();
+        var rev = await audit.QueryAuditAsync(new AuditQuery { Action = "kms.revocation" });
+        Assert.Equal(2, rev.Count(e => e.Outcome == AuditOutcome.Success));
+        Assert.Equal(4, rev.Count(e => e.Outcome == AuditOutcome.Rejected));
+        Assert.Contains(await audit.QueryAuditAsync(new AuditQuery { Action = "kms.release", Outcome = AuditOutcome.Denied }), e => e.Detail!.Contains("revoked"));
     }
 }

@@ -13,67 +13,7 @@ using TpmProvisioning.Tests.Keylime;
 
 namespace TpmProvisioning.Tests.Kms;
 
-/// <summary>
-/// STAND-IN for the Keylime verifier, which is being built on another branch: a real HTTP server (HttpListener on loopback)
-/// answering <c>GET /v2.1/agents/{id}</c> with the spec's verifier response shape, its state set by the test. Replace with the
-/// real verifier role once it is merged.
-/// </summary>
-public sealed class CannedVerifier : IDisposable
-{
-    private readonly HttpListener _listener = new();
-    private readonly CancellationTokenSource _stop = new();
-    public ConcurrentDictionary<string, (int State, long LastSuccess)> Agents { get; } = new();
-    public Uri Url { get; }
-    public int Requests;
-
-    public CannedVerifier()
-    {
-        int port = KmsTestServer.FreePort();
-        Url = new Uri($"http://127.0.0.1:{port}/");
-        _listener.Prefixes.Add(Url.ToString());
-        _listener.Start();
-        _ = Task.Run(LoopAsync);
-    }
-
-    private async Task LoopAsync()
-    {
-        while (!_stop.IsCancellationRequested)
-        {
-            HttpListenerContext ctx;
-            try { ctx = await _listener.GetContextAsync(); }
-            catch (Exception) { return; }
-            Interlocked.Increment(ref Requests);
-            var id = ctx.Request.Url!.AbsolutePath.Split('/').Last();
-            object body;
-            if (Agents.TryGetValue(id, out var a))
-            {
-                ctx.Response.StatusCode = 200;
-                body = new { code = 200, status = "Success", results = new Dictionary<string, object?>
-                {
-                    ["operational_state"] = a.State, ["v"] = null, ["ip"] = "127.0.0.1", ["port"] = 9002, ["attestation_count"] = 240,
-                    ["last_received_quote"] = a.LastSuccess, ["last_successful_attestation"] = a.LastSuccess, ["severity_level"] = null, ["last_event_id"] = null,
-                } };
-            }
-            else
-            {
-                ctx.Response.StatusCode = 404;
-                body = new { code = 404, status = "agent id not found", results = new { } };
-            }
-            var bytes = JsonSerializer.SerializeToUtf8Bytes(body);
-            ctx.Response.ContentType = "application/json";
-            await ctx.Response.OutputStream.WriteAsync(bytes);
-            ctx.Response.Close();
-        }
-    }
-
-    public void Dispose()
-    {
-        _stop.Cancel();
-        _listener.Close();
-    }
-}
-
-/// <summary>A real HTTPS server hosting the KMS (insecure file master key, fast password hashing) and the registrar, a canned verifier, and users.</summary>
+/// <summary>A real HTTPS server hosting the KMS (insecure file master key, fast password hashing) and the registrar, and users. No verifier: release is tested end to end in KeyReleaseTests.</summary>
 public sealed class KmsTestServer : IAsyncDisposable
 {
     public const string AdminPassword = "admin-password-1";
@@ -84,7 +24,6 @@ public sealed class KmsTestServer : IAsyncDisposable
     public SqliteStore Store { get; private set; } = null!;
     public X509Certificate2 ServerCa { get; private set; } = null!;
     public KmsEngine Engine { get; private set; } = null!;
-    public CannedVerifier Verifier { get; } = new();
     public RSA RevocationKey { get; } = RSA.Create(2048);
     public HttpClient Http { get; private set; } = null!;
     public string DbPath => Path.Combine(DataPath, "tpmprovisioning.db");
@@ -107,7 +46,7 @@ public sealed class KmsTestServer : IAsyncDisposable
             o.Port = port;
             o.Kms = new KmsSettings
             {
-                MasterKey = MasterKeyKind.InsecureFile, PasswordIterations = 1000, Verifier = s.Verifier.Url,
+                MasterKey = MasterKeyKind.InsecureFile, PasswordIterations = 1000,
                 Registrar = new Uri($"https://127.0.0.1:{port}"), RevocationPublicKeyPem = s.RevocationKey.ExportSubjectPublicKeyInfoPem(),
             };
             configure?.Invoke(o.Kms);
@@ -174,7 +113,6 @@ public sealed class KmsTestServer : IAsyncDisposable
     {
         Http?.Dispose();
         Engine?.Dispose();
-        Verifier.Dispose();
         await ScratchServer.StopAsync(Host, Store, DataPath);
     }
 }
