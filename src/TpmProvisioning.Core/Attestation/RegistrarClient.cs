@@ -9,17 +9,10 @@ using TpmProvisioning.Tpm;
 namespace TpmProvisioning.Attestation;
 
 /// <summary>How a client reaches a Keylime registrar.</summary>
-public sealed class RegistrarClientOptions
+public sealed class RegistrarClientOptions : KeylimeClientOptions
 {
     /// <summary>The registrar's base address, e.g. <c>https://registrar:8891</c>.</summary>
     public required Uri Registrar { get; init; }
-    /// <summary>Trust only this CA for the registrar's TLS certificate (the server-components CA); null uses the system store.</summary>
-    public X509Certificate2? CaCertificate { get; init; }
-    /// <summary>Client certificate (with key) from the components CA, needed to list, read and delete agents.</summary>
-    public X509Certificate2? ClientCertificate { get; init; }
-    /// <summary>Accept any server certificate. For labs only.</summary>
-    public bool SkipCertificateCheck { get; init; }
-    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
 }
 
 /// <summary>A Keylime endpoint answered with a non-success envelope.</summary>
@@ -64,25 +57,8 @@ public sealed record AgentTpmKeys
 /// A client of the Keylime registrar API v2.1: what an agent does at start (<see cref="RegisterAndActivateAsync"/>) and what
 /// a tenant does (<see cref="ListAsync"/>, <see cref="GetAsync"/>, <see cref="DeleteAsync"/>, which need a client certificate).
 /// </summary>
-public sealed class RegistrarClient : IDisposable
+public sealed class RegistrarClient(RegistrarClientOptions options) : KeylimeRestClient(options.Registrar, options)
 {
-    private readonly HttpClient _http;
-    private readonly Uri _base;
-
-    public RegistrarClient(RegistrarClientOptions options)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        _base = options.Registrar;
-        var handler = new SocketsHttpHandler { SslOptions = new SslClientAuthenticationOptions() };
-        if (options.ClientCertificate is { } cc)
-            handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => cc;
-        if (options.SkipCertificateCheck)
-            handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
-        else if (options.CaCertificate is { } ca)
-            handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, errors) => Pki.PinnedCaTls.Validates(ca, cert, errors);
-        _http = new HttpClient(handler) { Timeout = options.Timeout };
-    }
-
     /// <summary><c>GET /version</c>: the registrar's current and supported API versions.</summary>
     public async Task<KeylimeVersionInfo> GetVersionAsync(CancellationToken ct = default)
     {
@@ -176,21 +152,4 @@ public sealed class RegistrarClient : IDisposable
     /// <summary><c>DELETE /v2.1/agents/{id}</c> (client certificate required).</summary>
     public async Task DeleteAsync(string agentId, CancellationToken ct = default) =>
         await SendAsync(HttpMethod.Delete, $"/v{KeylimeApi.CurrentVersion}/agents/{Uri.EscapeDataString(agentId)}", null, ct).ConfigureAwait(false);
-
-    private async Task<JsonElement> SendAsync(HttpMethod method, string path, object? body, CancellationToken ct)
-    {
-        using var req = new HttpRequestMessage(method, new Uri(_base, path));
-        if (body is not null)
-            req.Content = new StringContent(JsonSerializer.Serialize(body), Encoding.UTF8, new MediaTypeHeaderValue("application/json"));
-        using var resp = await _http.SendAsync(req, ct).ConfigureAwait(false);
-        var text = await resp.Content.ReadAsStringAsync(ct).ConfigureAwait(false);
-        JsonElement root;
-        try { root = JsonDocument.Parse(text).RootElement.Clone(); }
-        catch (JsonException) { throw new KeylimeRequestException((int)resp.StatusCode, text.Length > 200 ? text[..200] : text); }
-        string status = root.TryGetProperty("status", out var st) && st.ValueKind == JsonValueKind.String ? st.GetString() ?? "" : resp.ReasonPhrase ?? "";
-        if (resp.StatusCode != HttpStatusCode.OK) throw new KeylimeRequestException((int)resp.StatusCode, status);
-        return root.TryGetProperty("results", out var results) ? results : default;
-    }
-
-    public void Dispose() => _http.Dispose();
 }

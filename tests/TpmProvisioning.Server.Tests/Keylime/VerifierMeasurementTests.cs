@@ -23,7 +23,7 @@ public sealed class VerifierMeasurementTests(SwtpmFixture tpm) : IClassFixture<S
     {
         var draft = string.Join("\n", files.Select(f => Line(f.Path, f.Digest))) + "\n";
         var parsed = ImaMeasurementList.Parse(draft);
-        Assert.Empty(parsed.Errors.Where(e => !e.Message.Contains("template hash", StringComparison.OrdinalIgnoreCase)));
+        Assert.DoesNotContain(parsed.Errors, e => !e.Message.Contains("template hash", StringComparison.OrdinalIgnoreCase));
         var sb = new StringBuilder();
         var extends = new List<byte[]>();
         foreach (var e in parsed.Entries)
