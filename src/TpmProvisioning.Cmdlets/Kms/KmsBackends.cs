@@ -228,8 +228,8 @@ internal sealed class RemoteKmsBackend : IKmsBackend
 
     // ------------------------------------------------------------------ keys and versions
 
-    private static DateTimeOffset Time(JsonElement e, string name) =>
-        DateTimeOffset.Parse(Text(e, name) ?? throw new KmsException(KmsErrorKind.Unavailable, null, $"The server's answer has no {name}."), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal);
+    private static DateTimeOffset Time(JsonElement e, string name) => KmsTime.Ms(
+        DateTimeOffset.Parse(Text(e, name) ?? throw new KmsException(KmsErrorKind.Unavailable, null, $"The server's answer has no {name}."), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal));
 
     /// <summary>Every resource of a CipherTrust list, page by page.</summary>
     private List<JsonElement> All(string path, string field)

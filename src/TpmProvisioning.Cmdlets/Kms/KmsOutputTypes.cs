@@ -50,7 +50,7 @@ public sealed class KmsKey
     {
         Id = k.Id, Name = k.Name, CompartmentId = k.CompartmentId, VaultId = k.VaultId, OciKeyId = k.OciKeyId, Algorithm = k.Algorithm,
         Length = k.Length, CurrentVersionId = k.CurrentVersionId, CurrentOciVersionId = k.CurrentOciVersionId, VersionCount = k.VersionCount,
-        Created = k.Created, Updated = k.Updated,
+        Created = KmsTime.Ms(k.Created), Updated = KmsTime.Ms(k.Updated),
     };
 }
 
@@ -90,7 +90,7 @@ public sealed class KmsKeyVersion
     {
         Id = v.Id, KeyId = v.KeyId, KeyName = v.KeyName, Number = v.Number, OciVersionId = v.OciVersionId, OciKeyId = v.OciKeyId,
         CompartmentId = v.CompartmentId, VaultId = v.VaultId, Origin = v.Origin, KeyMaterialOrigin = v.KeyMaterialOrigin,
-        LifecycleState = v.LifecycleState, IsPrimary = v.IsPrimary, Created = v.Created, Updated = v.Updated,
+        LifecycleState = v.LifecycleState, IsPrimary = v.IsPrimary, Created = KmsTime.Ms(v.Created), Updated = KmsTime.Ms(v.Updated),
     };
 }
 
@@ -131,4 +131,10 @@ public sealed class KmsDataKey
     public SecureString Key { get; init; } = new();
     /// <summary>The key material as bytes; null unless -AsPlainBytes was given.</summary>
     public byte[]? KeyBytes { get; init; }
+}
+
+/// <summary>The store keeps KMS times to the millisecond; objects carry them so, whether just made, read back or read remotely.</summary>
+internal static class KmsTime
+{
+    public static DateTimeOffset Ms(DateTimeOffset t) => new(t.UtcTicks - t.UtcTicks % TimeSpan.TicksPerMillisecond, TimeSpan.Zero);
 }

@@ -36,7 +36,7 @@ public sealed class NewKmsUserCommand : KmsLocalCmdletBase
         Try(() =>
         {
             var u = local.Engine.CreateUserAsync(name, password, Role, LocalCaller).GetAwaiter().GetResult();
-            WriteObject(new KmsUser { Name = u.Name, Role = u.Role, Created = u.Created });
+            WriteObject(new KmsUser { Name = u.Name, Role = u.Role, Created = KmsTime.Ms(u.Created) });
         }, name);
     }
 }
