@@ -8,7 +8,7 @@
     Description          = 'TPM-rooted device provisioning, Keylime-compatible remote attestation and attestation-gated key release: cmdlets, an in-process REST server and a device agent.'
     PowerShellVersion    = '7.6'
     CompatiblePSEditions = @('Core')
-    FormatsToProcess     = @('TpmProvisioning.format.ps1xml', 'TpmProvisioning.Tpm.format.ps1xml', 'TpmProvisioning.Provisioning.format.ps1xml', 'TpmProvisioning.Attestation.format.ps1xml')
+    FormatsToProcess     = @('TpmProvisioning.format.ps1xml', 'TpmProvisioning.Tpm.format.ps1xml', 'TpmProvisioning.Provisioning.format.ps1xml', 'TpmProvisioning.Attestation.format.ps1xml', 'TpmProvisioning.Kms.format.ps1xml')
     CmdletsToExport      = @(
         'Start-ProvisioningServer'
         'Get-ProvisioningServer'
@@ -46,6 +46,16 @@
         'New-ProvisioningClientCertificate'
         'Export-ProvisioningCertificate'
         'Import-ProvisioningCertificate'
+        'New-KmsProvider'
+        'Get-KmsProvider'
+        'Set-KmsProvider'
+        'Remove-KmsProvider'
+        'New-KmsKey'
+        'Get-KmsKey'
+        'Add-KmsKeyVersion'
+        'Get-KmsKeyVersion'
+        'New-KmsUser'
+        'Get-KmsDataKey'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

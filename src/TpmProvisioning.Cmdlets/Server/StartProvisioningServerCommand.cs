@@ -96,6 +96,35 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [ValidateRange(0, 65535)]
     public int? RegistrarPlainPort { get; set; }
 
+    /// <summary>Kms role: the full KMS settings; the -Kms* parameters below override its fields.</summary>
+    [Parameter]
+    public TpmProvisioning.Kms.KmsSettings? KmsSettings { get; set; }
+
+    /// <summary>Kms role: how the master key is protected (default Tpm; InsecureFile only for labs).</summary>
+    [Parameter]
+    public TpmProvisioning.Kms.MasterKeyKind? KmsMasterKey { get; set; }
+
+    /// <summary>Kms role with a TPM-sealed master key: the server's TPM connection string.</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(TpmConnectionCompleter))]
+    public string? KmsMasterKeyTpm { get; set; }
+
+    /// <summary>Kms role: the Keylime verifier the key-release gate asks; without one nothing is released.</summary>
+    [Parameter]
+    public Uri? KmsVerifier { get; set; }
+
+    /// <summary>Kms role: the Keylime registrar holding the agents' mTLS certificates (default: the verifier's address).</summary>
+    [Parameter]
+    public Uri? KmsRegistrar { get; set; }
+
+    /// <summary>Kms role: a release needs a successful attestation at most this old (default 60 s).</summary>
+    [Parameter]
+    public TimeSpan? KmsMaxAttestationAge { get; set; }
+
+    /// <summary>Kms role: PEM file (or PEM text) of the public key that signs the verifier's revocation notices.</summary>
+    [Parameter]
+    public string? KmsRevocationPublicKey { get; set; }
+
     /// <summary>Keep the server in the foreground, relaying its log to the verbose stream, until Ctrl+C.</summary>
     [Parameter]
     public SwitchParameter Wait { get; set; }
@@ -175,6 +204,8 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             };
         }
 
+        if (roles.HasFlag(ServerRole.Kms) && !TryKmsSettings(options)) return;
+
         WriteVerbose($"ASP.NET Core shared framework: {AssemblyResolver.AspNetCoreFramework.Found}");
         IServerHost host;
         try
@@ -234,6 +265,36 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         WriteObject(host.Info);
 
         if (Wait) RunInForeground(host);
+    }
+
+    /// <summary>The Kms role's settings from -KmsSettings and the -Kms* parameters; false after a terminating error.</summary>
+    private bool TryKmsSettings(ServerOptions options)
+    {
+        var kms = KmsSettings ?? new TpmProvisioning.Kms.KmsSettings();
+        if (KmsMasterKey is { } kind) kms.MasterKey = kind;
+        if (KmsMasterKeyTpm is not null) kms.MasterKeyTpm = KmsMasterKeyTpm;
+        if (KmsVerifier is not null) kms.Verifier = KmsVerifier;
+        if (KmsRegistrar is not null) kms.Registrar = KmsRegistrar;
+        if (KmsMaxAttestationAge is { } age) kms.MaxAttestationAge = age;
+        if (KmsRevocationPublicKey is { } pem)
+        {
+            try
+            {
+                if (!pem.Contains("-----BEGIN", StringComparison.Ordinal)) pem = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(pem));
+                using var rsa = System.Security.Cryptography.RSA.Create();
+                rsa.ImportFromPem(pem);
+                kms.RevocationPublicKeyPem = pem;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or System.Security.Cryptography.CryptographicException)
+            {
+                ThrowTerminatingError(new ErrorRecord(ex, "KmsInvalidRevocationKey", ErrorCategory.InvalidArgument, KmsRevocationPublicKey));
+                return false;
+            }
+        }
+        if (kms.MasterKey == TpmProvisioning.Kms.MasterKeyKind.InsecureFile)
+            WriteWarning("The KMS master key is an INSECURE plaintext file: anyone who reads it reads every key. Use it only in a lab.");
+        options.Kms = kms;
+        return true;
     }
 
     private void RunInForeground(IServerHost host)

@@ -53,12 +53,12 @@ internal sealed partial class KmsRole : IRoleModule
         {
             var settings = context.Options.Kms ?? new KmsSettings();
             var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Kms");
-            var wrapper = KmsEngine.CreateWrapper(settings, Path.Combine(context.Info.DataPath, "kms"));
             KmsEngine engine;
-            try { engine = KmsEngine.OpenAsync(context.Store, wrapper, settings).GetAwaiter().GetResult(); }
+            IMasterKeyWrapper wrapper;
+            try { (engine, wrapper) = KmsEngineFactory.OpenAsync(context.Store, context.Info.DataPath, settings).GetAwaiter().GetResult(); }
             catch (Exception ex) when (ex is KmsException or Tpm.TpmException or Net.Pkcs11Interop.Common.Pkcs11Exception or IOException)
             {
-                throw new ServerStartException("Failed", $"The KMS master key ({wrapper.Description}) is not usable: {ex.Message}", ex);
+                throw new ServerStartException("Failed", $"The KMS master key ({settings.MasterKey}) is not usable: {ex.Message}", ex);
             }
             if (wrapper.Kind == MasterKeyKind.InsecureFile)
                 log.LogWarning("KMS: the master key is an INSECURE plaintext file ({Path}); anyone who reads it reads every key. Never use this in production.", wrapper.Description);

@@ -1,0 +1,39 @@
+using System.Collections;
+using System.Management.Automation;
+using System.Management.Automation.Language;
+using TpmProvisioning.Storage;
+
+namespace TpmProvisioning.Cmdlets;
+
+/// <summary>Completes names from the KMS tables of the data path being used (-DataPath, else the default); reading names needs no master key.</summary>
+public abstract class KmsStoreNameCompleter : IArgumentCompleter
+{
+    private protected abstract IEnumerable<string> Names(IStore store);
+
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var dataPath = fakeBoundParameters["DataPath"] as string;
+        var db = Path.Combine(string.IsNullOrEmpty(dataPath) ? Defaults.DataPath : dataPath, "tpmprovisioning.db");
+        if (fakeBoundParameters.Contains("Server") || !File.Exists(db)) return [];
+        try
+        {
+            using var store = SqliteStore.OpenAsync(db).GetAwaiter().GetResult();
+            var pattern = new WildcardPattern((wordToComplete.Trim('\'', '"')) + "*", WildcardOptions.IgnoreCase);
+            return Names(store).Where(pattern.IsMatch).Order(StringComparer.OrdinalIgnoreCase)
+                .Select(n => new CompletionResult(n.Contains(' ') ? $"'{n}'" : n, n, CompletionResultType.ParameterValue, n)).ToList();
+        }
+        catch (Exception ex) when (ex is StoreUnavailableException or IOException or InvalidOperationException) { return []; }
+    }
+}
+
+/// <summary>Completes KMS provider names.</summary>
+public sealed class KmsProviderNameCompleter : KmsStoreNameCompleter
+{
+    private protected override IEnumerable<string> Names(IStore store) => store.ListKmsProvidersAsync().GetAwaiter().GetResult().Select(p => p.Name);
+}
+
+/// <summary>Completes KMS key names.</summary>
+public sealed class KmsKeyNameCompleter : KmsStoreNameCompleter
+{
+    private protected override IEnumerable<string> Names(IStore store) => store.ListKmsKeysAsync().GetAwaiter().GetResult().Select(k => k.Name);
+}
