@@ -23,7 +23,7 @@ function Write-Check([string] $Label, [bool] $Ok) {
     if (-not $Ok) { throw "Demo check failed: $Label" }
 }
 
-$sim = $null; $server = $null; $agent = $null; $verifier = $null
+$sim = $null; $server = $null; $agent = $null; $verifier = $null; $kms = $null; $kmsTpm = $null
 try {
     Write-DemoStep 'Start a software TPM (swtpm) with EK certificates from a local "manufacturer" CA'
     $sim = Start-TpmSimulator -Name 'demo-device'
@@ -124,7 +124,6 @@ try {
     Export-ProvisioningCertificate -DataPath $DataPath -Kind ComponentCa -Path $caPfx -IncludePrivateKey -Password $caPassword -Confirm:$false | Out-Null
     $verifierData = Join-Path $DataPath 'verifier'
     Import-ProvisioningCertificate -DataPath $verifierData -Kind ComponentCa -Path $caPfx -Password $caPassword -Confirm:$false | Out-Null
-    Remove-Item $caPfx
     $verifier = Start-ProvisioningServer -Name 'demo-verifier' -Port 0 -DataPath $verifierData -Role Verifier -QuoteInterval '00:00:01' `
         -VerifierClientCertificate $verifierCert
     Write-Fact 'verifier listening on' ($verifier.Urls -join ', ')
@@ -148,6 +147,30 @@ try {
     $test = Get-AttestationAgent -Verifier $verifier.Urls[0] @tenantCommon | Test-AgentAttestation @tenantCommon
     Write-Check 'Test-AgentAttestation passes' $test.Passed
 
+    Write-DemoStep 'Start the KMS: master key sealed to the server''s own TPM, key release gated by the verifier and the registrar'
+    $kmsTpm = Start-TpmSimulator -Name 'demo-kms-tpm' -Fast
+    $kmsData = Join-Path $DataPath 'kms'
+    Import-ProvisioningCertificate -DataPath $kmsData -Kind ComponentCa -Path $caPfx -Password $caPassword -Confirm:$false | Out-Null
+    Remove-Item $caPfx
+    $kmsAdmin = [pscredential]::new('kms-admin', (ConvertTo-SecureString ([guid]::NewGuid().ToString()) -AsPlainText -Force))
+    New-KmsUser -DataPath $kmsData -MasterKey Tpm -MasterKeyTpm $kmsTpm.ConnectionString -Credential $kmsAdmin -Role Administrator -Confirm:$false | Out-Null
+    $kms = Start-ProvisioningServer -Name 'demo-kms' -Port 0 -DataPath $kmsData -Role Kms -KmsMasterKey Tpm -KmsMasterKeyTpm $kmsTpm.ConnectionString `
+        -KmsVerifier $verifier.Urls[0] -KmsRegistrar $server.Urls[0] -KmsMaxAttestationAge '00:00:30'
+    Write-Fact 'KMS listening on' ($kms.Urls -join ', ')
+    $kdkBytes = [byte[]]::new(32); [Security.Cryptography.RandomNumberGenerator]::Fill($kdkBytes)
+    $kdk = ConvertTo-SecureString ([Convert]::ToBase64String($kdkBytes)) -AsPlainText -Force
+    $provider = New-KmsProvider -Server $kms.Urls[0] -Credential $kmsAdmin -CaCertificate $server.CaCertificatePath -Name 'fleet-disks' -KeyId 'kid-2026' -KeyDerivationKey $kdk -Confirm:$false
+    Write-Fact 'provider (vSphere API)' ("{0}, key id {1}" -f $provider.Name, $provider.KeyId)
+    $db = Get-Content -Raw -AsByteStream (Join-Path $kmsData 'tpmprovisioning.db')
+    $needle = [Text.Encoding]::ASCII.GetBytes([Convert]::ToBase64String($kdkBytes))
+    Write-Check 'no derivation key in the database file' (-not ([Convert]::ToHexString($db).Contains([Convert]::ToHexString($kdkBytes))) -and -not ([Convert]::ToHexString($db).Contains([Convert]::ToHexString($needle))))
+
+    Write-DemoStep 'The attested device asks the KMS for its disk key with its own TLS certificate'
+    $deviceCert = [Security.Cryptography.X509Certificates.X509CertificateLoader]::LoadPkcs12FromFile((Join-Path $agent.DataPath 'tls/server.pfx'), $null)
+    $dataKey = Get-KmsDataKey -Server $kms.Urls[0] -CaCertificate $server.CaCertificatePath -Certificate $deviceCert -AgentId $registered.AgentId -Provider 'fleet-disks' -KeyIdentifier 'disk-0' -AsPlainBytes
+    Write-Check 'key released to the attested device' ($dataKey.KeyBytes.Length -eq 32)
+    Write-Fact 'key fingerprint (SHA-256)' ([Convert]::ToHexString([Security.Cryptography.SHA256]::HashData($dataKey.KeyBytes)).Substring(0, 16) + '...')
+
     Write-DemoStep 'Tamper: extend PCR 15 with tpm2_pcrextend while the verifier watches'
     & tpm2_pcrextend -T $sim.ConnectionString ('15:sha256=' + ('ab' * 32)) 2>&1 | Out-Null
     $deadline = [DateTime]::UtcNow.AddSeconds(10)
@@ -156,9 +179,20 @@ try {
     $test = Get-AttestationAgent -Verifier $verifier.Urls[0] @tenantCommon | Test-AgentAttestation @tenantCommon
     Write-Check 'attestation now fails' (-not $test.Passed)
     Write-Fact 'failure' (($test.Failures | ForEach-Object ToString) -join '; ')
+    $refused = Get-KmsDataKey -Server $kms.Urls[0] -CaCertificate $server.CaCertificatePath -Certificate $deviceCert -AgentId $registered.AgentId `
+        -Provider 'fleet-disks' -KeyIdentifier 'disk-0' -ErrorAction SilentlyContinue -ErrorVariable kmsError
+    Write-Check 'KMS refuses the key now' ($null -eq $refused -and "$($kmsError[0].FullyQualifiedErrorId)" -like 'KmsReleaseRefused*')
+    Write-Fact 'KMS said' $kmsError[0].Exception.Message
 }
 finally {
     Write-DemoStep 'Stop everything and show the audit trail'
+    if ($kms) {
+        $kms | Stop-ProvisioningServer -Confirm:$false
+        Get-ProvisioningAuditLog -DataPath $kms.DataPath | Where-Object Action -Like 'kms.release' | Sort-Object Id | ForEach-Object {
+            Write-Host ('    {0:HH:mm:ss}  {1,-18} {2,-26} {3,-8} {4}' -f $_.Time.ToLocalTime(), $_.Actor, $_.Action, $_.Outcome, $_.Detail)
+        }
+    }
+    if ($kmsTpm) { $kmsTpm | Stop-TpmSimulator -Confirm:$false }
     if ($verifier) {
         $verifier | Stop-ProvisioningServer -Confirm:$false
         Get-ProvisioningAuditLog -DataPath $verifier.DataPath | Where-Object Action -Like 'verifier.*' | Sort-Object Id | ForEach-Object {
