@@ -451,19 +451,28 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
     private void TestDirect()
     {
         string id = AgentId![0];
-        var policy = (Policy is PSObject p ? p.BaseObject : Policy) switch
+        var given = Policy is PSObject p ? p.BaseObject : Policy;
+        var policy = given switch
         {
             AttestationPolicy ap => ap.TpmPolicy,
             string s => s,
             null => "{}",
             _ => null,
         };
+        var full = given as AttestationPolicy;
         if (policy is null)
         {
             ThrowTerminatingError(new ErrorRecord(new ArgumentException("-Policy takes New-AttestationPolicy output or tpm_policy JSON text."), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy));
             return;
         }
-        var config = new VerifierAgentConfig { Ip = Ip!, Port = Port, AkTpm = AikTpm!, MtlsCert = MtlsCertificate, TpmPolicy = policy };
+        var config = new VerifierAgentConfig
+        {
+            Ip = Ip!, Port = Port, AkTpm = AikTpm!, MtlsCert = MtlsCertificate, TpmPolicy = policy,
+            RuntimePolicy = full?.RuntimePolicy is { } rp ? Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(rp)) : null,
+            MbRefstate = full?.MbRefstate,
+        };
+        foreach (var check in MeasurementChecks.Default.OfType<IConfigValidator>())
+            if (check.Validate(config) is { } invalid) { ThrowTerminatingError(new ErrorRecord(new ArgumentException(invalid), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy)); return; }
         var tpmPolicy = TpmPolicy.TryParse(policy, out var perr);
         if (tpmPolicy is null) { ThrowTerminatingError(new ErrorRecord(new ArgumentException(perr), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy)); return; }
         PreparedAk ak;
@@ -478,7 +487,7 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
         using (var connector = new AgentConnector(ClientCertificate, TimeSpan.FromSeconds(30)))
         {
             string nonce = VerifierService.NewNonce();
-            uint mask = QuoteJudge.QuoteMask(config, tpmPolicy, []);
+            uint mask = QuoteJudge.QuoteMask(config, tpmPolicy, MeasurementChecks.Default);
             var call = connector.GetIntegrityQuoteAsync(config, nonce, mask, partial: false, 0, default).GetAwaiter().GetResult();
             if (call.Status != AgentCallStatus.Ok)
             {
@@ -488,7 +497,7 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
                     Failures = [new() { EventId = call.Status == AgentCallStatus.Unreachable ? "internal.not_reachable" : "internal.no_quote", Reason = $"{call.HttpStatus} {call.Message}" }] });
                 return;
             }
-            var verdict = QuoteJudge.Judge(config, new VerifierAgentProgress(), ak, tpmPolicy, nonce, mask, QuoteResponse.FromJson(call.Results));
+            var verdict = QuoteJudge.Judge(config, new VerifierAgentProgress(), ak, tpmPolicy, nonce, mask, QuoteResponse.FromJson(call.Results), MeasurementChecks.Default);
             Emit(new AttestationTestResult { AgentId = id, Passed = verdict.Passed, State = verdict.Passed ? "Attested" : "Failed", Failures = [.. verdict.Failures], QuoteTime = DateTimeOffset.UtcNow, Source = "agent" });
         }
     }
