@@ -55,6 +55,8 @@
         'Add-KmsKeyVersion'
         'Get-KmsKeyVersion'
         'New-KmsUser'
+        'Get-KmsUser'
+        'Remove-KmsUser'
         'Get-KmsDataKey'
     )
     FunctionsToExport    = @()

@@ -54,6 +54,27 @@ Describe 'KMS users' {
         ErrorId { New-KmsUser @script:Local -Credential $script:AdminCred -Confirm:$false } | Should -Be 'KmsUserExists'
         ErrorId { New-KmsUser @script:Local -Credential (Cred 'shorty' 'short') -Confirm:$false } | Should -Be 'KmsInvalidArgument'
     }
+
+    It 'lists users with their roles (wildcards) and never a password hash' {
+        $all = Get-KmsUser @script:Local
+        $all.Name | Should -Contain 'kms-admin'
+        $all.Name | Should -Contain 'kms-reader'
+        (Get-KmsUser @script:Local -Name 'kms-r*').Name | Should -Be 'kms-reader'
+        ($all | Where-Object Name -EQ 'kms-admin').Role | Should -Be 'Administrator'
+        ($all | ConvertTo-Json -Depth 4) | Should -Not -Match '(?i)hash|salt|password'
+    }
+
+    It 'removes a user: -WhatIf keeps it, then its login is refused; an unknown name gives KmsUserNotFound' {
+        New-KmsUser @script:Local -Credential (Cred 'kms-temp' 'temp-password-1') -Confirm:$false | Out-Null
+        $tempCred = Cred 'kms-temp' 'temp-password-1'
+        (Get-KmsProvider -Server $script:Url -Credential $tempCred -SkipCertificateCheck -ErrorAction Stop) | Out-Null
+        Get-KmsUser @script:Local -Name 'kms-temp' | Remove-KmsUser @script:Local -WhatIf
+        (Get-KmsUser @script:Local -Name 'kms-temp').Name | Should -Be 'kms-temp'
+        Get-KmsUser @script:Local -Name 'kms-temp' | Remove-KmsUser @script:Local -Confirm:$false
+        Get-KmsUser @script:Local -Name 'kms-temp' | Should -BeNullOrEmpty
+        ErrorId { Get-KmsProvider -Server $script:Url -Credential $tempCred -SkipCertificateCheck } | Should -Be 'KmsUnauthenticated'
+        ErrorId { Remove-KmsUser @script:Local -Name 'nobody' -Confirm:$false } | Should -Be 'KmsUserNotFound'
+    }
 }
 
 Describe 'KMS providers' {

@@ -40,3 +40,49 @@ public sealed class NewKmsUserCommand : KmsLocalCmdletBase
         }, name);
     }
 }
+
+/// <summary>Lists the KMS users of a data path (never their password hashes). Local only.</summary>
+[Cmdlet(VerbsCommon.Get, "KmsUser")]
+[OutputType(typeof(KmsUser))]
+public sealed class GetKmsUserCommand : KmsLocalCmdletBase
+{
+    /// <summary>User names to show (wildcards allowed); default every user.</summary>
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Alias("UserName")]
+    [SupportsWildcards]
+    public string[]? Name { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        using var local = OpenLocal(mayCreate: false);
+        if (local is null) return;
+        Try(() =>
+        {
+            var patterns = (Name ?? ["*"]).Select(n => new WildcardPattern(n, WildcardOptions.IgnoreCase)).ToList();
+            foreach (var u in local.Engine.ListUsersAsync().GetAwaiter().GetResult().Where(u => patterns.Any(p => p.IsMatch(u.Name))))
+                WriteObject(new KmsUser { Name = u.Name, Role = u.Role, Created = KmsTime.Ms(u.Created) });
+        }, Name);
+    }
+}
+
+/// <summary>Removes KMS users from a data path; their sessions and tokens stop working at their next use. Local only.</summary>
+[Cmdlet(VerbsCommon.Remove, "KmsUser", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+public sealed class RemoveKmsUserCommand : KmsLocalCmdletBase
+{
+    /// <summary>The user name (binds from Get-KmsUser output).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Alias("UserName")]
+    public string Name { get; set; } = "";
+
+    protected override void ProcessRecord()
+    {
+        if (!ShouldProcess(ResolvedDataPath, $"Remove KMS user '{Name}'")) return;
+        using var local = OpenLocal(mayCreate: false);
+        if (local is null)
+        {
+            WriteError(new ErrorRecord(new ItemNotFoundException($"The data path '{ResolvedDataPath}' has no KMS."), "KmsUserNotFound", ErrorCategory.ObjectNotFound, Name));
+            return;
+        }
+        Try(() => local.Engine.RemoveUserAsync(Name, LocalCaller).GetAwaiter().GetResult(), Name);
+    }
+}
