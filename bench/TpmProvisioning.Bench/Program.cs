@@ -25,10 +25,16 @@ public static class Program
         var list = args.ToList();
         bool strict = list.Remove("--strict");
         string artifacts = Path.GetFullPath(OptionValue(list, "--artifacts", "-a") ?? "BenchmarkDotNet.Artifacts");
-        // Load tests are not micro-benchmarks: `--load provisioning [--duration S] [--concurrency N] [--devices N]`.
+        // Load tests are not micro-benchmarks: `--load provisioning [--duration S] [--concurrency N] [--devices N]`,
+        // `--load verifier [--duration S] [--agents N] [--interval S]`.
         if (OptionValue(list, "--load") is { } load)
         {
-            if (load != "provisioning") { Console.Error.WriteLine($"Unknown load test '{load}' (known: provisioning)."); return 1; }
+            if (load == "verifier")
+                return Load.VerifierLoad.RunAsync(artifacts,
+                    TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "20")),
+                    int.Parse(OptionValue(list, "--agents") ?? "500"),
+                    TimeSpan.FromSeconds(double.Parse(OptionValue(list, "--interval") ?? "2", System.Globalization.CultureInfo.InvariantCulture)), Console.Out).GetAwaiter().GetResult();
+            if (load != "provisioning") { Console.Error.WriteLine($"Unknown load test '{load}' (known: provisioning, verifier)."); return 1; }
             return Load.ProvisioningLoad.RunAsync(artifacts,
                 TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "10")),
                 int.Parse(OptionValue(list, "--concurrency") ?? "16"),
