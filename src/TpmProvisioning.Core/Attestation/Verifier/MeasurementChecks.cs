@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using TpmProvisioning.Attestation.Measurements;
 using TpmProvisioning.Tpm;
@@ -65,8 +66,13 @@ public sealed class ImaCheck : IMeasurementCheck, IConfigValidator
             try { _policies.Get(text); }
             catch (FormatException ex) { return "runtime_policy: " + ex.Message; }
         }
-        if (!string.IsNullOrEmpty(config.RuntimePolicySig) && string.IsNullOrEmpty(config.RuntimePolicyKey))
-            return "runtime_policy_sig: needs runtime_policy_key";
+        if (!string.IsNullOrEmpty(config.RuntimePolicySig) || !string.IsNullOrEmpty(config.RuntimePolicyKey))
+        {
+            if (string.IsNullOrEmpty(config.RuntimePolicySig) || string.IsNullOrEmpty(config.RuntimePolicyKey))
+                return "runtime_policy_sig: runtime_policy_sig and runtime_policy_key go together";
+            if (!config.HasRuntimePolicy) return "runtime_policy_sig: there is no runtime_policy to verify";
+            if (VerifyPolicySignature(config) is { } why) return "runtime_policy_sig: " + why;
+        }
         if (HasKeys(config))
         {
             try { _keys.Get(config.ImaSignVerificationKeys!); }
@@ -74,6 +80,49 @@ public sealed class ImaCheck : IMeasurementCheck, IConfigValidator
             { return "ima_sign_verification_keys: " + ex.Message; }
         }
         return null;
+    }
+
+    /// <summary>
+    /// Keylime's detached runtime-policy signature: <c>runtime_policy_key</c> is base64 of a PEM public key or certificate,
+    /// <c>runtime_policy_sig</c> base64 of the signature over the policy bytes: ECDSA-SHA256 (DER) or RSA-PSS-SHA256.
+    /// Null when it verifies, else why not.
+    /// </summary>
+    public static string? VerifyPolicySignature(VerifierAgentConfig config)
+    {
+        var policy = VerifierAgentRequest.TryBase64(config.RuntimePolicy!.Trim());
+        var sig = VerifierAgentRequest.TryBase64(config.RuntimePolicySig!.Trim());
+        var keyBytes = VerifierAgentRequest.TryBase64(config.RuntimePolicyKey!.Trim());
+        if (policy is null || sig is null || keyBytes is null) return "the policy, signature and key must be base64";
+        string pem = Encoding.UTF8.GetString(keyBytes);
+        try
+        {
+            if (pem.Contains("CERTIFICATE", StringComparison.Ordinal))
+            {
+                using var cert = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(pem);
+                using var ec = cert.GetECDsaPublicKey();
+                if (ec is not null) return ec.VerifyData(policy, sig, HashAlgorithmName.SHA256, DSASignatureFormat.Rfc3279DerSequence) ? null : "the signature does not verify";
+                using var rsaFromCert = cert.GetRSAPublicKey();
+                if (rsaFromCert is not null) return RevocationNotifier.VerifyPssSha256(rsaFromCert, policy, sig) ? null : "the signature does not verify";
+                return "the certificate's key is neither ECDSA nor RSA";
+            }
+            using (var ecKey = TryEc(pem))
+                if (ecKey is not null)
+                    return ecKey.VerifyData(policy, sig, HashAlgorithmName.SHA256, DSASignatureFormat.Rfc3279DerSequence) ? null : "the signature does not verify";
+            using var rsa = RSA.Create();
+            rsa.ImportFromPem(pem);
+            return RevocationNotifier.VerifyPssSha256(rsa, policy, sig) ? null : "the signature does not verify";
+        }
+        catch (Exception ex) when (ex is CryptographicException or ArgumentException)
+        {
+            return "runtime_policy_key is not a PEM public key or certificate";
+        }
+    }
+
+    private static ECDsa? TryEc(string pem)
+    {
+        var ec = ECDsa.Create();
+        try { ec.ImportFromPem(pem); return ec; }
+        catch (Exception ex) when (ex is CryptographicException or ArgumentException) { ec.Dispose(); return null; }
     }
 
     private static string? PolicyText(VerifierAgentConfig config)

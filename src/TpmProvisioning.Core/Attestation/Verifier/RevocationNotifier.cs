@@ -99,20 +99,25 @@ public sealed class RevocationNotifier : IDisposable
     /// <summary>Verifies a notice's signature with the revocation key's public half (any PSS salt length, as OpenSSL's auto-detect).</summary>
     public static bool Verify(RSA publicKey, RevocationNotice notice)
     {
-        ArgumentNullException.ThrowIfNull(publicKey);
         ArgumentNullException.ThrowIfNull(notice);
         byte[] sig;
         try { sig = Convert.FromBase64String(notice.Signature); }
         catch (FormatException) { return false; }
+        return VerifyPssSha256(publicKey, Encoding.UTF8.GetBytes(notice.Msg), sig);
+    }
+
+    /// <summary>RSA-PSS-SHA256 (MGF1-SHA256) with the maximum salt (Keylime, pyca <c>PSS.MAX_LENGTH</c>) or a digest-length salt (.NET).</summary>
+    public static bool VerifyPssSha256(RSA publicKey, byte[] message, byte[] sig)
+    {
+        ArgumentNullException.ThrowIfNull(publicKey);
         var p = publicKey.ExportParameters(false);
         var key = new RsaKeyParameters(false, B(p.Modulus!), B(p.Exponent!));
         int emLen = (publicKey.KeySize - 1 + 7) / 8;
-        var msg = Encoding.UTF8.GetBytes(notice.Msg);
         foreach (int salt in new[] { emLen - 32 - 2, 32 })
         {
             var v = new PssSigner(new RsaBlindedEngine(), new Sha256Digest(), new Sha256Digest(), salt);
             v.Init(false, key);
-            v.BlockUpdate(msg, 0, msg.Length);
+            v.BlockUpdate(message, 0, message.Length);
             try { if (v.VerifySignature(sig)) return true; }
             catch (Org.BouncyCastle.Crypto.CryptoException) { }
         }
