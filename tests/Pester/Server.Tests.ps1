@@ -91,14 +91,23 @@ Describe 'Start-, Get-, Stop-ProvisioningServer' {
 
     It 'runs several servers at once and completes their names' {
         $a = Start-ProvisioningServer -Port 0 -DataPath $script:Data -Name 'fleet-a'
-        $b = Start-ProvisioningServer -Port 0 -DataPath (Join-Path $script:Data 'b') -Name 'fleet-b' -Role Registrar, Verifier
+        $b = Start-ProvisioningServer -Port 0 -DataPath (Join-Path $script:Data 'b') -Name 'fleet-b' -Role Provisioning, Verifier
         try {
             (Get-ProvisioningServer -Name 'fleet-*').Count | Should -Be 2
-            $b.Roles | Should -Be ([TpmProvisioning.Hosting.ServerRole]'Registrar, Verifier')
+            $b.Roles | Should -Be ([TpmProvisioning.Hosting.ServerRole]'Provisioning, Verifier')
             $completions = TabExpansion2 -inputScript 'Stop-ProvisioningServer -Name fleet-' -cursorColumn 36
             $completions.CompletionMatches.CompletionText | Should -Contain 'fleet-b'
         }
         finally { $a, $b | Stop-ProvisioningServer -Confirm:$false }
+    }
+
+    It 'refuses Registrar with Verifier on one server (both serve /v2.1/agents/) with ServerStartRoleConflict' {
+        $before = @(Get-ProvisioningServer).Count
+        $err = $null
+        try { Start-ProvisioningServer -Port 0 -DataPath (Join-Path $script:Data 'c') -Role Registrar, Verifier } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -BeLike 'ServerStartRoleConflict,*'
+        $err.CategoryInfo.Category | Should -Be 'InvalidArgument'
+        @(Get-ProvisioningServer).Count | Should -Be $before
     }
 
     It 'keeps a redacted log and an audit trail' {

@@ -221,6 +221,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
                 "DataPathNotWritable" => ErrorCategory.PermissionDenied,
                 "StoreUnavailable" => ErrorCategory.ResourceUnavailable,
                 "CertificateInvalid" => ErrorCategory.InvalidArgument,
+                "RoleConflict" => ErrorCategory.InvalidArgument,
                 "AgentTpmUnavailable" => ErrorCategory.ResourceUnavailable,
                 _ => ErrorCategory.NotSpecified,
             };

@@ -320,6 +320,7 @@ public sealed partial class AgentPayloadReceiver
     {
         doc = null!;
         error = null;
+        if (!System.Text.Unicode.Utf8.IsValid(json)) { error = "body: not valid UTF-8"; return false; }
         try { doc = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { MaxDepth = 8 }); }
         catch (JsonException) { error = "body: not valid JSON"; return false; }
         if (doc.RootElement.ValueKind != JsonValueKind.Object) { doc.Dispose(); error = "body: must be a JSON object"; return false; }

@@ -58,6 +58,7 @@ public sealed record AgentRegistration
     {
         error = null;
         JsonDocument doc;
+        if (!System.Text.Unicode.Utf8.IsValid(json)) { error = "body: not valid UTF-8"; return null; }
         try { doc = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { MaxDepth = 16 }); }
         catch (JsonException) { error = "body: not valid JSON"; return null; }
         using (doc)

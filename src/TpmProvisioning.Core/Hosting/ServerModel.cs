@@ -129,6 +129,6 @@ public interface IServerHost : IAsyncDisposable
 public sealed class ServerStartException : Exception
 {
     public ServerStartException(string reason, string message, Exception? inner = null) : base(message, inner) => Reason = reason;
-    /// <summary><c>PortInUse</c>, <c>AddressNotAvailable</c>, <c>DataPathNotWritable</c>, <c>StoreUnavailable</c>, <c>CertificateInvalid</c> or <c>Failed</c>.</summary>
+    /// <summary><c>PortInUse</c>, <c>AddressNotAvailable</c>, <c>DataPathNotWritable</c>, <c>StoreUnavailable</c>, <c>CertificateInvalid</c>, <c>RoleConflict</c> or <c>Failed</c>.</summary>
     public string Reason { get; }
 }

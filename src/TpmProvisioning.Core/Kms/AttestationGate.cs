@@ -220,6 +220,7 @@ public sealed class KeyReleaseService(KmsEngine engine, IAttestationGate gate)
         string msg, sig;
         try
         {
+            if (!System.Text.Unicode.Utf8.IsValid(body)) throw new KmsException(KmsErrorKind.InvalidArgument, "msg", "the notice is not valid UTF-8");
             using var doc = JsonDocument.Parse(body);
             if (doc.RootElement.ValueKind != JsonValueKind.Object
                 || !doc.RootElement.TryGetProperty("msg", out var m) || m.ValueKind != JsonValueKind.String

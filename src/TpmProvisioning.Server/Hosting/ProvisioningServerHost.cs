@@ -65,6 +65,9 @@ public sealed class ProvisioningServerHost : IServerHost
             throw new ServerStartException("Failed", $"The registrar's plain port {pp} must be 0-65535 and differ from the server's port.");
         if (options.Roles == ServerRole.None)
             throw new ServerStartException("Failed", "No role given: a server must host at least one surface.");
+        if (options.Roles.HasFlag(ServerRole.Registrar) && options.Roles.HasFlag(ServerRole.Verifier))
+            throw new ServerStartException("RoleConflict",
+                "The Registrar and Verifier roles both serve Keylime's /v2.1/agents/ routes, so they cannot share a server (Keylime runs them apart too): start one server for each, on its own port.");
 
         string dataPath = Path.GetFullPath(options.DataPath);
         try

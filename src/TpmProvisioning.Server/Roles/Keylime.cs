@@ -47,6 +47,8 @@ internal static class Keylime
         {
             using var ms = new MemoryStream();
             await http.Request.Body.CopyToAsync(ms, http.RequestAborted);
+            // JSON strings with invalid UTF-8 would throw when read; refuse them here, in the envelope.
+            if (!System.Text.Unicode.Utf8.IsValid(ms.GetBuffer().AsSpan(0, (int)ms.Length))) return (null, Envelope(400, "body: not valid UTF-8", null));
             return (ms.ToArray(), null);
         }
         catch (BadHttpRequestException ex)

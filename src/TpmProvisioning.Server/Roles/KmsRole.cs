@@ -102,6 +102,7 @@ internal sealed partial class KmsRole : IRoleModule
                 if (ms.Length > MaxBodyBytes) return (null, "body: larger than 64 KiB");
             }
             if (ms.Length == 0) return (null, "body: a JSON object is required");
+            if (!System.Text.Unicode.Utf8.IsValid(ms.GetBuffer().AsSpan(0, (int)ms.Length))) return (null, "body: not valid UTF-8");
             using var doc = JsonDocument.Parse(ms.ToArray());
             if (doc.RootElement.ValueKind != JsonValueKind.Object) return (null, "body: must be a JSON object");
             return (doc.RootElement.Clone(), null);

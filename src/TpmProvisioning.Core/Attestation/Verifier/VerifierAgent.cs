@@ -164,6 +164,7 @@ public static class VerifierAgentRequest
         error = null;
         if (body.Length == 0) { error = "Expected non zero content length"; return null; }
         JsonDocument doc;
+        if (!System.Text.Unicode.Utf8.IsValid(body)) { error = "body: not valid UTF-8"; return null; }
         try { doc = JsonDocument.Parse(body.ToArray(), new JsonDocumentOptions { MaxDepth = 16 }); }
         catch (JsonException) { error = "body: not valid JSON"; return null; }
         using (doc)
