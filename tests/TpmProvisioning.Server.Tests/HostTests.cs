@@ -78,7 +78,7 @@ public sealed class HostTests : IAsyncLifetime
     public async Task TwoServersRunSideBySideAndASecondBindOnOnePortIsPortInUse()
     {
         var a = await Start();
-        var b = await Start(o => o.Roles = ServerRole.Registrar | ServerRole.Verifier, Path.Combine(_data, "b"));
+        var b = await Start(o => o.Roles = ServerRole.Provisioning | ServerRole.Verifier, Path.Combine(_data, "b"));
         Assert.NotEqual(a.Info.Port, b.Info.Port);
         Assert.NotEqual(a.Info.Id, b.Info.Id);
 

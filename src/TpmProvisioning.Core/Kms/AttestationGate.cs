@@ -236,7 +236,7 @@ public sealed class KeyReleaseService(KmsEngine engine, IAttestationGate gate)
         using var rsa = RSA.Create();
         try { rsa.ImportFromPem(publicKeyPem); }
         catch (ArgumentException) { throw new KmsException(KmsErrorKind.Unavailable, null, "the configured revocation public key does not parse"); }
-        if (!VerifyPss(rsa, Encoding.UTF8.GetBytes(msg), signature))
+        if (!Attestation.Verifier.RevocationNotifier.VerifyPssSha256(rsa, Encoding.UTF8.GetBytes(msg), signature))
             throw new KmsException(KmsErrorKind.Unauthenticated, "signature", "the revocation notice's signature does not verify");
         try
         {
@@ -255,18 +255,4 @@ public sealed class KeyReleaseService(KmsEngine engine, IAttestationGate gate)
     /// RSA-PSS SHA-256 with MGF1 SHA-256, salt length either the digest length or the maximum (Keylime signs with
     /// <c>PSS.MAX_LENGTH</c>, which .NET's verifier does not accept, so that case is checked with BouncyCastle).
     /// </summary>
-    private static bool VerifyPss(RSA rsa, byte[] message, byte[] signature)
-    {
-        if (rsa.VerifyData(message, signature, HashAlgorithmName.SHA256, RSASignaturePadding.Pss)) return true;
-        var p = rsa.ExportParameters(false);
-        var key = new Org.BouncyCastle.Crypto.Parameters.RsaKeyParameters(false, new Org.BouncyCastle.Math.BigInteger(1, p.Modulus), new Org.BouncyCastle.Math.BigInteger(1, p.Exponent));
-        int emLen = (key.Modulus.BitLength - 1 + 7) / 8;
-        int maxSalt = emLen - 32 - 2;
-        if (maxSalt < 0) return false;
-        var signer = new Org.BouncyCastle.Crypto.Signers.PssSigner(new Org.BouncyCastle.Crypto.Engines.RsaBlindedEngine(), new Org.BouncyCastle.Crypto.Digests.Sha256Digest(), maxSalt);
-        signer.Init(false, key);
-        signer.BlockUpdate(message, 0, message.Length);
-        try { return signer.VerifySignature(signature); }
-        catch (Org.BouncyCastle.Crypto.InvalidCipherTextException) { return false; }
-    }
 }

@@ -76,4 +76,15 @@ public sealed class RuntimePolicySignatureTests
         Assert.StartsWith("runtime_policy_sig:", check.Validate(good with { RuntimePolicyKey = null }));
         Assert.StartsWith("runtime_policy_sig:", check.Validate(good with { RuntimePolicySig = "" }));
     }
+
+    [Fact]
+    public void AnRsaSignatureValueAboveTheModulusIsRefusedNotThrown()
+    {
+        using var rsa = RSA.Create(2048);
+        var big = Enumerable.Repeat((byte)0xFF, 256).ToArray();
+        Assert.False(RevocationNotifier.VerifyPssSha256(rsa, Policy, big));
+        Assert.False(RevocationNotifier.VerifyPssSha256(rsa, Policy, [1, 2, 3]));
+        Assert.False(RevocationNotifier.VerifyPssSha256(rsa, Policy, new byte[300]));
+        Assert.Equal("the signature does not verify", ImaCheck.VerifyPolicySignature(Config(Policy, big, rsa.ExportSubjectPublicKeyInfoPem())));
+    }
 }

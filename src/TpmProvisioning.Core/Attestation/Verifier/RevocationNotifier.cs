@@ -118,8 +118,9 @@ public sealed class RevocationNotifier : IDisposable
             var v = new PssSigner(new RsaBlindedEngine(), new Sha256Digest(), new Sha256Digest(), salt);
             v.Init(false, key);
             v.BlockUpdate(message, 0, message.Length);
+            // A signature value at or above the modulus makes the engine throw (DataLengthException): it does not verify.
             try { if (v.VerifySignature(sig)) return true; }
-            catch (Org.BouncyCastle.Crypto.CryptoException) { }
+            catch (Exception ex) when (ex is Org.BouncyCastle.Crypto.CryptoException or ArgumentException or InvalidOperationException) { }
         }
         return false;
     }
