@@ -36,34 +36,14 @@ internal sealed partial class KmsRole
         _ => CckmError(500, "Internal server error"),
     };
 
-    private static async Task<IResult> Cckm(HttpContext http, ServerContext context, KmsServices kms, ILogger log, KmsUserRole need, string action, string? target,
+    private static Task<IResult> Cckm(HttpContext http, ServerContext context, KmsServices kms, ILogger log, KmsUserRole need, string action, string? target,
         Func<KmsCaller, Task<IResult>> body)
     {
-        if (context.Info.Draining) return CckmError(503, "The server is draining");
-        KmsCaller caller = Caller(http, "anonymous");
-        try
-        {
-            string auth = http.Request.Headers.Authorization.ToString();
-            var token = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : null;
-            var user = await kms.Engine.AuthenticateAsync(token, KmsEngine.BearerKind, http.RequestAborted);
-            if (user is null) throw new KmsException(KmsErrorKind.Unauthenticated, null, "no valid bearer token");
-            caller = Caller(http, user.Name);
-            if (need == KmsUserRole.Administrator && user.Role != KmsUserRole.Administrator)
-                throw new KmsException(KmsErrorKind.Unauthorized, null, $"user '{user.Name}' ({user.Role}) may not change keys");
-            return await body(caller);
-        }
-        catch (KmsException ex)
-        {
-            if (need == KmsUserRole.Administrator || ex.Kind is KmsErrorKind.Unauthenticated or KmsErrorKind.Unauthorized)
-                await TryAuditAsync(kms, caller, action, target, ex, log);
-            if (ex.Kind == KmsErrorKind.Unavailable) log.LogError("KMS {Action} failed: {Message}", action, ex.Message);
-            return CckmError(ex);
-        }
-        catch (Exception ex) when (ex is Storage.StoreUnavailableException or System.Security.Cryptography.CryptographicException or Net.Pkcs11Interop.Common.Pkcs11Exception)
-        {
-            log.LogError(ex, "KMS {Action} failed", action);
-            return CckmError(500, "Internal server error");
-        }
+        string auth = http.Request.Headers.Authorization.ToString();
+        var token = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : null;
+        return GuardedAsync(http, context, kms, log, need, action, target, token, KmsEngine.BearerKind, "no valid bearer token",
+            user => $"user '{user.Name}' ({user.Role}) may not change keys",
+            CckmError, () => CckmError(503, "The server is draining"), () => CckmError(500, "Internal server error"), body);
     }
 
     private static Dictionary<string, object?> KeyJson(KmsSettings s, KmsKeyInfo k) => new()

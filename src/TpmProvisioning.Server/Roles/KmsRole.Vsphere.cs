@@ -33,18 +33,30 @@ internal sealed partial class KmsRole
     };
 
     /// <summary>Runs a vSphere call: authenticates the session, checks the role, maps engine errors and audits refused changes.</summary>
-    private static async Task<IResult> Vsphere(HttpContext http, ServerContext context, KmsServices kms, ILogger log, KmsUserRole need, string action, string? target,
-        Func<KmsCaller, Task<IResult>> body)
+    private static Task<IResult> Vsphere(HttpContext http, ServerContext context, KmsServices kms, ILogger log, KmsUserRole need, string action, string? target,
+        Func<KmsCaller, Task<IResult>> body) =>
+        GuardedAsync(http, context, kms, log, need, action, target, http.Request.Headers[SessionHeader].ToString(), KmsEngine.SessionKind, "no valid session",
+            user => $"user '{user.Name}' ({user.Role}) may not {action.Split('.')[^1]} providers",
+            VsphereError, () => VsphereError(503, "SERVICE_UNAVAILABLE", "The server is draining."), () => VsphereError(500, "ERROR", "The operation failed; see the server log."), body);
+
+    /// <summary>
+    /// What every authenticated KMS call shares (vSphere sessions, CipherTrust bearer tokens): refuse while draining,
+    /// authenticate the credential, check the role, run the call, map engine errors to the surface's shape (through
+    /// <paramref name="error"/>), audit refused changes, and answer store, crypto and HSM failures with a bare 500.
+    /// </summary>
+    private static async Task<IResult> GuardedAsync(HttpContext http, ServerContext context, KmsServices kms, ILogger log, KmsUserRole need, string action, string? target,
+        string? credential, string credentialKind, string unauthenticated, Func<KmsUserInfo, string> denied,
+        Func<KmsException, IResult> error, Func<IResult> draining, Func<IResult> internalError, Func<KmsCaller, Task<IResult>> body)
     {
-        if (context.Info.Draining) return VsphereError(503, "SERVICE_UNAVAILABLE", "The server is draining.");
+        if (context.Info.Draining) return draining();
         KmsCaller caller = Caller(http, "anonymous");
         try
         {
-            var user = await kms.Engine.AuthenticateAsync(http.Request.Headers[SessionHeader].ToString(), KmsEngine.SessionKind, http.RequestAborted);
-            if (user is null) throw new KmsException(KmsErrorKind.Unauthenticated, null, "no valid session");
+            var user = await kms.Engine.AuthenticateAsync(credential, credentialKind, http.RequestAborted);
+            if (user is null) throw new KmsException(KmsErrorKind.Unauthenticated, null, unauthenticated);
             caller = Caller(http, user.Name);
             if (need == KmsUserRole.Administrator && user.Role != KmsUserRole.Administrator)
-                throw new KmsException(KmsErrorKind.Unauthorized, null, $"user '{user.Name}' ({user.Role}) may not {action.Split('.')[^1]} providers");
+                throw new KmsException(KmsErrorKind.Unauthorized, null, denied(user));
             return await body(caller);
         }
         catch (KmsException ex)
@@ -52,12 +64,12 @@ internal sealed partial class KmsRole
             if (need == KmsUserRole.Administrator || ex.Kind is KmsErrorKind.Unauthenticated or KmsErrorKind.Unauthorized)
                 await TryAuditAsync(kms, caller, action, target, ex, log);
             if (ex.Kind == KmsErrorKind.Unavailable) log.LogError("KMS {Action} failed: {Message}", action, ex.Message);
-            return VsphereError(ex);
+            return error(ex);
         }
-        catch (Exception ex) when (ex is Storage.StoreUnavailableException or System.Security.Cryptography.CryptographicException)
+        catch (Exception ex) when (ex is Storage.StoreUnavailableException or System.Security.Cryptography.CryptographicException or Net.Pkcs11Interop.Common.Pkcs11Exception)
         {
             log.LogError(ex, "KMS {Action} failed", action);
-            return VsphereError(500, "ERROR", "The operation failed; see the server log.");
+            return internalError();
         }
     }
 
