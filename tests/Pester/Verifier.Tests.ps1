@@ -101,6 +101,19 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
     }
 }
 
+Describe 'Server address completion' {
+    It 'completes -Verifier with running verifiers and -Registrar with running registrars only' {
+        $line = 'Test-AgentAttestation -Verifier '
+        $v = (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText
+        $v | Should -Contain $script:Ver.Urls[0]
+        $v | Should -Not -Contain $script:Reg.Urls[0]
+        $line = 'Get-AttestationAgent -Registrar '
+        $r = (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText
+        $r | Should -Contain $script:Reg.Urls[0]
+        $r | Should -Not -Contain $script:Ver.Urls[0]
+    }
+}
+
 Describe 'Start-AgentAttestation -Payload' {
     It 'checks the NK with an identity quote, sends U to the agent and V to the verifier; the agent derives K and decrypts the payload' {
         $zipDir = Join-Path $script:Work 'payload'; New-Item -ItemType Directory $zipDir | Out-Null

@@ -59,6 +59,7 @@ public abstract class RegistrarCmdletBase : PSCmdlet
 {
     /// <summary>The registrar's base address, e.g. https://registrar:8891.</summary>
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true, ParameterSetName = "Registrar")]
+    [ArgumentCompleter(typeof(RegistrarUrlCompleter))]
     public Uri? Registrar { get; set; }
 
     /// <summary>CA certificate (object or PEM/DER path) the registrar's TLS certificate must chain to: the server-components CA.</summary>
@@ -217,6 +218,7 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
 {
     /// <summary>The verifier's base address, e.g. https://verifier:8881: list what it watches, with each agent's state.</summary>
     [Parameter(Mandatory = true, ParameterSetName = "Verifier")]
+    [ArgumentCompleter(typeof(VerifierUrlCompleter))]
     public Uri? Verifier { get; set; }
 
     /// <summary>Agent ids to read; default every agent the registrar lists.</summary>

@@ -127,6 +127,7 @@ public sealed class StartAgentAttestationCommand : VerifierCmdletBase
 {
     /// <summary>The verifier's base address, e.g. https://verifier:8881.</summary>
     [Parameter(Mandatory = true)]
+    [ArgumentCompleter(typeof(VerifierUrlCompleter))]
     public Uri? Verifier { get; set; }
 
     /// <summary>The agent id (binds from Get-AttestationAgent -Registrar output).</summary>
@@ -316,6 +317,7 @@ public sealed class StopAgentAttestationCommand : VerifierCmdletBase
 {
     /// <summary>The verifier's base address.</summary>
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [ArgumentCompleter(typeof(VerifierUrlCompleter))]
     public Uri? Verifier { get; set; }
 
     /// <summary>The agent id.</summary>
@@ -350,6 +352,7 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
 {
     /// <summary>The verifier to ask (binds from Get-AttestationAgent -Verifier output).</summary>
     [Parameter(Mandatory = true, ParameterSetName = "Verifier", ValueFromPipelineByPropertyName = true)]
+    [ArgumentCompleter(typeof(VerifierUrlCompleter))]
     public Uri? Verifier { get; set; }
 
     /// <summary>Agent ids; with -Verifier and none given, every agent the verifier watches.</summary>

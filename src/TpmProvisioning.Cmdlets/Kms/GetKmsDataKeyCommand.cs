@@ -20,6 +20,7 @@ public sealed class GetKmsDataKeyCommand : PSCmdlet
 
     /// <summary>The KMS server's base address.</summary>
     [Parameter(Mandatory = true)]
+    [ArgumentCompleter(typeof(KmsUrlCompleter))]
     public Uri Server { get; set; } = null!;
 
     /// <summary>The agent's mTLS certificate with its private key (the one the registrar holds for the agent).</summary>

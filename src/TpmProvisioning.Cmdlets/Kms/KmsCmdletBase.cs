@@ -103,6 +103,7 @@ public abstract class KmsCmdletBase : KmsLocalCmdletBase
 {
     /// <summary>Remote use: the KMS server's base address, e.g. https://kms:8443.</summary>
     [Parameter]
+    [ArgumentCompleter(typeof(KmsUrlCompleter))]
     public Uri? Server { get; set; }
 
     /// <summary>Remote use: a KMS user's name and password (New-KmsUser).</summary>

@@ -42,3 +42,24 @@ public sealed class ServerNameCompleter : IArgumentCompleter
             yield return new CompletionResult(h.Info.Name, h.Info.Name, CompletionResultType.ParameterValue, string.Join(", ", h.Info.Urls));
     }
 }
+
+/// <summary>Completes a server address (-Registrar, -Verifier, -Server) with the URLs of running servers that host the role.</summary>
+public abstract class ServerUrlCompleter(ServerRole role) : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, System.Management.Automation.Language.CommandAst commandAst, System.Collections.IDictionary fakeBoundParameters)
+    {
+        var typed = (wordToComplete ?? "").Trim('\'', '"');
+        foreach (var h in ServerRegistry.All.Where(h => h.Info.Roles.HasFlag(role) && h.Info.State == ServerState.Running))
+            foreach (var url in h.Info.Urls.Where(u => u.StartsWith(typed, StringComparison.OrdinalIgnoreCase)))
+                yield return new CompletionResult(url, url, CompletionResultType.ParameterValue, $"{h.Info.Name} ({role})");
+    }
+}
+
+/// <summary>Completes -Registrar with the URLs of running registrars.</summary>
+public sealed class RegistrarUrlCompleter() : ServerUrlCompleter(ServerRole.Registrar);
+
+/// <summary>Completes -Verifier with the URLs of running verifiers.</summary>
+public sealed class VerifierUrlCompleter() : ServerUrlCompleter(ServerRole.Verifier);
+
+/// <summary>Completes a KMS -Server with the URLs of running KMS servers.</summary>
+public sealed class KmsUrlCompleter() : ServerUrlCompleter(ServerRole.Kms);

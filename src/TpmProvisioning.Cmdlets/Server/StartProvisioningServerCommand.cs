@@ -61,6 +61,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
 
     /// <summary>Agent role: the registrar to register with at start, e.g. https://registrar:8891.</summary>
     [Parameter]
+    [ArgumentCompleter(typeof(RegistrarUrlCompleter))]
     public Uri? Registrar { get; set; }
 
     /// <summary>Agent role: PEM file of the CA the registrar's TLS certificate chains to (default: this data path's components CA).</summary>
@@ -111,10 +112,12 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
 
     /// <summary>Kms role: the Keylime verifier the key-release gate asks; without one nothing is released.</summary>
     [Parameter]
+    [ArgumentCompleter(typeof(VerifierUrlCompleter))]
     public Uri? KmsVerifier { get; set; }
 
     /// <summary>Kms role: the Keylime registrar holding the agents' mTLS certificates (default: the verifier's address).</summary>
     [Parameter]
+    [ArgumentCompleter(typeof(RegistrarUrlCompleter))]
     public Uri? KmsRegistrar { get; set; }
 
     /// <summary>Kms role: a release needs a successful attestation at most this old (default 60 s).</summary>
