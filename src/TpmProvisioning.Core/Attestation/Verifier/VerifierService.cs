@@ -30,7 +30,6 @@ public sealed partial class VerifierService : IAsyncDisposable
     private readonly Action<string>? _log;
     private readonly SemaphoreSlim _concurrency;
     private readonly ConcurrentDictionary<string, Watch> _watches = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, PreparedAk> _aks = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
 
     private sealed record Watch(CancellationTokenSource Cts, Task Task);
@@ -113,8 +112,6 @@ public sealed partial class VerifierService : IAsyncDisposable
         bool watched = OperationalStates.IsWatched(r.State);
         await StopWatchAsync(agentId).ConfigureAwait(false);
         await _store.DeleteVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
-        _aks.TryRemove(agentId, out var ak);
-        ak?.Dispose();
         await AuditAsync(AuditDelete, agentId, AuditOutcome.Success, watched ? "202 stopped watching and removed" : "200 removed", call, ct).ConfigureAwait(false);
         return watched ? new AttestationOutcome<EmptyResults>(202, "Accepted", EmptyResults.Instance) : AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
     }
@@ -184,32 +181,48 @@ public sealed partial class VerifierService : IAsyncDisposable
         w.Cts.Dispose();
     }
 
+    /// <summary>What a watch prepares once from the agent's request instead of at every quote: the PCR policy, the mask to ask for, the AK.</summary>
+    private sealed class Prepared : IDisposable
+    {
+        public Prepared(VerifierAgentConfig config, IReadOnlyList<IMeasurementCheck> checks)
+        {
+            Policy = TpmPolicy.TryParse(config.TpmPolicy, out _) ?? TpmPolicy.Empty;
+            Mask = QuoteJudge.QuoteMask(config, Policy, checks);
+            Ak = PreparedAk.FromTpm2B(Convert.FromBase64String(config.AkTpm));
+        }
+
+        public TpmPolicy Policy { get; }
+        public uint Mask { get; }
+        public PreparedAk Ak { get; }
+        public void Dispose() => Ak.Dispose();
+    }
+
+    /// <summary>
+    /// One agent's watch. The agent is read from the store once: while it is watched only this loop changes it (the tenant
+    /// routes stop the watch before they write), so each round carries the record forward and only writes it back.
+    /// </summary>
     private async Task WatchAsync(string agentId, CancellationToken ct)
     {
         bool provideV = true;
         int retries = 0;
+        Prepared? prepared = null;
         try
         {
+            var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
+            if (r is null || !OperationalStates.IsWatched(r.State)) return;
+            prepared = new Prepared(r.Config, _checks);
             while (!ct.IsCancellationRequested)
             {
-                var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
-                if (r is null || !OperationalStates.IsWatched(r.State)) return;
-
-                if (r.State is OperationalState.ProvideV or OperationalState.ProvideVRetry)
-                {
-                    var (next, delay, done) = await ProvideVStepAsync(r, retries, ct).ConfigureAwait(false);
-                    retries = next.State == OperationalState.ProvideVRetry ? retries + 1 : 0;
-                    if (next.State == OperationalState.GetQuote) provideV = false;
-                    await _store.UpdateVerifierAgentAsync(next, ct).ConfigureAwait(false);
-                    if (done) return;
-                    await Task.Delay(delay, _time, ct).ConfigureAwait(false);
-                    continue;
-                }
-
-                var step = await QuoteStepAsync(r, retries, provideV, ct).ConfigureAwait(false);
-                retries = step.Record.State == OperationalState.GetQuoteRetry ? retries + 1 : 0;
-                await _store.UpdateVerifierAgentAsync(step.Record, ct).ConfigureAwait(false);
-                if (step.Failure is { } failure) await FailAsync(step.Record, failure, step.NotifyType, ct).ConfigureAwait(false);
+                bool providingV = r.State is OperationalState.ProvideV or OperationalState.ProvideVRetry;
+                var step = providingV
+                    ? await ProvideVStepAsync(r, retries, ct).ConfigureAwait(false)
+                    : await QuoteStepAsync(r, prepared, retries, provideV, ct).ConfigureAwait(false);
+                retries = step.Record.State is OperationalState.GetQuoteRetry or OperationalState.ProvideVRetry ? retries + 1 : 0;
+                if (providingV && step.Record.State == OperationalState.GetQuote) provideV = false;
+                r = step.Record;
+                // Gone from the store (removed by another verifier sharing it): nothing left to watch.
+                if (!await _store.UpdateVerifierAgentAsync(r, ct).ConfigureAwait(false)) return;
+                if (step.Failure is { } failure) await FailAsync(r, failure, step.NotifyType, ct).ConfigureAwait(false);
                 if (step.Done) return;
                 if (step.Delay > TimeSpan.Zero) await Task.Delay(step.Delay, _time, ct).ConfigureAwait(false);
             }
@@ -224,7 +237,7 @@ public sealed partial class VerifierService : IAsyncDisposable
                 if (r is not null)
                 {
                     var f = new AttestationFailure { EventId = "internal.exception", Reason = "The verifier could not judge this agent: " + ex.Message, Recoverable = false };
-                    var failed = r with { State = OperationalState.Failed, SeverityLevel = VerifierSeverity.Emergency, LastEventId = f.EventId, Progress = r.Progress with { Failures = [f] }, Updated = _time.GetUtcNow() };
+                    var failed = Failed(r, OperationalState.Failed, [f], _time.GetUtcNow());
                     await _store.UpdateVerifierAgentAsync(failed, CancellationToken.None).ConfigureAwait(false);
                     await FailAsync(failed, f, null, CancellationToken.None).ConfigureAwait(false);
                 }
@@ -233,6 +246,7 @@ public sealed partial class VerifierService : IAsyncDisposable
         }
         finally
         {
+            prepared?.Dispose();
             if (_watches.TryGetValue(agentId, out var w) && w.Cts.Token == ct) _watches.TryRemove(new KeyValuePair<string, Watch>(agentId, w));
         }
     }
@@ -242,17 +256,15 @@ public sealed partial class VerifierService : IAsyncDisposable
     private TimeSpan RetryDelay(int retry) =>
         TimeSpan.FromSeconds(_settings.ExponentialBackoff ? Math.Pow(_settings.RetryInterval, retry) : _settings.RetryInterval);
 
-    private async Task<Step> QuoteStepAsync(VerifierAgentRecord r, int retries, bool provideV, CancellationToken ct)
+    private async Task<Step> QuoteStepAsync(VerifierAgentRecord r, Prepared prepared, int retries, bool provideV, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
-        var policy = TpmPolicy.TryParse(r.Config.TpmPolicy, out _) ?? TpmPolicy.Empty;
-        uint mask = QuoteJudge.QuoteMask(r.Config, policy, _checks);
         string nonce = NewNonce();
         AgentCallResult call;
         await _concurrency.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            call = await _agents.GetIntegrityQuoteAsync(r.Config, nonce, mask, partial: r.Progress.NkPem is not null, r.Progress.NextImaEntry, ct).ConfigureAwait(false);
+            call = await _agents.GetIntegrityQuoteAsync(r.Config, nonce, prepared.Mask, partial: r.Progress.NkPem is not null, r.Progress.NextImaEntry, ct).ConfigureAwait(false);
         }
         finally { _concurrency.Release(); }
 
@@ -261,7 +273,7 @@ public sealed partial class VerifierService : IAsyncDisposable
             if (retries >= _settings.MaxRetries)
             {
                 var f = new AttestationFailure { EventId = "internal.not_reachable", Reason = $"The agent was not reachable for a quote in {retries} retries: {call.Message}", Recoverable = false };
-                return new(Failed(r, OperationalState.Failed, f, now), TimeSpan.Zero, true, f, r.AttestationCount > 0 ? "comm_error" : null);
+                return new(Failed(r, OperationalState.Failed, [f], now), TimeSpan.Zero, true, f, r.AttestationCount > 0 ? "comm_error" : null);
             }
             _log?.Invoke($"Verifier: agent {r.AgentId} unreachable ({call.Message}); retry {retries + 1}/{_settings.MaxRetries}");
             return new(r with { State = OperationalState.GetQuoteRetry, Updated = now }, RetryDelay(retries + 1), false);
@@ -269,18 +281,16 @@ public sealed partial class VerifierService : IAsyncDisposable
         if (call.Status == AgentCallStatus.Refused)
         {
             var f = new AttestationFailure { EventId = "internal.no_quote", Reason = $"Unexpected answer to the quote request: {call.HttpStatus} {call.Message}", Recoverable = false };
-            return new(Failed(r, OperationalState.Failed, f, now), TimeSpan.Zero, true, f, null);
+            return new(Failed(r, OperationalState.Failed, [f], now), TimeSpan.Zero, true, f, null);
         }
 
-        var ak = _aks.GetOrAdd(r.AgentId, _ => PreparedAk.FromTpm2B(Convert.FromBase64String(r.Config.AkTpm)));
-        var verdict = QuoteJudge.Judge(r.Config, r.Progress with { LastNonce = nonce }, ak, policy, nonce, mask, QuoteResponse.FromJson(call.Results), _checks);
+        var verdict = QuoteJudge.Judge(r.Config, r.Progress with { LastNonce = nonce }, prepared.Ak, prepared.Policy, nonce, prepared.Mask, QuoteResponse.FromJson(call.Results), _checks);
         long unixNow = now.ToUnixTimeSeconds();
         if (!verdict.Passed)
         {
-            var worst = verdict.Failures[0];
-            var failed = Failed(r with { Progress = verdict.Progress, LastReceivedQuote = unixNow }, OperationalState.InvalidQuote, worst, now);
+            var failed = Failed(r with { Progress = verdict.Progress, LastReceivedQuote = unixNow }, OperationalState.InvalidQuote, verdict.Failures, now);
             _log?.Invoke($"Verifier: agent {r.AgentId} INVALID_QUOTE: {string.Join("; ", verdict.Failures)}");
-            return new(failed, TimeSpan.Zero, true, worst, "revocation");
+            return new(failed, TimeSpan.Zero, true, verdict.Failures[0], "revocation");
         }
         var passed = r with
         {
@@ -295,37 +305,36 @@ public sealed partial class VerifierService : IAsyncDisposable
         return new(passed with { State = OperationalState.GetQuote }, _settings.QuoteInterval, false);
     }
 
-    private async Task<(VerifierAgentRecord Next, TimeSpan Delay, bool Done)> ProvideVStepAsync(VerifierAgentRecord r, int retries, CancellationToken ct)
+    private async Task<Step> ProvideVStepAsync(VerifierAgentRecord r, int retries, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
         if (r.Progress.NkPem is not { } nk || string.IsNullOrEmpty(r.Config.V))
-            return (r with { State = OperationalState.GetQuote, Updated = now }, _settings.QuoteInterval, false);
+            return new(r with { State = OperationalState.GetQuote, Updated = now }, _settings.QuoteInterval, false);
         string encrypted = KeylimePayload.EncryptKeyShare(nk, Convert.FromBase64String(r.Config.V));
         AgentCallResult call;
         await _concurrency.WaitAsync(ct).ConfigureAwait(false);
         try { call = await _agents.ProvideVAsync(r.Config, encrypted, ct).ConfigureAwait(false); }
         finally { _concurrency.Release(); }
         if (call.Status == AgentCallStatus.Ok)
-            return (r with { State = OperationalState.GetQuote, Progress = r.Progress with { VDelivered = true }, Updated = now }, _settings.QuoteInterval, false);
+            return new(r with { State = OperationalState.GetQuote, Progress = r.Progress with { VDelivered = true }, Updated = now }, _settings.QuoteInterval, false);
         if (call.Status == AgentCallStatus.Unreachable && retries < _settings.MaxRetries)
-            return (r with { State = OperationalState.ProvideVRetry, Updated = now }, RetryDelay(retries + 1), false);
+            return new(r with { State = OperationalState.ProvideVRetry, Updated = now }, RetryDelay(retries + 1), false);
         var f = new AttestationFailure
         {
             EventId = call.Status == AgentCallStatus.Unreachable ? "internal.not_reachable_v" : "internal.no_v",
             Reason = call.Status == AgentCallStatus.Unreachable ? $"The agent was not reachable to provide V in {retries} retries: {call.Message}" : $"Unexpected answer to provide V: {call.HttpStatus} {call.Message}",
             Recoverable = false,
         };
-        var failed = Failed(r, OperationalState.Failed, f, now);
-        await FailAsync(failed, f, call.Status == AgentCallStatus.Unreachable ? "comm_error" : null, ct).ConfigureAwait(false);
-        return (failed, TimeSpan.Zero, true);
+        return new(Failed(r, OperationalState.Failed, [f], now), TimeSpan.Zero, true, f, call.Status == AgentCallStatus.Unreachable ? "comm_error" : null);
     }
 
-    private VerifierAgentRecord Failed(VerifierAgentRecord r, OperationalState state, AttestationFailure f, DateTimeOffset now) => r with
+    /// <summary>The record in a failed state: highest severity, the first failure's event id, the failures kept for the tenant.</summary>
+    private static VerifierAgentRecord Failed(VerifierAgentRecord r, OperationalState state, IReadOnlyList<AttestationFailure> failures, DateTimeOffset now) => r with
     {
         State = state,
         SeverityLevel = VerifierSeverity.Emergency,
-        LastEventId = f.EventId,
-        Progress = r.Progress with { Failures = r.Progress.Failures.Count > 0 && state == OperationalState.InvalidQuote ? r.Progress.Failures : [f] },
+        LastEventId = failures[0].EventId,
+        Progress = r.Progress with { Failures = failures },
         Updated = now,
     };
 
@@ -337,7 +346,6 @@ public sealed partial class VerifierService : IAsyncDisposable
         var notice = RevocationNotifier.Prepare(r, notifyType, f, VerifierSeverity.Emergency, _time.GetUtcNow());
         // Sent in the background so a slow subscriber cannot hold up the loop; one notice per event, to each subscriber once.
         _ = Task.Run(() => _notifier.SendAsync(notice, _stopping.Token), CancellationToken.None);
-        await Task.CompletedTask.ConfigureAwait(false);
     }
 
     private const string NonceAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -363,8 +371,6 @@ public sealed partial class VerifierService : IAsyncDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         await _stopping.CancelAsync().ConfigureAwait(false);
         foreach (var id in _watches.Keys.ToList()) await StopWatchAsync(id).ConfigureAwait(false);
-        foreach (var ak in _aks.Values) ak.Dispose();
-        _aks.Clear();
         _agents.Dispose();
         _notifier.Dispose();
     }
