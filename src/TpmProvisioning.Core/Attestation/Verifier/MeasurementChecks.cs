@@ -15,21 +15,28 @@ public static class MeasurementChecks
     internal static AttestationFailure ToFailure(MeasurementFailure f) => new() { EventId = f.EventId, Reason = f.Reason, Pcr = f.Pcr, Path = f.Path };
 
     /// <summary>
-    /// Parsed policies by the SHA-256 of their text: a runtime policy of a big system is megabytes, parsed once, not once per
-    /// quote; agents sharing a policy share the parsed object (the measurement engine's objects are safe across threads).
+    /// Parsed policies, keyed by the text they came from: a runtime policy of a big system is megabytes, parsed once, not
+    /// once per quote. The same string object (a watched agent's request, held by its watch) is found by reference without
+    /// hashing it; another copy of the same text (another agent with the same policy) by its SHA-256, sharing the parsed
+    /// object (the measurement engine's objects are safe across threads).
     /// </summary>
     internal sealed class ParsedCache<T>(Func<string, T> parse) where T : class
     {
         private const int MaxEntries = 1024;
-        private readonly ConcurrentDictionary<string, T> _items = new(StringComparer.Ordinal);
+        private readonly ConcurrentDictionary<string, T> _byHash = new(StringComparer.Ordinal);
+        private readonly System.Runtime.CompilerServices.ConditionalWeakTable<string, T> _byReference = new();
 
         public T Get(string text)
         {
+            if (_byReference.TryGetValue(text, out var v)) return v;
             var key = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
-            if (_items.TryGetValue(key, out var v)) return v;
-            v = parse(text);
-            if (_items.Count >= MaxEntries) _items.Clear();
-            _items[key] = v;
+            if (!_byHash.TryGetValue(key, out v))
+            {
+                v = parse(text);
+                if (_byHash.Count >= MaxEntries) _byHash.Clear();
+                _byHash[key] = v;
+            }
+            _byReference.AddOrUpdate(text, v);
             return v;
         }
     }
@@ -49,7 +56,7 @@ public static class MeasurementChecks
 /// </summary>
 public sealed class ImaCheck : IMeasurementCheck, IConfigValidator
 {
-    private readonly MeasurementChecks.ParsedCache<RuntimePolicy> _policies = new(RuntimePolicy.Parse);
+    private readonly MeasurementChecks.ParsedCache<RuntimePolicy> _policies = new(ParsePolicy);
     private readonly MeasurementChecks.ParsedCache<ImaSignatureKeys> _keys = new(ParseKeys);
 
     private static bool HasKeys(VerifierAgentConfig c) => c.ImaSignVerificationKeys is { } k && k.Trim() is not ("" or "[]" or "null" or "{}" or "\"\"");
@@ -62,8 +69,8 @@ public sealed class ImaCheck : IMeasurementCheck, IConfigValidator
     {
         if (config.HasRuntimePolicy)
         {
-            if (PolicyText(config) is not { } text) return "runtime_policy: not base64";
-            try { _policies.Get(text); }
+            if (VerifierAgentRequest.TryBase64(config.RuntimePolicy!.Trim()) is null) return "runtime_policy: not base64";
+            try { _policies.Get(config.RuntimePolicy!); }
             catch (FormatException ex) { return "runtime_policy: " + ex.Message; }
         }
         if (!string.IsNullOrEmpty(config.RuntimePolicySig) || !string.IsNullOrEmpty(config.RuntimePolicyKey))
@@ -125,11 +132,9 @@ public sealed class ImaCheck : IMeasurementCheck, IConfigValidator
         catch (Exception ex) when (ex is CryptographicException or ArgumentException) { ec.Dispose(); return null; }
     }
 
-    private static string? PolicyText(VerifierAgentConfig config)
-    {
-        var raw = VerifierAgentRequest.TryBase64(config.RuntimePolicy!.Trim());
-        return raw is null ? null : Encoding.UTF8.GetString(raw);
-    }
+    /// <summary>The runtime policy from its base64 form (validated as base64 before the agent was added).</summary>
+    private static RuntimePolicy ParsePolicy(string base64) =>
+        RuntimePolicy.Parse(Encoding.UTF8.GetString(VerifierAgentRequest.TryBase64(base64.Trim()) ?? throw new FormatException("runtime_policy: not base64")));
 
     private static ImaSignatureKeys ParseKeys(string text)
     {
@@ -149,7 +154,7 @@ public sealed class ImaCheck : IMeasurementCheck, IConfigValidator
         QuoteResponse response, TpmAlgId bank, PcrValues pcrs, bool rebooted)
     {
         if (RequiredMask(config) == 0 || !pcrs.TryGet(bank, AgentService.ImaPcr, out var pcr10)) return ([], progress);
-        RuntimePolicy? policy = config.HasRuntimePolicy && PolicyText(config) is { } text ? _policies.Get(text) : null;
+        RuntimePolicy? policy = config.HasRuntimePolicy ? _policies.Get(config.RuntimePolicy!) : null;
         ImaSignatureKeys? keys = HasKeys(config) ? _keys.Get(config.ImaSignVerificationKeys!) : null;
         ImaVerifierState? state = null;
         if (!rebooted && progress.ImaState is { } json)
