@@ -1,11 +1,9 @@
-using System.Net;
-using System.Net.Http.Headers;
-using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using TpmProvisioning.Attestation;
+using TpmProvisioning.Attestation.Verifier;
 using TpmProvisioning.Storage;
 
 namespace TpmProvisioning.Kms;
@@ -46,18 +44,17 @@ public sealed class KeylimeGateOptions
 /// </summary>
 public sealed class KeylimeAttestationGate : IAttestationGate, IDisposable
 {
-    private static readonly string[] s_states = ["REGISTERED", "START", "SAVED", "GET_QUOTE", "GET_QUOTE_RETRY", "PROVIDE_V", "PROVIDE_V_RETRY", "FAILED", "TERMINATED", "INVALID_QUOTE", "TENANT_FAILED"];
     private readonly KeylimeGateOptions _options;
-    private readonly HttpClient _http;
+    private readonly VerifierClient _verifier;
     private readonly RegistrarClient _registrar;
 
     public KeylimeAttestationGate(KeylimeGateOptions options)
     {
         _options = options ?? throw new ArgumentNullException(nameof(options));
-        var handler = new SocketsHttpHandler { SslOptions = new SslClientAuthenticationOptions() };
-        if (options.ClientCertificate is { } cc) handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => cc;
-        if (options.CaCertificate is { } ca) handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, errors) => Pki.PinnedCaTls.Validates(ca, cert, errors);
-        _http = new HttpClient(handler) { Timeout = options.Timeout };
+        _verifier = new VerifierClient(new VerifierClientOptions
+        {
+            Verifier = options.Verifier, CaCertificate = options.CaCertificate, ClientCertificate = options.ClientCertificate, Timeout = options.Timeout,
+        });
         _registrar = new RegistrarClient(new RegistrarClientOptions
         {
             Registrar = options.Registrar ?? options.Verifier, CaCertificate = options.CaCertificate, ClientCertificate = options.ClientCertificate, Timeout = options.Timeout,
@@ -65,7 +62,8 @@ public sealed class KeylimeAttestationGate : IAttestationGate, IDisposable
     }
 
     /// <summary>Keylime's name of an operational state.</summary>
-    public static string StateName(int state) => state >= 0 && state < s_states.Length ? s_states[state] : "UNKNOWN";
+    public static string StateName(int state) =>
+        Enum.IsDefined((OperationalState)state) ? OperationalStates.KeylimeName((OperationalState)state) : "UNKNOWN";
 
     public async Task<GateVerdict> CheckAsync(string agentId, X509Certificate2 clientCert, CancellationToken ct)
     {
@@ -91,36 +89,29 @@ public sealed class KeylimeAttestationGate : IAttestationGate, IDisposable
         }
 
         // 2. The verifier's current state for the agent.
-        JsonElement results;
-        try
-        {
-            using var resp = await _http.GetAsync(new Uri(_options.Verifier, $"/v{KeylimeApi.CurrentVersion}/agents/{Uri.EscapeDataString(agentId)}"), ct).ConfigureAwait(false);
-            if (resp.StatusCode == HttpStatusCode.NotFound) return GateVerdict.Refuse("the verifier does not monitor the agent");
-            if (resp.StatusCode != HttpStatusCode.OK) return GateVerdict.Refuse($"the verifier answered {(int)resp.StatusCode}");
-            using var doc = JsonDocument.Parse(await resp.Content.ReadAsStringAsync(ct).ConfigureAwait(false));
-            if (!doc.RootElement.TryGetProperty("results", out var r) || r.ValueKind != JsonValueKind.Object)
-                return GateVerdict.Refuse("the verifier's answer has no results");
-            results = r.Clone();
-        }
+        VerifierAgentStatus status;
+        try { status = await _verifier.GetAsync(agentId, ct).ConfigureAwait(false); }
+        catch (KeylimeRequestException ex) when (ex.StatusCode == 404) { return GateVerdict.Refuse("the verifier does not monitor the agent"); }
+        catch (KeylimeRequestException ex) when (ex.StatusCode == 200) { return GateVerdict.Refuse("the verifier's answer has no results"); }
+        catch (KeylimeRequestException ex) { return GateVerdict.Refuse($"the verifier answered {ex.StatusCode}"); }
         catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or JsonException)
         {
             return GateVerdict.Refuse($"the verifier could not be asked: {ex.Message}");
         }
-        int? state = results.TryGetProperty("operational_state", out var s) && s.ValueKind == JsonValueKind.Number && s.TryGetInt32(out var si) ? si : null;
-        long? lastSeconds = results.TryGetProperty("last_successful_attestation", out var l) && l.ValueKind == JsonValueKind.Number && l.TryGetInt64(out var li) ? li : null;
-        DateTimeOffset? last = lastSeconds is > 0 ? DateTimeOffset.FromUnixTimeSeconds(lastSeconds.Value) : null;
-        if (state is null) return GateVerdict.Refuse("the verifier reports no operational_state");
-        if (state is < 3 or > 6) return GateVerdict.Refuse($"the verifier reports operational_state {state} ({StateName(state.Value)})", state, last);
+        int state = status.OperationalState;
+        DateTimeOffset? last = status.LastSuccessfulAttestation > 0 ? DateTimeOffset.FromUnixTimeSeconds(status.LastSuccessfulAttestation) : null;
+        if (OperationalStates.Status((OperationalState)state) != AttestationStatus.Pass)
+            return GateVerdict.Refuse($"the verifier reports operational_state {state} ({StateName(state)})", state, last);
         if (last is null) return GateVerdict.Refuse("the verifier reports no successful attestation", state, last);
         var age = _options.Clock() - last.Value;
         if (age > _options.MaxAttestationAge)
             return GateVerdict.Refuse($"the last successful attestation is {(long)age.TotalSeconds} s old (limit {(long)_options.MaxAttestationAge.TotalSeconds} s)", state, last);
-        return new GateVerdict(true, $"operational_state {state} ({StateName(state.Value)}), attested {(long)Math.Max(0, age.TotalSeconds)} s ago", state, last);
+        return new GateVerdict(true, $"operational_state {state} ({StateName(state)}), attested {(long)Math.Max(0, age.TotalSeconds)} s ago", state, last);
     }
 
     public void Dispose()
     {
-        _http.Dispose();
+        _verifier.Dispose();
         _registrar.Dispose();
     }
 }
