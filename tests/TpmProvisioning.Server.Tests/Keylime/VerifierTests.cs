@@ -18,7 +18,7 @@ namespace TpmProvisioning.Tests.Keylime;
 /// <summary>A real HTTP listener on loopback that records the revocation notifications it receives.</summary>
 public sealed class WebhookReceiver : IDisposable
 {
-    private readonly HttpListener _listener = new();
+    private readonly HttpListener _listener;
     public ConcurrentQueue<string> Bodies { get; } = new();
     public Uri Url { get; }
 
@@ -26,12 +26,18 @@ public sealed class WebhookReceiver : IDisposable
     {
         for (int attempt = 0; ; attempt++)
         {
+            // A listener whose start failed (port taken) is closed; each attempt takes a new one.
             int port = Random.Shared.Next(20000, 60000);
             Url = new Uri($"http://127.0.0.1:{port}/revocation/");
-            _listener.Prefixes.Clear();
-            _listener.Prefixes.Add(Url.ToString());
-            try { _listener.Start(); break; }
-            catch (HttpListenerException) when (attempt < 20) { }
+            var listener = new HttpListener();
+            listener.Prefixes.Add(Url.ToString());
+            try
+            {
+                listener.Start();
+                _listener = listener;
+                break;
+            }
+            catch (HttpListenerException) when (attempt < 20) { listener.Close(); }
         }
         _ = Task.Run(async () =>
         {
@@ -123,6 +129,18 @@ public sealed class VerifierTestBed : IAsyncDisposable
         };
         _configureVerifier?.Invoke(settings);
         return ProvisioningServerHost.StartAsync(new ServerOptions { DataPath = VerifierData, Port = 0, Roles = ServerRole.Verifier, Verifier = settings });
+    }
+
+    /// <summary>A PCR's SHA-256 value as the agent quotes it (the agent holds the TPM between its quotes, so it is asked).</summary>
+    public string PcrNow(int pcr)
+    {
+        using var connector = new AgentConnector(VerifierClientCert, TimeSpan.FromSeconds(10));
+        var config = new VerifierAgentConfig { Ip = "127.0.0.1", Port = Agent.Info.Port, MtlsCert = View.MtlsCert };
+        var r = connector.GetIntegrityQuoteAsync(config, "abc", 1u << pcr, true, 0, default).GetAwaiter().GetResult();
+        Assert.True(r.Status == AgentCallStatus.Ok, r.Message);
+        var quote = KeylimeQuote.Parse(r.Results.GetProperty("quote").GetString()!);
+        Assert.True(Tpm2ToolsPcrBlob.Parse(quote.PcrBlob).Values.TryGet(TpmAlgId.Sha256, pcr, out var v));
+        return Convert.ToHexStringLower(v);
     }
 
     public VerifierClient Tenant(bool withCert = true)
@@ -219,18 +237,8 @@ public sealed class VerifierTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
 
     private string? pcr15;
 
-    /// <summary>PCR 15 as the agent quotes it (the agent holds the TPM's only connection while it runs).</summary>
-    private string Pcr15Hex()
-    {
-        if (pcr15 is not null) return pcr15;
-        using var connector = new AgentConnector(verifierClientCert, TimeSpan.FromSeconds(10));
-        var config = new VerifierAgentConfig { Ip = "127.0.0.1", Port = agent.Info.Port, MtlsCert = view.MtlsCert };
-        var r = connector.GetIntegrityQuoteAsync(config, "abc", 1u << 15, true, 0, default).GetAwaiter().GetResult();
-        Assert.True(r.Status == AgentCallStatus.Ok, r.Message);
-        var quote = KeylimeQuote.Parse(r.Results.GetProperty("quote").GetString()!);
-        Assert.True(Tpm2ToolsPcrBlob.Parse(quote.PcrBlob).Values.TryGet(TpmAlgId.Sha256, 15, out var v));
-        return pcr15 = Convert.ToHexStringLower(v);
-    }
+    /// <summary>PCR 15 as the agent quotes it, read once.</summary>
+    private string Pcr15Hex() => pcr15 ??= bed.PcrNow(15);
 
 
 

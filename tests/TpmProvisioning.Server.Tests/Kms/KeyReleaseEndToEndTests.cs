@@ -37,7 +37,7 @@ public sealed class KeyReleaseEndToEndTests(SwtpmFixture tpm) : IClassFixture<Sw
 
             // The verifier watches the agent with PCR 15 pinned.
             using var tenant = bed.Tenant();
-            string pcr15 = PcrNow(bed, 15);
+            string pcr15 = bed.PcrNow(15);
             await tenant.AddAsync(bed.AgentId, bed.Body(TpmPolicy.Format(new Dictionary<int, IReadOnlyList<string>> { [15] = [pcr15] })).ToJsonString());
             var s = await VerifierTestBed.WaitForAsync(tenant, bed.AgentId, x => x.AttestationCount >= 1 || x.OperationalState >= 7);
             Assert.True(s.AttestationCount >= 1, $"{s.OperationalState} {s.LastEventId}");
@@ -108,17 +108,6 @@ public sealed class KeyReleaseEndToEndTests(SwtpmFixture tpm) : IClassFixture<Sw
             Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
             try { Directory.Delete(kmsData, true); } catch (IOException) { }
         }
-    }
-
-    private static string PcrNow(VerifierTestBed bed, int pcr)
-    {
-        using var connector = new AgentConnector(bed.VerifierClientCert, TimeSpan.FromSeconds(10));
-        var config = new VerifierAgentConfig { Ip = "127.0.0.1", Port = bed.Agent.Info.Port, MtlsCert = bed.View.MtlsCert };
-        var r = connector.GetIntegrityQuoteAsync(config, "abc", 1u << pcr, true, 0, default).GetAwaiter().GetResult();
-        Assert.True(r.Status == AgentCallStatus.Ok, r.Message);
-        var quote = Tpm.KeylimeQuote.Parse(r.Results.GetProperty("quote").GetString()!);
-        Assert.True(Tpm.Tpm2ToolsPcrBlob.Parse(quote.PcrBlob).Values.TryGet(Tpm.TpmAlgId.Sha256, pcr, out var v));
-        return Convert.ToHexStringLower(v);
     }
 }
 
