@@ -39,8 +39,9 @@ public sealed class VerifierAgent
 
     internal static DateTimeOffset? Time(long unix) => unix > 0 ? DateTimeOffset.FromUnixTimeSeconds(unix) : null;
 
-    internal static VerifierAgent From(string id, VerifierAgentStatus s, Uri verifier) => new()
+    internal static VerifierAgent From(string id, VerifierAgentStatus s, Uri verifier, bool? payloadVerified = null) => new()
     {
+        PayloadVerified = payloadVerified,
         AgentId = id, Verifier = verifier, State = (OperationalState)s.OperationalState,
         AttestationStatus = OperationalStates.Status((OperationalState)s.OperationalState), AttestationCount = s.AttestationCount,
         LastReceivedQuote = Time(s.LastReceivedQuote), LastSuccessfulAttestation = Time(s.LastSuccessfulAttestation), SeverityLevel = s.SeverityLevel,
@@ -238,15 +239,7 @@ public sealed class StartAgentAttestationCommand : VerifierCmdletBase
             }
             client.AddAsync(AgentId, body.ToJsonString()).GetAwaiter().GetResult();
             bool? verified = bootstrap is null ? null : WaitForKey(agent!, agentConfig, bootstrap);
-            var status = VerifierAgent.From(AgentId, client.GetAsync(AgentId).GetAwaiter().GetResult(), Verifier!);
-            WriteObject(verified is null ? status : new VerifierAgent
-            {
-                AgentId = status.AgentId, Verifier = status.Verifier, State = status.State, AttestationStatus = status.AttestationStatus,
-                AttestationCount = status.AttestationCount, LastReceivedQuote = status.LastReceivedQuote, LastSuccessfulAttestation = status.LastSuccessfulAttestation,
-                SeverityLevel = status.SeverityLevel, LastEventId = status.LastEventId, Failures = status.Failures, Ip = status.Ip, Port = status.Port,
-                HashAlg = status.HashAlg, EncAlg = status.EncAlg, SignAlg = status.SignAlg, TpmPolicy = status.TpmPolicy,
-                HasRuntimePolicy = status.HasRuntimePolicy, HasMbRefstate = status.HasMbRefstate, PayloadVerified = verified,
-            });
+            WriteObject(VerifierAgent.From(AgentId, client.GetAsync(AgentId).GetAwaiter().GetResult(), Verifier!, verified));
         }
         catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierError(ex, AgentId)); }
     }
