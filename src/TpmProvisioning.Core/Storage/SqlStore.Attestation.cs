@@ -10,29 +10,18 @@ public abstract partial class SqlStore
     public Task<RegistrarAgentRecord?> GetRegistrarAgentAsync(string agentId, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agentId);
-        return Guard("read a registered agent", async () =>
-            (await QueryAsync(cmd => { AddParam(cmd, "id", agentId); return $"SELECT {RegistrarColumns} FROM registrar_agents WHERE agent_id = @id"; },
-                ReadRegistrarAgent, ct).ConfigureAwait(false)).FirstOrDefault());
+        return FirstAsync("read a registered agent", cmd => { AddParam(cmd, "id", agentId); return $"SELECT {RegistrarColumns} FROM registrar_agents WHERE agent_id = @id"; },
+            ReadRegistrarAgent, ct);
     }
 
     public Task<IReadOnlyList<string>> ListRegistrarAgentIdsAsync(CancellationToken ct = default) =>
-        Guard<IReadOnlyList<string>>("list registered agents", async () =>
-            await QueryAsync(_ => "SELECT agent_id FROM registrar_agents ORDER BY agent_id", r => r.GetString(0), ct).ConfigureAwait(false));
+        AllAsync("list registered agents", _ => "SELECT agent_id FROM registrar_agents ORDER BY agent_id", r => r.GetString(0), ct);
 
     public Task UpsertRegistrarAgentAsync(RegistrarAgentRecord agent, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agent);
-        return Guard("store a registered agent", async () =>
+        return ExecuteAsync("store a registered agent", cmd =>
         {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = $"""
-                INSERT INTO registrar_agents ({RegistrarColumns})
-                VALUES (@id, @aik, @ek, @ekcert, @mtls, @ip, @port, @regcount, @active, @tag, @reg, @upd, @act)
-                ON CONFLICT (agent_id) DO UPDATE SET aik_tpm = @aik, ek_tpm = @ek, ekcert = @ekcert, mtls_cert = @mtls, ip = @ip,
-                    port = @port, regcount = @regcount, active = @active, auth_tag_hash = @tag, registered_ms = @reg,
-                    updated_ms = @upd, activated_ms = @act
-                """;
             AddParam(cmd, "id", agent.AgentId);
             AddParam(cmd, "aik", agent.AikTpm);
             AddParam(cmd, "ek", agent.EkTpm);
@@ -46,38 +35,34 @@ public abstract partial class SqlStore
             AddParam(cmd, "reg", agent.Registered.ToUnixTimeMilliseconds());
             AddParam(cmd, "upd", agent.Updated.ToUnixTimeMilliseconds());
             AddParam(cmd, "act", agent.Activated?.ToUnixTimeMilliseconds());
-            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-            return 0;
-        });
+            return $"""
+                INSERT INTO registrar_agents ({RegistrarColumns})
+                VALUES (@id, @aik, @ek, @ekcert, @mtls, @ip, @port, @regcount, @active, @tag, @reg, @upd, @act)
+                ON CONFLICT (agent_id) DO UPDATE SET aik_tpm = @aik, ek_tpm = @ek, ekcert = @ekcert, mtls_cert = @mtls, ip = @ip,
+                    port = @port, regcount = @regcount, active = @active, auth_tag_hash = @tag, registered_ms = @reg,
+                    updated_ms = @upd, activated_ms = @act
+                """;
+        }, ct);
     }
 
-    public Task<bool> ActivateRegistrarAgentAsync(string agentId, byte[] expectedAuthTagHash, DateTimeOffset at, CancellationToken ct = default)
+    public async Task<bool> ActivateRegistrarAgentAsync(string agentId, byte[] expectedAuthTagHash, DateTimeOffset at, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agentId);
         ArgumentNullException.ThrowIfNull(expectedAuthTagHash);
-        return Guard("activate a registered agent", async () =>
+        return await ExecuteAsync("activate a registered agent", cmd =>
         {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = "UPDATE registrar_agents SET active = 1, auth_tag_hash = NULL, activated_ms = @t, updated_ms = @t WHERE agent_id = @id AND auth_tag_hash = @tag";
             AddParam(cmd, "id", agentId);
             AddParam(cmd, "tag", expectedAuthTagHash);
             AddParam(cmd, "t", at.ToUnixTimeMilliseconds());
-            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
-        });
+            return "UPDATE registrar_agents SET active = 1, auth_tag_hash = NULL, activated_ms = @t, updated_ms = @t WHERE agent_id = @id AND auth_tag_hash = @tag";
+        }, ct).ConfigureAwait(false) > 0;
     }
 
-    public Task<bool> DeleteRegistrarAgentAsync(string agentId, CancellationToken ct = default)
+    public async Task<bool> DeleteRegistrarAgentAsync(string agentId, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agentId);
-        return Guard("remove a registered agent", async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = "DELETE FROM registrar_agents WHERE agent_id = @id";
-            AddParam(cmd, "id", agentId);
-            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
-        });
+        return await ExecuteAsync("remove a registered agent", cmd => { AddParam(cmd, "id", agentId); return "DELETE FROM registrar_agents WHERE agent_id = @id"; }, ct)
+            .ConfigureAwait(false) > 0;
     }
 
     private static RegistrarAgentRecord ReadRegistrarAgent(DbDataReader r) => new()

@@ -15,30 +15,15 @@ public abstract partial class SqlStore
     private static string? Str(DbDataReader r, int i) => r.IsDBNull(i) ? null : r.GetString(i);
 
     /// <summary>Runs one statement on a fresh connection (optionally in <paramref name="tx"/>); returns the rows affected.</summary>
-    private Task<int> ExecuteKmsAsync(string what, Func<DbCommand, string> prepare, CancellationToken ct) =>
-        Guard(what, async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = prepare(cmd);
-            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-        });
-
-    private async Task<T?> FirstKmsAsync<T>(string what, Func<DbCommand, string> prepare, Func<DbDataReader, T> read, CancellationToken ct) where T : class =>
-        await Guard(what, async () => (await QueryAsync(prepare, read, ct).ConfigureAwait(false)).FirstOrDefault()).ConfigureAwait(false);
-
-    private async Task<IReadOnlyList<T>> AllKmsAsync<T>(string what, Func<DbCommand, string> prepare, Func<DbDataReader, T> read, CancellationToken ct) =>
-        await Guard(what, async () => await QueryAsync(prepare, read, ct).ConfigureAwait(false)).ConfigureAwait(false);
-
     // ------------------------------------------------------------------ meta
 
     public Task<byte[]?> GetKmsMetaAsync(string name, CancellationToken ct = default) =>
-        FirstKmsAsync("read a KMS setting", cmd => { AddParam(cmd, "n", name); return "SELECT value FROM kms_meta WHERE name = @n"; },
+        FirstAsync("read a KMS setting", cmd => { AddParam(cmd, "n", name); return "SELECT value FROM kms_meta WHERE name = @n"; },
             r => r.GetFieldValue<byte[]>(0), ct);
 
     public async Task<byte[]> InitKmsMetaAsync(string name, byte[] value, CancellationToken ct = default)
     {
-        await ExecuteKmsAsync("store a KMS setting", cmd =>
+        await ExecuteAsync("store a KMS setting", cmd =>
         {
             AddParam(cmd, "n", name);
             AddParam(cmd, "v", value);
@@ -52,7 +37,7 @@ public abstract partial class SqlStore
     public async Task<bool> InsertKmsProviderAsync(KmsProviderRecord provider, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(provider);
-        return await ExecuteKmsAsync("add a KMS provider", cmd =>
+        return await ExecuteAsync("add a KMS provider", cmd =>
         {
             AddParam(cmd, "n", provider.Name);
             AddParam(cmd, "k", provider.KeyId);
@@ -65,13 +50,13 @@ public abstract partial class SqlStore
     }
 
     public Task<KmsProviderRecord?> GetKmsProviderAsync(string name, CancellationToken ct = default) =>
-        FirstKmsAsync("read a KMS provider", cmd => { AddParam(cmd, "n", name); return $"SELECT {KmsProviderColumns} FROM kms_providers WHERE name = @n"; }, ReadProvider, ct);
+        FirstAsync("read a KMS provider", cmd => { AddParam(cmd, "n", name); return $"SELECT {KmsProviderColumns} FROM kms_providers WHERE name = @n"; }, ReadProvider, ct);
 
     public Task<IReadOnlyList<KmsProviderRecord>> ListKmsProvidersAsync(CancellationToken ct = default) =>
-        AllKmsAsync("list KMS providers", _ => $"SELECT {KmsProviderColumns} FROM kms_providers ORDER BY name", ReadProvider, ct);
+        AllAsync("list KMS providers", _ => $"SELECT {KmsProviderColumns} FROM kms_providers ORDER BY name", ReadProvider, ct);
 
     public async Task<bool> UpdateKmsProviderAsync(string name, string keyId, DateTimeOffset at, CancellationToken ct = default) =>
-        await ExecuteKmsAsync("update a KMS provider", cmd =>
+        await ExecuteAsync("update a KMS provider", cmd =>
         {
             AddParam(cmd, "n", name);
             AddParam(cmd, "k", keyId);
@@ -80,7 +65,7 @@ public abstract partial class SqlStore
         }, ct).ConfigureAwait(false) > 0;
 
     public async Task<bool> DeleteKmsProviderAsync(string name, CancellationToken ct = default) =>
-        await ExecuteKmsAsync("remove a KMS provider", cmd => { AddParam(cmd, "n", name); return "DELETE FROM kms_providers WHERE name = @n"; }, ct).ConfigureAwait(false) > 0;
+        await ExecuteAsync("remove a KMS provider", cmd => { AddParam(cmd, "n", name); return "DELETE FROM kms_providers WHERE name = @n"; }, ct).ConfigureAwait(false) > 0;
 
     private static KmsProviderRecord ReadProvider(DbDataReader r) => new()
     {
@@ -124,10 +109,10 @@ public abstract partial class SqlStore
     }
 
     public Task<KmsKeyRecord?> GetKmsKeyAsync(string idOrName, CancellationToken ct = default) =>
-        FirstKmsAsync("read a KMS key", cmd => { AddParam(cmd, "k", idOrName); return $"SELECT {KmsKeyColumns} FROM kms_keys WHERE id = @k OR name = @k ORDER BY CASE WHEN id = @k THEN 0 ELSE 1 END"; }, ReadKey, ct);
+        FirstAsync("read a KMS key", cmd => { AddParam(cmd, "k", idOrName); return $"SELECT {KmsKeyColumns} FROM kms_keys WHERE id = @k OR name = @k ORDER BY CASE WHEN id = @k THEN 0 ELSE 1 END"; }, ReadKey, ct);
 
     public Task<IReadOnlyList<KmsKeyRecord>> ListKmsKeysAsync(CancellationToken ct = default) =>
-        AllKmsAsync("list KMS keys", _ => $"SELECT {KmsKeyColumns} FROM kms_keys ORDER BY created_ms, id", ReadKey, ct);
+        AllAsync("list KMS keys", _ => $"SELECT {KmsKeyColumns} FROM kms_keys ORDER BY created_ms, id", ReadKey, ct);
 
     public Task<KmsKeyVersionRecord> AddKmsKeyVersionAsync(KmsKeyVersionRecord version, CancellationToken ct = default)
     {
@@ -189,10 +174,10 @@ public abstract partial class SqlStore
     }
 
     public Task<IReadOnlyList<KmsKeyVersionRecord>> ListKmsKeyVersionsAsync(string keyId, CancellationToken ct = default) =>
-        AllKmsAsync("list KMS key versions", cmd => { AddParam(cmd, "k", keyId); return $"SELECT {KmsVersionColumns} FROM kms_key_versions WHERE key_id = @k ORDER BY number"; }, ReadVersion, ct);
+        AllAsync("list KMS key versions", cmd => { AddParam(cmd, "k", keyId); return $"SELECT {KmsVersionColumns} FROM kms_key_versions WHERE key_id = @k ORDER BY number"; }, ReadVersion, ct);
 
     public Task<KmsKeyVersionRecord?> GetKmsKeyVersionAsync(string versionId, CancellationToken ct = default) =>
-        FirstKmsAsync("read a KMS key version", cmd => { AddParam(cmd, "v", versionId); return $"SELECT {KmsVersionColumns} FROM kms_key_versions WHERE id = @v"; }, ReadVersion, ct);
+        FirstAsync("read a KMS key version", cmd => { AddParam(cmd, "v", versionId); return $"SELECT {KmsVersionColumns} FROM kms_key_versions WHERE id = @v"; }, ReadVersion, ct);
 
     private static KmsKeyRecord ReadKey(DbDataReader r) => new()
     {
@@ -213,7 +198,7 @@ public abstract partial class SqlStore
     public async Task<bool> InsertKmsUserAsync(KmsUserRecord user, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(user);
-        return await ExecuteKmsAsync("add a KMS user", cmd =>
+        return await ExecuteAsync("add a KMS user", cmd =>
         {
             AddParam(cmd, "n", user.Name);
             AddParam(cmd, "h", user.PasswordHash);
@@ -226,15 +211,15 @@ public abstract partial class SqlStore
     }
 
     public Task<KmsUserRecord?> GetKmsUserAsync(string name, CancellationToken ct = default) =>
-        FirstKmsAsync("read a KMS user", cmd => { AddParam(cmd, "n", name); return $"SELECT {KmsUserColumns} FROM kms_users WHERE name = @n"; }, ReadUser, ct);
+        FirstAsync("read a KMS user", cmd => { AddParam(cmd, "n", name); return $"SELECT {KmsUserColumns} FROM kms_users WHERE name = @n"; }, ReadUser, ct);
 
     public Task<IReadOnlyList<KmsUserRecord>> ListKmsUsersAsync(CancellationToken ct = default) =>
-        AllKmsAsync("list KMS users", _ => $"SELECT {KmsUserColumns} FROM kms_users ORDER BY name", ReadUser, ct);
+        AllAsync("list KMS users", _ => $"SELECT {KmsUserColumns} FROM kms_users ORDER BY name", ReadUser, ct);
 
     public async Task<bool> DeleteKmsUserAsync(string name, CancellationToken ct = default)
     {
-        await ExecuteKmsAsync("remove a KMS user's tokens", cmd => { AddParam(cmd, "n", name); return "DELETE FROM kms_tokens WHERE user_name = @n"; }, ct).ConfigureAwait(false);
-        return await ExecuteKmsAsync("remove a KMS user", cmd => { AddParam(cmd, "n", name); return "DELETE FROM kms_users WHERE name = @n"; }, ct).ConfigureAwait(false) > 0;
+        await ExecuteAsync("remove a KMS user's tokens", cmd => { AddParam(cmd, "n", name); return "DELETE FROM kms_tokens WHERE user_name = @n"; }, ct).ConfigureAwait(false);
+        return await ExecuteAsync("remove a KMS user", cmd => { AddParam(cmd, "n", name); return "DELETE FROM kms_users WHERE name = @n"; }, ct).ConfigureAwait(false) > 0;
     }
 
     private static KmsUserRecord ReadUser(DbDataReader r) => new()
@@ -246,7 +231,7 @@ public abstract partial class SqlStore
     public Task InsertKmsTokenAsync(KmsTokenRecord token, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(token);
-        return ExecuteKmsAsync("store a KMS token", cmd =>
+        return ExecuteAsync("store a KMS token", cmd =>
         {
             AddParam(cmd, "h", token.TokenHash);
             AddParam(cmd, "u", token.UserName);
@@ -260,7 +245,7 @@ public abstract partial class SqlStore
     }
 
     public Task<KmsTokenRecord?> GetKmsTokenAsync(byte[] tokenHash, DateTimeOffset now, CancellationToken ct = default) =>
-        FirstKmsAsync("read a KMS token", cmd =>
+        FirstAsync("read a KMS token", cmd =>
         {
             AddParam(cmd, "h", tokenHash);
             AddParam(cmd, "now", Ms(now));
@@ -268,14 +253,14 @@ public abstract partial class SqlStore
         }, r => new KmsTokenRecord { TokenHash = r.GetFieldValue<byte[]>(0), UserName = r.GetString(1), Kind = r.GetString(2), Created = At(r, 3), Expires = At(r, 4) }, ct);
 
     public async Task<bool> DeleteKmsTokenAsync(byte[] tokenHash, CancellationToken ct = default) =>
-        await ExecuteKmsAsync("remove a KMS token", cmd => { AddParam(cmd, "h", tokenHash); return "DELETE FROM kms_tokens WHERE token_hash = @h"; }, ct).ConfigureAwait(false) > 0;
+        await ExecuteAsync("remove a KMS token", cmd => { AddParam(cmd, "h", tokenHash); return "DELETE FROM kms_tokens WHERE token_hash = @h"; }, ct).ConfigureAwait(false) > 0;
 
     // ------------------------------------------------------------------ revocations
 
     public Task UpsertKmsRevocationAsync(KmsRevocationRecord revocation, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(revocation);
-        return ExecuteKmsAsync("store a revocation", cmd =>
+        return ExecuteAsync("store a revocation", cmd =>
         {
             AddParam(cmd, "a", revocation.AgentId);
             AddParam(cmd, "e", revocation.EventId);
@@ -288,9 +273,9 @@ public abstract partial class SqlStore
     }
 
     public Task<KmsRevocationRecord?> GetKmsRevocationAsync(string agentId, CancellationToken ct = default) =>
-        FirstKmsAsync("read a revocation", cmd => { AddParam(cmd, "a", agentId); return "SELECT agent_id, event_id, type, time_ms, detail FROM kms_revocations WHERE agent_id = @a"; },
+        FirstAsync("read a revocation", cmd => { AddParam(cmd, "a", agentId); return "SELECT agent_id, event_id, type, time_ms, detail FROM kms_revocations WHERE agent_id = @a"; },
             r => new KmsRevocationRecord { AgentId = r.GetString(0), EventId = Str(r, 1), Type = Str(r, 2), Time = At(r, 3), Detail = Str(r, 4) }, ct);
 
     public async Task<bool> DeleteKmsRevocationAsync(string agentId, CancellationToken ct = default) =>
-        await ExecuteKmsAsync("remove a revocation", cmd => { AddParam(cmd, "a", agentId); return "DELETE FROM kms_revocations WHERE agent_id = @a"; }, ct).ConfigureAwait(false) > 0;
+        await ExecuteAsync("remove a revocation", cmd => { AddParam(cmd, "a", agentId); return "DELETE FROM kms_revocations WHERE agent_id = @a"; }, ct).ConfigureAwait(false) > 0;
 }

@@ -81,17 +81,10 @@ public abstract partial class SqlStore
         });
     }
 
-    public Task<bool> RemoveApiKeyAsync(string keyId, CancellationToken ct = default)
+    public async Task<bool> RemoveApiKeyAsync(string keyId, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(keyId);
-        return Guard("remove an API key", async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = "DELETE FROM api_keys WHERE key_id = @id";
-            AddParam(cmd, "id", keyId);
-            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
-        });
+        return await ExecuteAsync("remove an API key", cmd => { AddParam(cmd, "id", keyId); return "DELETE FROM api_keys WHERE key_id = @id"; }, ct).ConfigureAwait(false) > 0;
     }
 
     public Task<DeviceBindingCheck> CheckDeviceBindingAsync(string vendor, string serial, string ekFingerprint, CancellationToken ct = default) =>

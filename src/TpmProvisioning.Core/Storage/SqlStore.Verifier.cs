@@ -12,51 +12,43 @@ public abstract partial class SqlStore
     public Task<VerifierAgentRecord?> GetVerifierAgentAsync(string agentId, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agentId);
-        return Guard("read a verifier agent", async () =>
-            (await QueryAsync(cmd => { AddParam(cmd, "id", agentId); return $"SELECT {VerifierColumns} FROM verifier_agents WHERE agent_id = @id"; },
-                ReadVerifierAgent, ct).ConfigureAwait(false)).FirstOrDefault());
+        return FirstAsync("read a verifier agent", cmd => { AddParam(cmd, "id", agentId); return $"SELECT {VerifierColumns} FROM verifier_agents WHERE agent_id = @id"; },
+            ReadVerifierAgent, ct);
     }
 
     public Task<IReadOnlyList<VerifierAgentRecord>> ListVerifierAgentsAsync(string? verifierId = null, CancellationToken ct = default) =>
-        Guard<IReadOnlyList<VerifierAgentRecord>>("list verifier agents", async () =>
-            await QueryAsync(cmd => $"SELECT {VerifierColumns} FROM verifier_agents" + Where(cmd, ("verifier_id = @vid", "vid", verifierId)) + " ORDER BY agent_id",
-                ReadVerifierAgent, ct).ConfigureAwait(false));
+        AllAsync("list verifier agents", cmd => $"SELECT {VerifierColumns} FROM verifier_agents" + Where(cmd, ("verifier_id = @vid", "vid", verifierId)) + " ORDER BY agent_id",
+            ReadVerifierAgent, ct);
 
-    public Task<bool> InsertVerifierAgentAsync(VerifierAgentRecord agent, CancellationToken ct = default)
+    public async Task<bool> InsertVerifierAgentAsync(VerifierAgentRecord agent, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agent);
-        return Guard("store a verifier agent", async () =>
+        return await ExecuteAsync("store a verifier agent", cmd =>
         {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = $"""
-                INSERT INTO verifier_agents ({VerifierColumns})
-                VALUES (@id, @config, @progress, @state, @sev, @event, @count, @recv, @ok, @vid, @added, @upd)
-                ON CONFLICT (agent_id) DO NOTHING
-                """;
             AddVerifierParams(cmd, agent);
             AddParam(cmd, "config", JsonSerializer.Serialize(agent.Config, VerifierAgentRecord.Json));
             AddParam(cmd, "vid", agent.VerifierId);
             AddParam(cmd, "added", agent.Added.ToUnixTimeMilliseconds());
-            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
-        });
+            return $"""
+                INSERT INTO verifier_agents ({VerifierColumns})
+                VALUES (@id, @config, @progress, @state, @sev, @event, @count, @recv, @ok, @vid, @added, @upd)
+                ON CONFLICT (agent_id) DO NOTHING
+                """;
+        }, ct).ConfigureAwait(false) > 0;
     }
 
-    public Task<bool> UpdateVerifierAgentAsync(VerifierAgentRecord agent, CancellationToken ct = default)
+    public async Task<bool> UpdateVerifierAgentAsync(VerifierAgentRecord agent, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agent);
-        return Guard("update a verifier agent", async () =>
+        return await ExecuteAsync("update a verifier agent", cmd =>
         {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = """
+            AddVerifierParams(cmd, agent);
+            return """
                 UPDATE verifier_agents SET progress_json = @progress, operational_state = @state, severity_level = @sev, last_event_id = @event,
                     attestation_count = @count, last_received_quote = @recv, last_successful_attestation = @ok, updated_ms = @upd
                 WHERE agent_id = @id
                 """;
-            AddVerifierParams(cmd, agent);
-            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
-        });
+        }, ct).ConfigureAwait(false) > 0;
     }
 
     private static void AddVerifierParams(DbCommand cmd, VerifierAgentRecord agent)
@@ -72,17 +64,11 @@ public abstract partial class SqlStore
         AddParam(cmd, "upd", agent.Updated.ToUnixTimeMilliseconds());
     }
 
-    public Task<bool> DeleteVerifierAgentAsync(string agentId, CancellationToken ct = default)
+    public async Task<bool> DeleteVerifierAgentAsync(string agentId, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agentId);
-        return Guard("remove a verifier agent", async () =>
-        {
-            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
-            await using var cmd = conn.CreateCommand();
-            cmd.CommandText = "DELETE FROM verifier_agents WHERE agent_id = @id";
-            AddParam(cmd, "id", agentId);
-            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
-        });
+        return await ExecuteAsync("remove a verifier agent", cmd => { AddParam(cmd, "id", agentId); return "DELETE FROM verifier_agents WHERE agent_id = @id"; }, ct)
+            .ConfigureAwait(false) > 0;
     }
 
     private static VerifierAgentRecord ReadVerifierAgent(DbDataReader r) => new()

@@ -168,6 +168,25 @@ public abstract partial class SqlStore : IStore
         return list;
     }
 
+    /// <summary>Runs one statement on a fresh connection, store failures turned into <see cref="StoreUnavailableException"/>:
+    /// <paramref name="prepare"/> adds the parameters and returns the SQL. Returns the rows affected.</summary>
+    protected Task<int> ExecuteAsync(string what, Func<DbCommand, string> prepare, CancellationToken ct) =>
+        Guard(what, async () =>
+        {
+            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = prepare(cmd);
+            return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        });
+
+    /// <summary>The first row of a guarded query, or null.</summary>
+    protected async Task<T?> FirstAsync<T>(string what, Func<DbCommand, string> prepare, Func<DbDataReader, T> read, CancellationToken ct) where T : class =>
+        await Guard(what, async () => (await QueryAsync(prepare, read, ct).ConfigureAwait(false)).FirstOrDefault()).ConfigureAwait(false);
+
+    /// <summary>Every row of a guarded query.</summary>
+    protected async Task<IReadOnlyList<T>> AllAsync<T>(string what, Func<DbCommand, string> prepare, Func<DbDataReader, T> read, CancellationToken ct) =>
+        await Guard(what, async () => await QueryAsync(prepare, read, ct).ConfigureAwait(false)).ConfigureAwait(false);
+
     /// <summary>A <c> WHERE</c> clause of the filters whose value is not null (their parameters added to <paramref name="cmd"/>), or "".</summary>
     protected static string Where(DbCommand cmd, params (string Condition, string Parameter, object? Value)[] filters)
     {
