@@ -80,22 +80,32 @@ public abstract class RegistrarCmdletBase : PSCmdlet
         SkipCertificateCheck = SkipCertificateCheck,
     });
 
-    /// <summary>Maps a registrar failure to an error record with a stable id.</summary>
+    /// <summary>Maps a registrar failure to an error record with a stable id (RegistrarRefused&lt;status&gt;, RegistrarUnreachable...; TPM failures for the registering cmdlet).</summary>
     protected ErrorRecord RegistrarError(Exception ex, object? target) => ex switch
     {
-        KeylimeRequestException k => new ErrorRecord(ex, $"RegistrarRefused{k.StatusCode}", k.StatusCode switch
+        TpmException => new ErrorRecord(ex, "TpmCommandFailed", ErrorCategory.DeviceError, target),
+        global::TpmProvisioning.Tpm.Transport.TpmTransportException or IOException => new ErrorRecord(ex, "TpmConnectionFailed", ErrorCategory.ConnectionError, target),
+        _ => KeylimeError(ex, "Registrar", target),
+    };
+
+    /// <summary>
+    /// A Keylime service's failure as an error record: <c>&lt;Service&gt;Refused&lt;status&gt;</c> with the category of the
+    /// status, <c>&lt;Service&gt;Unreachable</c>, <c>&lt;Service&gt;Timeout</c>, else <c>&lt;Service&gt;OperationFailed</c>.
+    /// </summary>
+    internal static ErrorRecord KeylimeError(Exception ex, string service, object? target) => ex switch
+    {
+        KeylimeRequestException k => new ErrorRecord(ex, $"{service}Refused{k.StatusCode}", k.StatusCode switch
         {
             401 => ErrorCategory.AuthenticationError,
             403 => ErrorCategory.PermissionDenied,
             404 => ErrorCategory.ObjectNotFound,
+            409 => ErrorCategory.ResourceExists,
             400 => ErrorCategory.InvalidData,
             _ => ErrorCategory.ResourceUnavailable,
         }, target),
-        HttpRequestException => new ErrorRecord(ex, "RegistrarUnreachable", ErrorCategory.ConnectionError, target),
-        TaskCanceledException or TimeoutException => new ErrorRecord(ex, "RegistrarTimeout", ErrorCategory.OperationTimeout, target),
-        TpmException => new ErrorRecord(ex, "TpmCommandFailed", ErrorCategory.DeviceError, target),
-        global::TpmProvisioning.Tpm.Transport.TpmTransportException or IOException => new ErrorRecord(ex, "TpmConnectionFailed", ErrorCategory.ConnectionError, target),
-        _ => new ErrorRecord(ex, "RegistrarOperationFailed", ErrorCategory.NotSpecified, target),
+        HttpRequestException => new ErrorRecord(ex, $"{service}Unreachable", ErrorCategory.ConnectionError, target),
+        TaskCanceledException or TimeoutException => new ErrorRecord(ex, $"{service}Timeout", ErrorCategory.OperationTimeout, target),
+        _ => new ErrorRecord(ex, $"{service}OperationFailed", ErrorCategory.NotSpecified, target),
     };
 
     internal static bool IsExpected(Exception ex) => ex is KeylimeRequestException or HttpRequestException or TaskCanceledException or TimeoutException

@@ -102,21 +102,7 @@ public abstract class VerifierCmdletBase : PSCmdlet
         SkipCertificateCheck = SkipCertificateCheck,
     });
 
-    internal static ErrorRecord VerifierError(Exception ex, object? target) => ex switch
-    {
-        KeylimeRequestException k => new ErrorRecord(ex, $"VerifierRefused{k.StatusCode}", k.StatusCode switch
-        {
-            401 => ErrorCategory.AuthenticationError,
-            403 => ErrorCategory.PermissionDenied,
-            404 => ErrorCategory.ObjectNotFound,
-            409 => ErrorCategory.ResourceExists,
-            400 => ErrorCategory.InvalidData,
-            _ => ErrorCategory.ResourceUnavailable,
-        }, target),
-        HttpRequestException => new ErrorRecord(ex, "VerifierUnreachable", ErrorCategory.ConnectionError, target),
-        TaskCanceledException or TimeoutException => new ErrorRecord(ex, "VerifierTimeout", ErrorCategory.OperationTimeout, target),
-        _ => new ErrorRecord(ex, "VerifierOperationFailed", ErrorCategory.NotSpecified, target),
-    };
+    internal static ErrorRecord VerifierError(Exception ex, object? target) => RegistrarCmdletBase.KeylimeError(ex, "Verifier", target);
 
     protected static bool IsExpected(Exception ex) => RegistrarCmdletBase.IsExpected(ex);
 }
