@@ -1,4 +1,5 @@
 using System.Net;
+using System.Runtime.CompilerServices;
 using System.Net.Http.Headers;
 using System.Net.Security;
 using System.Net.Sockets;
@@ -71,12 +72,18 @@ public sealed class AgentConnector : IDisposable
         catch (Exception ex) when (ex is System.Security.Cryptography.CryptographicException or ArgumentException) { return null; }
     }
 
-    /// <summary>The agent's base address: https with a pinned certificate, http when the agent has none (only when the verifier allows that).</summary>
-    public static Uri BaseUri(VerifierAgentConfig config)
+    /// <summary>The agent's base address: https when its certificate is pinned (<paramref name="pin"/>), http when the agent has none (only when the verifier allows that).</summary>
+    private static Uri BaseUri(VerifierAgentConfig config, string? pin)
     {
         var host = IPAddress.TryParse(config.Ip, out var ip) && ip.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{ip}]" : config.Ip;
-        return new Uri($"{(PinOf(config.MtlsCert) is null ? "http" : "https")}://{host}:{config.Port}");
+        return new Uri($"{(pin is null ? "http" : "https")}://{host}:{config.Port}");
     }
+
+    /// <summary>Pins by certificate text: a watched agent's request is held by its watch, so its certificate is parsed once, not per request.</summary>
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<string, StrongBox<string?>> _pins = new();
+
+    private string? Pin(string? mtlsCertPem) =>
+        mtlsCertPem is null ? null : _pins.GetValue(mtlsCertPem, pem => new StrongBox<string?>(PinOf(pem))).Value;
 
     /// <summary><c>GET /v{version}/quotes/integrity?nonce=&amp;mask=&amp;partial=&amp;ima_ml_entry=</c>.</summary>
     public Task<AgentCallResult> GetIntegrityQuoteAsync(VerifierAgentConfig config, string nonce, uint mask, bool partial, int imaEntry, CancellationToken ct) =>
@@ -108,8 +115,9 @@ public sealed class AgentConnector : IDisposable
 
     private async Task<AgentCallResult> SendAsync(VerifierAgentConfig config, HttpMethod method, string pathAndQuery, string? json, CancellationToken ct)
     {
-        var http = ClientFor(PinOf(config.MtlsCert));
-        using var req = new HttpRequestMessage(method, new Uri(BaseUri(config), pathAndQuery));
+        var pin = Pin(config.MtlsCert);
+        var http = ClientFor(pin);
+        using var req = new HttpRequestMessage(method, new Uri(BaseUri(config, pin), pathAndQuery));
         if (json is not null) req.Content = new StringContent(json, Encoding.UTF8, new MediaTypeHeaderValue("application/json"));
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(_timeout);
