@@ -181,9 +181,8 @@ public sealed class TpmPolicy
     public static string Format(IReadOnlyDictionary<int, IReadOnlyList<string>> values, uint extraMask = 0)
     {
         uint mask = extraMask;
-        var o = new SortedDictionary<int, IReadOnlyList<string>>(values.ToDictionary(k => k.Key, v => v.Value));
         var d = new Dictionary<string, object>();
-        foreach (var (pcr, list) in o)
+        foreach (var (pcr, list) in values.OrderBy(v => v.Key))
         {
             d[pcr.ToString(CultureInfo.InvariantCulture)] = list.Select(x => x.ToLowerInvariant()).ToArray();
             mask |= 1u << pcr;
