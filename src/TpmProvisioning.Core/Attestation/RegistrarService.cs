@@ -110,6 +110,19 @@ public sealed partial class RegistrarService
         CryptographicOperations.ZeroMemory(challenge);
 
         var now = _time.GetUtcNow();
+        if (existing is { Active: true })
+        {
+            // The EK and AK are public: anyone may send them. An active registration therefore stays as it is until this
+            // re-registration proves, by its own activation, that it comes from the TPM holding both keys.
+            var pending = new PendingRegistration { MtlsCert = request.MtlsCert, Ip = request.Ip, Port = request.Port, AuthTagHash = tagHash, Registered = now };
+            if (await _store.SetPendingRegistrationAsync(agentId, pending, ct).ConfigureAwait(false))
+            {
+                await AuditAsync(AuditRegister, agentId, AuditOutcome.Success, $"re-registration held pending until it activates (active regcount={existing.RegCount})", call, ct).ConfigureAwait(false);
+                return AttestationOutcome<RegistrationResult>.Ok(new RegistrationResult { Blob = Convert.ToBase64String(blobFile) });
+            }
+            // Deleted or deactivated meanwhile: register afresh below.
+            existing = await _store.GetRegistrarAgentAsync(agentId, ct).ConfigureAwait(false);
+        }
         var record = new RegistrarAgentRecord
         {
             AgentId = agentId,
@@ -154,6 +167,13 @@ public sealed partial class RegistrarService
 
     private Checked CheckRegistration(AgentRegistration r)
     {
+        if (r.Ip is not null && !KeylimeValidators.IsValidContactHost(r.Ip)) return new("ip: must be an IP address or host name");
+        if (r.MtlsCert is not (null or "" or "disabled"))
+        {
+            // Parsed here, as the verifier parses it, so the registrar never hands a tenant a certificate nobody can use.
+            try { using var mtls = X509Certificate2.CreateFromPem(r.MtlsCert); }
+            catch (Exception ex) when (ex is CryptographicException or ArgumentException) { return new("mtls_cert: not a PEM certificate"); }
+        }
         if (string.IsNullOrEmpty(r.AikTpm)) return new("aik_tpm: required");
         if (!TryBase64(r.AikTpm, out var aikBytes)) return new("aik_tpm: not base64");
         TpmPublic aik;
@@ -251,10 +271,23 @@ public sealed partial class RegistrarService
         var agent = await _store.GetRegistrarAgentAsync(agentId, ct).ConfigureAwait(false);
         if (agent is null)
             return await RejectAsync<EmptyResults>(AuditActivate, 404, $"Agent with ID '{agentId}' not found", agentId, call, ct).ConfigureAwait(false);
-        if (agent.Active && agent.AuthTagHash is null)
-            return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
-
         var presented = SHA256.HashData(Encoding.ASCII.GetBytes(authTag.Trim().ToLowerInvariant()));
+        if (agent.Active)
+        {
+            if (agent.Pending is not { } pending) return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
+            if (CryptographicOperations.FixedTimeEquals(presented, pending.AuthTagHash)
+                && await _store.PromotePendingRegistrationAsync(agentId, pending.AuthTagHash, _time.GetUtcNow(), ct).ConfigureAwait(false))
+            {
+                await AuditAsync(AuditActivate, agentId, AuditOutcome.Success, $"re-registration activated: regcount={agent.RegCount + 1}", call, ct).ConfigureAwait(false);
+                return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
+            }
+            // Only the unproven re-registration goes; the active registration, and the agent's attestation, are untouched.
+            await _store.DiscardPendingRegistrationAsync(agentId, pending.AuthTagHash, ct).ConfigureAwait(false);
+            await AuditAsync(AuditActivate, agentId, AuditOutcome.Rejected, "auth tag mismatch: pending re-registration discarded, active registration kept", call, ct).ConfigureAwait(false);
+            return AttestationOutcome<EmptyResults>.Fail(400,
+                $"Auth tag for agent '{agentId}' does not match expected value. The pending re-registration was discarded; the active registration is unchanged");
+        }
+
         bool match = agent.AuthTagHash is { } expected && CryptographicOperations.FixedTimeEquals(presented, expected);
         if (match && await _store.ActivateRegistrarAgentAsync(agentId, agent.AuthTagHash!, _time.GetUtcNow(), ct).ConfigureAwait(false))
         {

@@ -139,7 +139,11 @@ public sealed record KeyRelease
 }
 
 /// <summary>A verified Keylime revocation notice.</summary>
-public sealed record RevocationNotice(string AgentId, string? Type, string? EventId, string Message);
+public sealed record RevocationNotice(string AgentId, string? Type, string? EventId, string Message)
+{
+    /// <summary>The notice's <c>event_time</c>, when it has a readable one.</summary>
+    public DateTimeOffset? EventTime { get; init; }
+}
 
 /// <summary>
 /// Release of keys to attested devices: the gate decides, a revocation notice stops release at once (until the verifier
@@ -156,7 +160,8 @@ public sealed class KeyReleaseService(KmsEngine engine, IAttestationGate gate)
             await engine.Store.AppendAuditAsync(new AuditEntry { Actor = caller.Actor, Source = caller.Source, Action = "kms.release", Target = agentId, Outcome = kind is KmsErrorKind.InvalidArgument or KmsErrorKind.NotFound ? AuditOutcome.Rejected : AuditOutcome.Denied, Detail = $"{what}: {why}" }, ct).ConfigureAwait(false);
             return new KmsException(kind, field, why);
         }
-        if (string.IsNullOrWhiteSpace(agentId) || agentId.Length > 128) throw await Refuse(KmsErrorKind.InvalidArgument, "agent_id", "agent_id is required (at most 128 characters)");
+        if (string.IsNullOrWhiteSpace(agentId) || agentId.Length > 128 || !Attestation.KeylimeValidators.IsValidAgentId(agentId))
+            throw await Refuse(KmsErrorKind.InvalidArgument, "agent_id", "agent_id is required: at most 128 letters, digits, '.', '_' or '-'");
         if (clientCert is null) throw await Refuse(KmsErrorKind.Unauthenticated, null, "a client certificate is required");
         bool byProvider = !string.IsNullOrEmpty(request.Provider), byKey = !string.IsNullOrEmpty(request.KeyId);
         if (byProvider == byKey) throw await Refuse(KmsErrorKind.InvalidArgument, "provider", "give either provider and key_identifier, or key_id (and optionally version)");
@@ -193,10 +198,22 @@ public sealed class KeyReleaseService(KmsEngine engine, IAttestationGate gate)
     public async Task<RevocationNotice> AcceptRevocationAsync(byte[] body, string? publicKeyPem, KmsCaller caller, CancellationToken ct = default)
     {
         RevocationNotice notice;
-        try { notice = VerifyRevocation(body, publicKeyPem); }
+        var now = DateTimeOffset.UtcNow;
+        var window = engine.Settings.RevocationMaxAge;
+        try
+        {
+            notice = VerifyRevocation(body, publicKeyPem);
+            // Signed is not enough: a notice captured on the wire and sent again later, or twice, must not act again.
+            if (notice.EventTime is not { } at)
+                throw new KmsException(KmsErrorKind.InvalidArgument, "event_time", "the notice has no event_time, so its freshness cannot be checked");
+            if ((now - at).Duration() > window)
+                throw new KmsException(KmsErrorKind.InvalidArgument, "event_time", $"the notice's event_time {at:u} is more than {window.TotalSeconds:0} s from now: stale or replayed");
+            if (!await engine.Store.RecordKmsRevocationNoticeAsync(SHA256.HashData(Encoding.UTF8.GetBytes(notice.Message)), now, now - window - window, ct).ConfigureAwait(false))
+                throw new KmsException(KmsErrorKind.AlreadyExists, "msg", "this revocation notice was already received: replay refused");
+        }
         catch (KmsException ex)
         {
-            await engine.Store.AppendAuditAsync(new AuditEntry { Actor = caller.Actor, Source = caller.Source, Action = "kms.revocation", Outcome = AuditOutcome.Rejected, Detail = ex.Message }, ct).ConfigureAwait(false);
+            await engine.Store.AppendAuditAsync(new AuditEntry { Actor = caller.Actor, Source = caller.Source, Action = "kms.revocation", Outcome = ex.Kind is KmsErrorKind.Unauthenticated or KmsErrorKind.AlreadyExists ? AuditOutcome.Denied : AuditOutcome.Rejected, Detail = ex.Message }, ct).ConfigureAwait(false);
             throw;
         }
         await engine.Store.UpsertKmsRevocationAsync(new KmsRevocationRecord { AgentId = notice.AgentId, EventId = notice.EventId, Type = notice.Type, Time = DateTimeOffset.UtcNow, Detail = notice.Message.Length > 1024 ? notice.Message[..1024] : notice.Message }, ct).ConfigureAwait(false);
@@ -234,12 +251,30 @@ public sealed class KeyReleaseService(KmsEngine engine, IAttestationGate gate)
             using var inner = JsonDocument.Parse(msg);
             var root = inner.RootElement;
             string? S(string n) => root.TryGetProperty(n, out var v) ? v.ValueKind == JsonValueKind.String ? v.GetString() : v.ValueKind == JsonValueKind.Null ? null : v.GetRawText() : null;
+            if (root.ValueKind != JsonValueKind.Object) throw new KmsException(KmsErrorKind.InvalidArgument, "msg", "msg must be a JSON object");
             var agent = S("agent_id");
-            if (root.ValueKind != JsonValueKind.Object || string.IsNullOrEmpty(agent))
-                throw new KmsException(KmsErrorKind.InvalidArgument, "msg", "the notice names no agent_id");
-            return new RevocationNotice(agent, S("type"), S("event_id"), msg);
+            if (string.IsNullOrEmpty(agent)) throw new KmsException(KmsErrorKind.InvalidArgument, "msg", "the notice names no agent_id");
+            if (!Attestation.KeylimeValidators.IsValidAgentId(agent))
+                throw new KmsException(KmsErrorKind.InvalidArgument, "agent_id", "the notice's agent_id is not a valid agent id (letters, digits, '.', '_', '-')");
+            return new RevocationNotice(agent, S("type"), S("event_id"), msg) { EventTime = ParseEventTime(S("event_time")) };
         }
         catch (JsonException) { throw new KmsException(KmsErrorKind.InvalidArgument, "msg", "msg is not JSON"); }
+    }
+
+    /// <summary>
+    /// Keylime's <c>event_time</c>: Python's <c>time.asctime()</c> (<c>Thu Dec  3 10:25:14 2026</c>, day padded with a space),
+    /// read as UTC; ISO 8601 is accepted too. Null when absent or unreadable.
+    /// </summary>
+    public static DateTimeOffset? ParseEventTime(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text) || text.Length > 64) return null;
+        var collapsed = string.Join(' ', text.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        if (DateTime.TryParseExact(collapsed, "ddd MMM d HH:mm:ss yyyy", System.Globalization.CultureInfo.InvariantCulture,
+                System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal, out var asc))
+            return new DateTimeOffset(asc, TimeSpan.Zero);
+        if (DateTimeOffset.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var iso))
+            return iso.ToUniversalTime();
+        return null;
     }
 
     /// <summary>

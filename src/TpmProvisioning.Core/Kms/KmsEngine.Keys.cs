@@ -18,6 +18,9 @@ public sealed partial class KmsEngine
     public async Task<KmsKeyInfo> CreateKeyAsync(string? name, string? compartmentId, KmsCaller caller, CancellationToken ct = default)
     {
         CheckName(name, "name");
+        // Keys are addressed by id or name, ids first: a name in the form of an id could never be addressed by its name.
+        if (Guid.TryParse(name, out _))
+            throw new KmsException(KmsErrorKind.InvalidArgument, "name", "name must not have the form of a key id (a UUID)");
         if (compartmentId is not null && (compartmentId.Length is 0 or > 256 || compartmentId.Any(char.IsControl)))
             throw new KmsException(KmsErrorKind.InvalidArgument, "compartment_id", "compartment_id must be 1-256 printable characters");
         var now = DateTimeOffset.UtcNow;

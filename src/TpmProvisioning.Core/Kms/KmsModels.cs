@@ -70,6 +70,11 @@ public sealed class KmsSettings
     public TimeSpan MaxAttestationAge { get; set; } = TimeSpan.FromSeconds(60);
     /// <summary>Public key (PEM) that signs Keylime revocation notices; null: notices are refused.</summary>
     public string? RevocationPublicKeyPem { get; set; }
+    /// <summary>
+    /// A revocation notice is honoured only when its <c>event_time</c> is at most this far from now (either way): a notice
+    /// captured and replayed later is refused, and so is the same notice twice.
+    /// </summary>
+    public TimeSpan RevocationMaxAge { get; set; } = TimeSpan.FromMinutes(5);
 }
 
 /// <summary>A provider as the surfaces show it (never its key derivation key).</summary>

@@ -26,6 +26,22 @@ public sealed record RegistrarAgentRecord
     public DateTimeOffset Registered { get; init; } = DateTimeOffset.UtcNow;
     public DateTimeOffset Updated { get; init; } = DateTimeOffset.UtcNow;
     public DateTimeOffset? Activated { get; init; }
+    /// <summary>
+    /// A re-registration of an active agent that has not proved itself yet: it replaces the contact and certificate only when its
+    /// own activation succeeds, so a registration by someone who merely knows the agent's public keys changes nothing.
+    /// </summary>
+    public PendingRegistration? Pending { get; init; }
+}
+
+/// <summary>What a re-registration of an active agent would change, held until it activates.</summary>
+public sealed record PendingRegistration
+{
+    public string? MtlsCert { get; init; }
+    public string? Ip { get; init; }
+    public int? Port { get; init; }
+    /// <summary>SHA-256 of the auth tag this re-registration must present.</summary>
+    public required byte[] AuthTagHash { get; init; }
+    public DateTimeOffset Registered { get; init; } = DateTimeOffset.UtcNow;
 }
 
 /// <summary>Registrar members of the store (spec 001).</summary>
@@ -47,4 +63,16 @@ public partial interface IStore
 
     /// <summary>Removes the agent; false when there was none.</summary>
     Task<bool> DeleteRegistrarAgentAsync(string agentId, CancellationToken ct = default);
+
+    /// <summary>Holds <paramref name="pending"/> beside an active agent's record (replacing an earlier pending one); false when the agent is not active.</summary>
+    Task<bool> SetPendingRegistrationAsync(string agentId, PendingRegistration pending, CancellationToken ct = default);
+
+    /// <summary>
+    /// Makes the pending re-registration the agent's registration (contact, certificate, regcount + 1) only if its tag hash still
+    /// equals <paramref name="expectedAuthTagHash"/>. False when nothing changed.
+    /// </summary>
+    Task<bool> PromotePendingRegistrationAsync(string agentId, byte[] expectedAuthTagHash, DateTimeOffset at, CancellationToken ct = default);
+
+    /// <summary>Drops the pending re-registration if its tag hash is still <paramref name="authTagHash"/>; the active record stays.</summary>
+    Task<bool> DiscardPendingRegistrationAsync(string agentId, byte[] authTagHash, CancellationToken ct = default);
 }

@@ -119,4 +119,10 @@ public partial interface IStore
     Task UpsertKmsRevocationAsync(KmsRevocationRecord revocation, CancellationToken ct = default);
     Task<KmsRevocationRecord?> GetKmsRevocationAsync(string agentId, CancellationToken ct = default);
     Task<bool> DeleteKmsRevocationAsync(string agentId, CancellationToken ct = default);
+
+    /// <summary>
+    /// Records that a revocation notice (by the SHA-256 of its signed text) was received at <paramref name="now"/>, and forgets
+    /// notices received before <paramref name="forgetBefore"/>. False when the same notice was already recorded (a replay).
+    /// </summary>
+    Task<bool> RecordKmsRevocationNoticeAsync(byte[] noticeHash, DateTimeOffset now, DateTimeOffset forgetBefore, CancellationToken ct = default);
 }

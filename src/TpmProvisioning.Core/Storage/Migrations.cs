@@ -155,6 +155,18 @@ public static class Migrations
                 detail {text}
             );
             """),
+        new(6, "registrar: pending re-registrations; kms: revocation notices seen", """
+            ALTER TABLE registrar_agents ADD COLUMN pending_mtls_cert {text};
+            ALTER TABLE registrar_agents ADD COLUMN pending_ip {text};
+            ALTER TABLE registrar_agents ADD COLUMN pending_port INTEGER;
+            ALTER TABLE registrar_agents ADD COLUMN pending_auth_tag_hash {blob};
+            ALTER TABLE registrar_agents ADD COLUMN pending_ms {bigint};
+            CREATE TABLE kms_revocation_notices (
+                notice_hash {text} NOT NULL PRIMARY KEY,
+                received_ms {bigint} NOT NULL
+            );
+            CREATE INDEX ix_kms_revocation_notices_time ON kms_revocation_notices (received_ms);
+            """),
     ];
 
     public static int Latest => All[^1].Version;

@@ -6,11 +6,12 @@ namespace TpmProvisioning.Storage;
 public abstract partial class SqlStore
 {
     private const string RegistrarColumns = "agent_id, aik_tpm, ek_tpm, ekcert, mtls_cert, ip, port, regcount, active, auth_tag_hash, registered_ms, updated_ms, activated_ms";
+    private const string RegistrarPendingColumns = "pending_mtls_cert, pending_ip, pending_port, pending_auth_tag_hash, pending_ms";
 
     public Task<RegistrarAgentRecord?> GetRegistrarAgentAsync(string agentId, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(agentId);
-        return FirstAsync("read a registered agent", cmd => { AddParam(cmd, "id", agentId); return $"SELECT {RegistrarColumns} FROM registrar_agents WHERE agent_id = @id"; },
+        return FirstAsync("read a registered agent", cmd => { AddParam(cmd, "id", agentId); return $"SELECT {RegistrarColumns}, {RegistrarPendingColumns} FROM registrar_agents WHERE agent_id = @id"; },
             ReadRegistrarAgent, ct);
     }
 
@@ -40,7 +41,8 @@ public abstract partial class SqlStore
                 VALUES (@id, @aik, @ek, @ekcert, @mtls, @ip, @port, @regcount, @active, @tag, @reg, @upd, @act)
                 ON CONFLICT (agent_id) DO UPDATE SET aik_tpm = @aik, ek_tpm = @ek, ekcert = @ekcert, mtls_cert = @mtls, ip = @ip,
                     port = @port, regcount = @regcount, active = @active, auth_tag_hash = @tag, registered_ms = @reg,
-                    updated_ms = @upd, activated_ms = @act
+                    updated_ms = @upd, activated_ms = @act, pending_mtls_cert = NULL, pending_ip = NULL, pending_port = NULL,
+                    pending_auth_tag_hash = NULL, pending_ms = NULL
                 """;
         }, ct);
     }
@@ -55,6 +57,58 @@ public abstract partial class SqlStore
             AddParam(cmd, "tag", expectedAuthTagHash);
             AddParam(cmd, "t", at.ToUnixTimeMilliseconds());
             return "UPDATE registrar_agents SET active = 1, auth_tag_hash = NULL, activated_ms = @t, updated_ms = @t WHERE agent_id = @id AND auth_tag_hash = @tag";
+        }, ct).ConfigureAwait(false) > 0;
+    }
+
+    public async Task<bool> SetPendingRegistrationAsync(string agentId, PendingRegistration pending, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agentId);
+        ArgumentNullException.ThrowIfNull(pending);
+        return await ExecuteAsync("hold a re-registration", cmd =>
+        {
+            AddParam(cmd, "id", agentId);
+            AddParam(cmd, "mtls", pending.MtlsCert);
+            AddParam(cmd, "ip", pending.Ip);
+            AddParam(cmd, "port", pending.Port);
+            AddParam(cmd, "tag", pending.AuthTagHash);
+            AddParam(cmd, "t", pending.Registered.ToUnixTimeMilliseconds());
+            return """
+                UPDATE registrar_agents SET pending_mtls_cert = @mtls, pending_ip = @ip, pending_port = @port, pending_auth_tag_hash = @tag, pending_ms = @t
+                WHERE agent_id = @id AND active = 1
+                """;
+        }, ct).ConfigureAwait(false) > 0;
+    }
+
+    public async Task<bool> PromotePendingRegistrationAsync(string agentId, byte[] expectedAuthTagHash, DateTimeOffset at, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agentId);
+        ArgumentNullException.ThrowIfNull(expectedAuthTagHash);
+        return await ExecuteAsync("activate a re-registration", cmd =>
+        {
+            AddParam(cmd, "id", agentId);
+            AddParam(cmd, "tag", expectedAuthTagHash);
+            AddParam(cmd, "t", at.ToUnixTimeMilliseconds());
+            return """
+                UPDATE registrar_agents SET mtls_cert = pending_mtls_cert, ip = pending_ip, port = pending_port, regcount = regcount + 1,
+                    activated_ms = @t, updated_ms = @t, pending_mtls_cert = NULL, pending_ip = NULL, pending_port = NULL,
+                    pending_auth_tag_hash = NULL, pending_ms = NULL
+                WHERE agent_id = @id AND active = 1 AND pending_auth_tag_hash = @tag
+                """;
+        }, ct).ConfigureAwait(false) > 0;
+    }
+
+    public async Task<bool> DiscardPendingRegistrationAsync(string agentId, byte[] authTagHash, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agentId);
+        ArgumentNullException.ThrowIfNull(authTagHash);
+        return await ExecuteAsync("discard a re-registration", cmd =>
+        {
+            AddParam(cmd, "id", agentId);
+            AddParam(cmd, "tag", authTagHash);
+            return """
+                UPDATE registrar_agents SET pending_mtls_cert = NULL, pending_ip = NULL, pending_port = NULL, pending_auth_tag_hash = NULL, pending_ms = NULL
+                WHERE agent_id = @id AND pending_auth_tag_hash = @tag
+                """;
         }, ct).ConfigureAwait(false) > 0;
     }
 
@@ -80,5 +134,13 @@ public abstract partial class SqlStore
         Registered = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(10))),
         Updated = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(11))),
         Activated = r.IsDBNull(12) ? null : DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(12))),
+        Pending = r.IsDBNull(16) ? null : new PendingRegistration
+        {
+            MtlsCert = r.IsDBNull(13) ? null : r.GetString(13),
+            Ip = r.IsDBNull(14) ? null : r.GetString(14),
+            Port = r.IsDBNull(15) ? null : Convert.ToInt32(r.GetValue(15)),
+            AuthTagHash = r.GetFieldValue<byte[]>(16),
+            Registered = r.IsDBNull(17) ? DateTimeOffset.UnixEpoch : DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(17))),
+        },
     };
 }

@@ -278,4 +278,16 @@ public abstract partial class SqlStore
 
     public async Task<bool> DeleteKmsRevocationAsync(string agentId, CancellationToken ct = default) =>
         await ExecuteAsync("remove a revocation", cmd => { AddParam(cmd, "a", agentId); return "DELETE FROM kms_revocations WHERE agent_id = @a"; }, ct).ConfigureAwait(false) > 0;
+
+    public async Task<bool> RecordKmsRevocationNoticeAsync(byte[] noticeHash, DateTimeOffset now, DateTimeOffset forgetBefore, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(noticeHash);
+        await ExecuteAsync("forget old revocation notices", cmd => { AddParam(cmd, "t", Ms(forgetBefore)); return "DELETE FROM kms_revocation_notices WHERE received_ms < @t"; }, ct).ConfigureAwait(false);
+        return await ExecuteAsync("record a revocation notice", cmd =>
+        {
+            AddParam(cmd, "h", Convert.ToHexString(noticeHash));
+            AddParam(cmd, "t", Ms(now));
+            return "INSERT INTO kms_revocation_notices (notice_hash, received_ms) VALUES (@h, @t) ON CONFLICT (notice_hash) DO NOTHING";
+        }, ct).ConfigureAwait(false) > 0;
+    }
 }

@@ -18,6 +18,7 @@ internal sealed partial class KmsRole
         KmsErrorKind.Unauthenticated => 401,
         KmsErrorKind.Unauthorized => 403,
         KmsErrorKind.NotFound => 404,
+        KmsErrorKind.AlreadyExists => 409,
         _ => 500,
     };
 

@@ -207,6 +207,18 @@ public sealed class ProvisioningServiceTests : IAsyncLifetime
         Assert.Contains(problem, o.Error);
     }
 
+    [Fact]
+    public async Task AnAkWithASymmetricCipherIsRefusedAndNoCertificateIsIssued()
+    {
+        using var dev = h.NewDevice();
+        var forged = dev.Ak.Public.Clone();
+        forged.Symmetric = TpmSymmetricDef.Aes128Cfb;
+        var req = dev.Request(h.Key.Key);
+        req.AkPubKey = Convert.ToBase64String(forged.ToTpm2B());
+        var o = await AssertRejected(req, 400, "ak_pub_key: not a restricted signing key fit for attestation");
+        Assert.Contains("symmetric must be TPM_ALG_NULL", o.Error);
+    }
+
     [Theory]
     [InlineData("name", "senso", "device.name: must be at least 6 characters")]
     [InlineData("name", null, "device.name: required")]

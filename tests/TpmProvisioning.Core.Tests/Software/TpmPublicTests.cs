@@ -84,6 +84,20 @@ public class TpmPublicTests
         Assert.Equal(new[] { "decrypt must be clear", "fixedTPM missing", "sensitiveDataOrigin missing" }, problems);
     }
 
+    [Fact]
+    public void ARestrictedSigningKeyWithASymmetricCipherIsNotAnAk()
+    {
+        // restricted|sign with AES-128-CFB: a combination no TPM creates (Part 1, 25.1), so it cannot be a TPM-resident AK.
+        var ak = TpmTemplates.AkRsa2048;
+        ak.Symmetric = TpmSymmetricDef.Aes128Cfb;
+        var parsed = TpmPublic.ParseTpm2B(ak.ToTpm2B());
+        Assert.Equal(new[] { "symmetric must be TPM_ALG_NULL for a signing key (is Aes)" }, parsed.RestrictedSigningKeyProblems());
+        Assert.False(parsed.IsRestrictedSigningKey(out _));
+        var ecc = TpmTemplates.AkEccP256;
+        ecc.Symmetric = TpmSymmetricDef.Aes256Cfb;
+        Assert.Single(TpmPublic.ParseTpm2B(ecc.ToTpm2B()).RestrictedSigningKeyProblems());
+    }
+
     public static TheoryData<string> TemplateNames => new()
     {
         nameof(TpmTemplates.EkRsa2048), nameof(TpmTemplates.EkEccP256), nameof(TpmTemplates.EkRsa2048High),

@@ -122,13 +122,14 @@ public sealed class RegistrarTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
             Assert.Equal(HttpStatusCode.Unauthorized, (await s.SendAsync(HttpMethod.Get, "/v2.1/agents/")).Status);
             Assert.Equal(HttpStatusCode.Unauthorized, (await s.SendAsync(HttpMethod.Delete, $"/v2.1/agents/{id}")).Status);
 
-            // Re-registration with the same TPM: regcount 2, not active until activated again.
-            var blob = await client.RegisterAsync(new AgentIdentity { AgentId = id }, keys.EkPublic, keys.AkPublic, keys.EkCertificate);
-            var (pending, pendingBody) = await s.SendAsync(HttpMethod.Get, $"/v2.1/agents/{id}", tenant: true);
-            Assert.Equal(HttpStatusCode.NotFound, pending);
-            AssertEnvelope(pendingBody, 404);
+            // Re-registration with the same TPM: held pending (the active registration still answers) until it activates,
+            // then its contact replaces the old one and regcount is 2.
+            var blob = await client.RegisterAsync(new AgentIdentity { AgentId = id, Ip = "127.0.0.2", Port = 9003 }, keys.EkPublic, keys.AkPublic, keys.EkCertificate);
+            var held = await tenant.GetAsync(id);
+            Assert.Equal((1, "127.0.0.1", 9002), (held.RegCount, held.Ip, held.Port));
             await client.ActivateAsync(id, RegistrarClient.SolveChallenge(dev, keys, id, blob));
-            Assert.Equal(2, (await tenant.GetAsync(id)).RegCount);
+            var renewed = await tenant.GetAsync(id);
+            Assert.Equal((2, "127.0.0.2", 9003), (renewed.RegCount, renewed.Ip, renewed.Port));
         }
 
         await tenant.DeleteAsync(id);
@@ -230,6 +231,50 @@ public sealed class RegistrarTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
     }
 
     [Fact]
+    public async Task ARegistrationWithOnlyThePublicKeysCannotTakeOverAnActiveAgent()
+    {
+        // Anyone can read an agent's ek_tpm and aik_tpm. Re-registering with them, and then failing activation, must leave the
+        // active registration exactly as it was: same contact, same certificate, still active, still readable by the KMS.
+        string id = Guid.NewGuid().ToString();
+        var root = X509Certificate2.CreateFromPem(File.ReadAllText(tpm.Swtpm.ManufacturerRootPath));
+        var issuer = X509Certificate2.CreateFromPem(File.ReadAllText(tpm.Swtpm.ManufacturerIssuerPath));
+        await using var p = await KeylimeTestServer.StartAsync([(root, issuer)], o => o.Registrar.PlainPort = 0);
+        using var client = new RegistrarClient(new RegistrarClientOptions { Registrar = new Uri(p.Host.Info.RegistrarPlainUrl!) });
+        using var tenant = p.RegistrarClient(tenant: true);
+        using var cca = Pki.ComponentCa.LoadOrCreate(Path.Combine(p.DataPath, "ca"));
+        using var agentCert = cca.IssueServerCertificate(["agent"], [IPAddress.Loopback]);
+        string mtls = agentCert.ExportCertificatePem();
+        using var dev = tpm.Open();
+        var keys = Keys(dev);
+        await client.RegisterAndActivateAsync(dev, keys, new AgentIdentity { AgentId = id, Ip = "127.0.0.1", Port = 9002, MtlsCertificatePem = mtls });
+        var before = await tenant.GetAsync(id);
+
+        using var http = new HttpClient();
+        var attack = Body(keys, o => { o["ip"] = "10.6.6.6"; o["port"] = 1; o["mtls_cert"] = "disabled"; });
+        using (var resp = await http.PostAsync($"{p.Host.Info.RegistrarPlainUrl}/v2.1/agents/{id}", new StringContent(attack)))
+            Assert.Equal(HttpStatusCode.OK, resp.StatusCode); // answered like any registration: the attacker learns nothing
+        Assert.Equal(before, await tenant.GetAsync(id));
+        Assert.True((await p.Store.GetRegistrarAgentAsync(id))!.Active);
+
+        using (var resp = await http.PutAsync($"{p.Host.Info.RegistrarPlainUrl}/v2.1/agents/{id}/activate", new StringContent("{\"auth_tag\":\"" + new string('a', 96) + "\"}")))
+            Assert.Equal(HttpStatusCode.BadRequest, resp.StatusCode);
+        var after = await p.Store.GetRegistrarAgentAsync(id);
+        Assert.NotNull(after);
+        Assert.True(after!.Active);
+        Assert.Null(after.Pending);
+        Assert.Equal(before, await tenant.GetAsync(id));
+        Assert.Equal(mtls, (await tenant.GetAsync(id)).MtlsCert);
+        var audit = await p.Store.QueryAuditAsync(new Storage.AuditQuery { Action = RegistrarService.AuditActivate });
+        Assert.Contains(audit, a => a.Target == id && a.Outcome == Storage.AuditOutcome.Rejected && a.Detail!.Contains("active registration kept"));
+
+        // The real agent, holding the TPM, can still re-register and activate.
+        var blob = await client.RegisterAsync(new AgentIdentity { AgentId = id, Ip = "127.0.0.1", Port = 9010, MtlsCertificatePem = mtls }, keys.EkPublic, keys.AkPublic, keys.EkCertificate);
+        await client.ActivateAsync(id, RegistrarClient.SolveChallenge(dev, keys, id, blob));
+        var renewed = await tenant.GetAsync(id);
+        Assert.Equal((2, 9010), (renewed.RegCount, renewed.Port));
+    }
+
+    [Fact]
     public async Task RefusalsAnswer400AndStoreNothing()
     {
         using var dev = tpm.Open();
@@ -267,6 +312,14 @@ public sealed class RegistrarTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
             ($"/v2.1/agents/{id}", Body(keys, o => o["ekcert"] = Convert.ToBase64String(new byte[] { 0x30, 0x03, 1, 2, 3 })), "not a certificate"),
             ($"/v2.1/agents/{id}", Body(keys, o => o.Remove("aik_tpm")), "no AIK"),
             ($"/v2.1/agents/{id}", Body(keys, o => o["port"] = "ninety"), "bad port"),
+            ($"/v2.1/agents/{id}", Body(keys, o => o["aik_tpm"] = Convert.ToBase64String(WithCipher(keys.AkPublic))), "restricted signing AK with an AES symmetric"),
+            ($"/v2.1/agents/{id}", Body(keys, o => o["ip"] = "1.1.1.1'; DROP TABLE x;--"), "SQL in ip"),
+            ($"/v2.1/agents/{id}", Body(keys, o => o["ip"] = "127.0.0.1\u0000evil"), "NUL in ip"),
+            ($"/v2.1/agents/{id}", Body(keys, o => o["ip"] = "https://127.0.0.1:9002/"), "URL as ip"),
+            ($"/v2.1/agents/{id}", Body(keys, o => o["ip"] = new string('a', 5000)), "5000-character ip"),
+            ($"/v2.1/agents/{id}", Body(keys, o => o["ip"] = "999.1.1.1"), "not an IPv4 address"),
+            ($"/v2.1/agents/{id}", Body(keys, o => o["mtls_cert"] = "-----BEGIN CERTIFICATE-----\nAAAAAAAAAAAAAAAAAAAA\n-----END CERTIFICATE-----\n"), "garbage mtls_cert"),
+            ($"/v2.1/agents/{id}", Body(keys, o => o["mtls_cert"] = "not a certificate"), "mtls_cert not PEM"),
             ($"/v2.1/agents/{id}", "[1,2,3]", "not an object"),
             ($"/v2.1/agents/{id}", "{", "not JSON"),
         ];
@@ -279,6 +332,15 @@ public sealed class RegistrarTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
         }
         var (ok, _) = await s.SendAsync(HttpMethod.Post, $"/v2.1/agents/{id}", Body(keys));
         Assert.Equal(HttpStatusCode.OK, ok);
+        foreach (var host in new[] { "agent-7.example.net", "::1", "192.0.2.10", "localhost" })
+            Assert.Equal(HttpStatusCode.OK, (await s.SendAsync(HttpMethod.Post, $"/v2.1/agents/{id}", Body(keys, o => o["ip"] = host))).Status);
+    }
+
+    private static byte[] WithCipher(byte[] akTpm2B)
+    {
+        var ak = TpmPublic.ParseTpm2B(akTpm2B);
+        ak.Symmetric = TpmSymmetricDef.Aes128Cfb;
+        return ak.ToTpm2B();
     }
 
     [Fact]

@@ -228,7 +228,7 @@ public static class VerifierAgentRequest
 
     private static string? Check(VerifierAgentConfig c, bool requireMtls)
     {
-        if (string.IsNullOrWhiteSpace(c.Ip) || c.Ip.Length > 253 || c.Ip.Any(ch => char.IsWhiteSpace(ch) || ch is '/' or '?' or '#' or '@'))
+        if (!KeylimeValidators.IsValidContactHost(c.Ip))
             return "cloudagent_ip: must be an IP address or host name";
         if (c.Port is < 1 or > 65535) return "cloudagent_port: must be 1-65535";
         if (c.V is not null)

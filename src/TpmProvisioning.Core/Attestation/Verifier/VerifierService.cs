@@ -56,11 +56,8 @@ public sealed partial class VerifierService : IAsyncDisposable
     /// <summary>How many agents are being watched now.</summary>
     public int WatchedCount => _watches.Count;
 
-    [GeneratedRegex("^[A-Za-z0-9._-]{1,255}$")]
-    private static partial Regex AgentIdRegex();
-
-    /// <summary>Keylime's agent id rule (<c>validators.valid_agent_id</c>): letters, digits, <c>.</c>, <c>_</c>, <c>-</c>.</summary>
-    public static bool IsValidAgentId(string? id) => id is not null && AgentIdRegex().IsMatch(id);
+    /// <summary>Keylime's agent id rule (<see cref="KeylimeValidators.IsValidAgentId"/>).</summary>
+    public static bool IsValidAgentId(string? id) => KeylimeValidators.IsValidAgentId(id);
 
     // ------------------------------------------------------------------ tenant API
 

@@ -417,6 +417,8 @@ public sealed class TpmPublic
         Require(l, TpmaObject.FixedTpm, "fixedTPM");
         Require(l, TpmaObject.FixedParent, "fixedParent");
         Require(l, TpmaObject.SensitiveDataOrigin, "sensitiveDataOrigin");
+        // TPM 2.0 Part 1, 25.1 (and Part 3 TPM2_Create): a signing key's symmetric is TPM_ALG_NULL; no TPM creates one with a cipher.
+        if (!Symmetric.IsNull) l.Add($"symmetric must be TPM_ALG_NULL for a signing key (is {Symmetric.Algorithm})");
         return l;
     }
 
