@@ -213,7 +213,7 @@ public sealed class KeyReleaseService(KmsEngine engine, IAttestationGate gate)
         }
         catch (KmsException ex)
         {
-            await engine.Store.AppendAuditAsync(new AuditEntry { Actor = caller.Actor, Source = caller.Source, Action = "kms.revocation", Outcome = ex.Kind is KmsErrorKind.Unauthenticated or KmsErrorKind.AlreadyExists ? AuditOutcome.Denied : AuditOutcome.Rejected, Detail = ex.Message }, ct).ConfigureAwait(false);
+            await engine.Store.AppendAuditAsync(new AuditEntry { Actor = caller.Actor, Source = caller.Source, Action = "kms.revocation", Outcome = AuditOutcome.Rejected, Detail = ex.Message }, ct).ConfigureAwait(false);
             throw;
         }
         await engine.Store.UpsertKmsRevocationAsync(new KmsRevocationRecord { AgentId = notice.AgentId, EventId = notice.EventId, Type = notice.Type, Time = DateTimeOffset.UtcNow, Detail = notice.Message.Length > 1024 ? notice.Message[..1024] : notice.Message }, ct).ConfigureAwait(false);

@@ -57,6 +57,46 @@ public sealed class VerifierInputFuzzTests
         Assert.Null(e0);
     }
 
+    [Theory]
+    [InlineData("127.0.0.1\u0000", false)]
+    [InlineData("1.1.1.1'; DROP TABLE x;--", false)]
+    [InlineData("http://127.0.0.1/", false)]
+    [InlineData("agent one", false)]
+    [InlineData("-agent", false)]
+    [InlineData("256.0.0.1", false)]
+    [InlineData("fe80::1%eth0", false)]
+    [InlineData("127.0.0.1", true)]
+    [InlineData("::1", true)]
+    [InlineData("agent-7.plant.example", true)]
+    [InlineData("agent-7.plant.example.", true)]
+    public void TheContactAddressIsAnIpAddressOrAHostName(string ip, bool ok)
+    {
+        var body = JsonNode.Parse(SeedBody())!.AsObject();
+        body["mtls_cert"] = "disabled";
+        body["revocation_key"] = "";
+        body["cloudagent_ip"] = ip;
+        var config = VerifierAgentRequest.Parse(Encoding.UTF8.GetBytes(body.ToJsonString()), false, out var error);
+        Assert.Equal(ok, config is not null);
+        if (!ok) Assert.Equal("cloudagent_ip: must be an IP address or host name", error);
+        Assert.False(TpmProvisioning.Attestation.KeylimeValidators.IsValidContactHost(new string('a', 254)));
+        Assert.Equal(ok, TpmProvisioning.Attestation.KeylimeValidators.IsValidContactHost(ip));
+    }
+
+    [Theory]
+    [InlineData("d432fbb3-d2f1-4a97-9ef7-75bd81c00000", true)]
+    [InlineData("agent_7.lab", true)]
+    [InlineData("../../x", false)]
+    [InlineData("..", false)]
+    [InlineData(".", false)]
+    [InlineData("a/b", false)]
+    [InlineData("a\u0000", false)]
+    [InlineData("", false)]
+    public void AgentIdsAreCheckedOneWayEverywhere(string id, bool ok)
+    {
+        Assert.Equal(ok, TpmProvisioning.Attestation.KeylimeValidators.IsValidAgentId(id));
+        Assert.Equal(ok, VerifierService.IsValidAgentId(id));
+    }
+
     [Fact]
     public void MangledQuoteAnswersAreJudgedAsFailuresNeverThrown()
     {

@@ -120,9 +120,14 @@ public sealed class KeyReleaseTests(SwtpmFixture tpm) : IClassFixture<SwtpmFixtu
         Assert.Equal(HttpStatusCode.NotFound, (await Release(Agent(), new { agent_id = bed.AgentId, provider = "nope", key_identifier = "x" })).Item1);
     }
 
-    private static string Notice(RSA key, string agentId, bool maxSalt)
+    /// <summary>Python's time.asctime() of a UTC time, as Keylime's verifier writes event_time ("Thu Dec  3 10:25:14 2026").</summary>
+    private static string AscTime(DateTimeOffset t) => $"{t.UtcDateTime:ddd MMM} {t.UtcDateTime.Day,2} {t.UtcDateTime:HH:mm:ss yyyy}";
+
+    private static string Notice(RSA key, string agentId, bool maxSalt, DateTimeOffset? at = null, string? eventId = null, bool withTime = true)
     {
-        var msg = JsonSerializer.Serialize(new { type = "revocation", ip = "127.0.0.1", agent_id = agentId, port = 9002, tpm_policy = "{}", meta_data = "{}", event_id = "pcr_validation.failed", severity_label = "emergency", context = "{}" });
+        var fields = new Dictionary<string, object?> { ["type"] = "revocation", ["ip"] = "127.0.0.1", ["agent_id"] = agentId, ["port"] = 9002, ["tpm_policy"] = "{}", ["meta_data"] = "{}", ["event_id"] = eventId ?? "pcr_validation.failed", ["severity_label"] = "emergency", ["context"] = $"{{\"nonce\": \"{Guid.NewGuid()}\"}}" };
+        if (withTime) fields["event_time"] = AscTime(at ?? DateTimeOffset.UtcNow);
+        var msg = JsonSerializer.Serialize(fields);
         byte[] sig;
         if (maxSalt)
         {
@@ -174,4 +179,51 @@ public sealed class KeyReleaseTests(SwtpmFixture tpm) : IClassFixture<SwtpmFixtu
         Assert.Equal(4, rev.Count(e => e.Outcome == AuditOutcome.Rejected));
         Assert.Contains(await audit.QueryAuditAsync(new AuditQuery { Action = "kms.release", Outcome = AuditOutcome.Denied }), e => e.Detail!.Contains("revoked"));
     }
+
+    [Fact]
+    public async Task StaleReplayedAndMisaddressedNoticesAreRefusedAndChangeNothing()
+    {
+        await AttestAsync();
+        var anyone = DeviceClient(null);
+        // All validly signed by the verifier's revocation key.
+        var fresh = Notice(bed.RevocationKey, bed.AgentId, maxSalt: true);
+        (string Body, HttpStatusCode Status, string Why)[] refused =
+        [
+            (Notice(bed.RevocationKey, bed.AgentId, true, DateTimeOffset.UtcNow.AddHours(-1)), HttpStatusCode.BadRequest, "an hour old"),
+            (Notice(bed.RevocationKey, bed.AgentId, true, DateTimeOffset.UtcNow.AddHours(1)), HttpStatusCode.BadRequest, "an hour in the future"),
+            (Notice(bed.RevocationKey, bed.AgentId, true, withTime: false), HttpStatusCode.BadRequest, "no event_time"),
+            (Notice(bed.RevocationKey, "../../x", true), HttpStatusCode.BadRequest, "agent_id with a path"),
+            (Notice(bed.RevocationKey, "a b", true), HttpStatusCode.BadRequest, "agent_id with a space"),
+        ];
+        foreach (var (notice, status, why) in refused)
+        {
+            var (st, body) = await Send(anyone, "/api/tpmprov/kms/v1/revocations", notice);
+            Assert.True(st == status, $"{why}: {st} {body}");
+            Assert.Equal((int)status, body.GetProperty("code").GetInt32());
+        }
+        using (var store = await StoreAsync())
+        {
+            Assert.Null(await store.GetKmsRevocationAsync(bed.AgentId));
+            Assert.Null(await store.GetKmsRevocationAsync("../../x"));
+        }
+        Assert.Equal(HttpStatusCode.OK, (await releaseDisk()).Item1);
+
+        Assert.Equal(HttpStatusCode.OK, (await Send(anyone, "/api/tpmprov/kms/v1/revocations", fresh)).Item1);
+        var (again, againBody) = await Send(anyone, "/api/tpmprov/kms/v1/revocations", fresh);
+        Assert.Equal(HttpStatusCode.Conflict, again);
+        Assert.Contains("already received", againBody.GetProperty("status").GetString());
+        using var audit = await StoreAsync();
+        var rev = await audit.QueryAuditAsync(new AuditQuery { Action = "kms.revocation" });
+        Assert.Equal(1, rev.Count(e => e.Outcome == AuditOutcome.Success));
+        Assert.Equal(refused.Length + 1, rev.Count(e => e.Outcome == AuditOutcome.Rejected));
+    }
+
+    [Theory]
+    [InlineData("Thu Dec  3 10:25:14 2026", "2026-12-03T10:25:14Z")]
+    [InlineData("Mon Nov 30 09:05:01 2026", "2026-11-30T09:05:01Z")]
+    [InlineData("2026-12-03T10:25:14Z", "2026-12-03T10:25:14Z")]
+    [InlineData("yesterday", null)]
+    [InlineData("", null)]
+    public void KeylimeEventTimesAreRead(string text, string? expected) =>
+        Assert.Equal(expected is null ? null : DateTimeOffset.Parse(expected, System.Globalization.CultureInfo.InvariantCulture), KeyReleaseService.ParseEventTime(text));
 }

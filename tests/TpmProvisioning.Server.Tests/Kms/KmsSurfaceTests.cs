@@ -185,6 +185,25 @@ public sealed class KmsSurfaceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AKeyCannotBeNamedAfterAKeyId()
+    {
+        var token = await s.TokenAsync();
+        var (_, first) = await s.SendAsync(HttpMethod.Post, "/v1/cckm/oci/keys", "{\"name\":\"first\"}", bearer: token);
+        var id = first.GetProperty("id").GetString()!;
+        var before = await s.SnapshotAsync();
+        // Ids win over names when a key is looked up, so a key named after another's id (or any UUID) could never be addressed by name.
+        foreach (var name in new[] { id, id.ToUpperInvariant(), Guid.NewGuid().ToString() })
+        {
+            var (st, err) = await s.SendAsync(HttpMethod.Post, "/v1/cckm/oci/keys", JsonSerializer.Serialize(new { name }), bearer: token);
+            Assert.Equal(HttpStatusCode.BadRequest, st);
+            Assert.Contains("key id", err.ToString());
+        }
+        Assert.Equal(before, await s.SnapshotAsync());
+        var (_, got) = await s.SendAsync(HttpMethod.Get, "/v1/cckm/oci/keys/" + id, bearer: token);
+        Assert.Equal("first", got.GetProperty("name").GetString());
+    }
+
+    [Fact]
     public async Task UploadedVersionsFromTheLocalTierCopyTheSourceAndAreExternal()
     {
         var token = await s.TokenAsync();
