@@ -315,6 +315,11 @@ public sealed class NewProvisioningClientCertificateCommand : ProvisioningDataCm
     [ValidateRange(1, 3650)]
     public int ValidDays { get; set; } = 397;
 
+    /// <summary>What the certificate may do: Tenant (default: the admin), Verifier (quotes and V at agents), Kms (read the registrar and verifier).</summary>
+    [Parameter]
+    [ValidateSet(nameof(ClientRole.Tenant), nameof(ClientRole.Verifier), nameof(ClientRole.Kms))]
+    public ClientRole Role { get; set; } = ClientRole.Tenant;
+
     /// <summary>Write the certificate and key as a PKCS#12 (PFX) file here instead of returning the certificate.</summary>
     [Parameter]
     public string? Path { get; set; }
@@ -336,10 +341,10 @@ public sealed class NewProvisioningClientCertificateCommand : ProvisioningDataCm
             WriteError(new ErrorRecord(new ArgumentException("-Path needs -Password: the PFX holds the private key."), "PasswordRequired", ErrorCategory.InvalidArgument, Path));
             return;
         }
-        if (!ShouldProcess(Name, "Issue a client certificate from the components CA")) return;
+        if (!ShouldProcess(Name, $"Issue a {Role.ToString().ToLowerInvariant()} client certificate from the components CA")) return;
         using var ca = ComponentCa.LoadOrCreate(caDir);
-        var cert = ca.IssueClientCertificate(Name, TimeSpan.FromDays(ValidDays));
-        Audit("ca.client.issue", cert.Thumbprint, cert.Subject);
+        var cert = ca.IssueClientCertificate(Name, TimeSpan.FromDays(ValidDays), Role);
+        Audit("ca.client.issue", cert.Thumbprint, $"{cert.Subject} role={Role.ToString().ToLowerInvariant()}");
         if (Path is null) { WriteObject(cert); return; }
         var target = GetUnresolvedProviderPathFromPSPath(Path);
         var pfx = cert.Export(X509ContentType.Pkcs12, new System.Net.NetworkCredential("", Password).Password);

@@ -64,9 +64,23 @@ public sealed class ComponentCa : IDisposable
         return Issue(commonName, san.Build(), new OidCollection { new Oid("1.3.6.1.5.5.7.3.1") }, TimeSpan.FromDays(397));
     }
 
-    /// <summary>Issues a TLS client certificate (with private key) for mutual TLS.</summary>
-    public X509Certificate2 IssueClientCertificate(string commonName, TimeSpan? lifetime = null) =>
-        Issue(commonName, null, new OidCollection { new Oid("1.3.6.1.5.5.7.3.2") }, lifetime ?? TimeSpan.FromDays(397));
+    /// <summary>
+    /// Issues a TLS client certificate (with private key) for mutual TLS: extended key usage clientAuth plus the role it may act
+    /// in (<see cref="ClientRoles"/>). A server certificate, or an agent's, carries no role and is refused as a client.
+    /// </summary>
+    public X509Certificate2 IssueClientCertificate(string commonName, TimeSpan? lifetime = null, ClientRole role = ClientRole.Tenant)
+    {
+        if (role == ClientRole.None) throw new ArgumentException("A client certificate needs a role.", nameof(role));
+        var eku = new OidCollection { new Oid(ClientRoles.ClientAuthOid) };
+        foreach (var r in ClientRoles.Each(role)) eku.Add(new Oid(ClientRoles.Oid(r)));
+        return Issue(commonName, null, eku, lifetime ?? TimeSpan.FromDays(397));
+    }
+
+    /// <summary>
+    /// The roles <paramref name="cert"/> may act in as a client of this CA's servers: none unless this CA issued it and it
+    /// carries the clientAuth extended key usage; then the role usages it carries (<see cref="ClientRoles"/>).
+    /// </summary>
+    public ClientRole ClientRolesOf(X509Certificate2 cert) => Validates(cert) ? ClientRoles.Of(cert) : ClientRole.None;
 
     private X509Certificate2 Issue(string commonName, X509Extension? san, OidCollection eku, TimeSpan lifetime)
     {

@@ -4,9 +4,13 @@ using TpmProvisioning.Pki;
 
 namespace TpmProvisioning.Server.Hosting;
 
-/// <summary>Endpoint filter for routes of a role that requires mutual TLS: the client must present a certificate
-/// issued by the server-components CA; otherwise 401 (no certificate) or 403 (certificate not trusted).</summary>
-internal sealed class ClientCertificateFilter(ComponentCa ca) : IEndpointFilter
+/// <summary>
+/// Endpoint filter for routes that require mutual TLS: the client must present a certificate issued by the server-components
+/// CA, with the clientAuth extended key usage and one of the <paramref name="allowed"/> roles (<see cref="ClientRoles"/>);
+/// otherwise 401 (no certificate) or 403 (not trusted, not a client certificate, or a role that may not call the route). A
+/// server's or an agent's certificate from the same CA is therefore never taken for the tenant.
+/// </summary>
+internal sealed class ClientCertificateFilter(ComponentCa ca, ClientRole allowed = ClientRole.Tenant) : IEndpointFilter
 {
     public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
@@ -18,6 +22,11 @@ internal sealed class ClientCertificateFilter(ComponentCa ca) : IEndpointFilter
             return Results.Json(new { code = 401, status = "Client certificate required", results = new { } }, statusCode: 401);
         if (!ca.Validates(cert))
             return Results.Json(new { code = 403, status = "Client certificate not trusted", results = new { } }, statusCode: 403);
+        var roles = ClientRoles.Of(cert);
+        if (roles == ClientRole.None)
+            return Results.Json(new { code = 403, status = "Client certificate not accepted: it is not a client certificate with a role (clientAuth extended key usage and a TpmProvisioning role); issue one with New-ProvisioningClientCertificate", results = new { } }, statusCode: 403);
+        if ((roles & allowed) == ClientRole.None)
+            return Results.Json(new { code = 403, status = $"Client certificate not accepted: its role ({ClientRoles.Describe(roles)}) may not call this route (needs {ClientRoles.Describe(allowed)})", results = new { } }, statusCode: 403);
         http.Items[ClientIdentityKey] = cert.Subject;
         return await next(context);
     }

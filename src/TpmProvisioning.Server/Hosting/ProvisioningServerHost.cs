@@ -121,7 +121,7 @@ public sealed class ProvisioningServerHost : IServerHost
                 LogPath = Path.Combine(dataPath, "logs"),
             };
 
-            var (app, plainListen) = BuildApp(options, dataPath, log, store, ca, serverCert, info);
+            var (app, plainListen, context) = BuildApp(options, dataPath, log, store, ca, serverCert, info);
             var host = new ProvisioningServerHost(app, log, store, ca, options, info);
             try
             {
@@ -129,6 +129,7 @@ public sealed class ProvisioningServerHost : IServerHost
             }
             catch (Exception ex)
             {
+                context.MarkStarted(false);
                 await app.DisposeAsync().ConfigureAwait(false);
                 throw Classify(ex, options);
             }
@@ -145,6 +146,7 @@ public sealed class ProvisioningServerHost : IServerHost
             info.Urls = urls.ToArray();
             info.Port = info.Urls.Select(u => new Uri(u).Port).FirstOrDefault();
             info.State = ServerState.Running;
+            context.MarkStarted(true);
             app.Logger.LogInformation("Server {Name} started on {Urls} with roles {Roles}", info.Name, string.Join(", ", info.Urls), info.Roles);
             await store.AppendAuditAsync(new AuditEntry { Actor = Environment.UserName, Action = "server.start", Target = info.Name, Outcome = AuditOutcome.Success, Detail = $"{string.Join(" ", info.Urls)} roles={info.Roles}" }, ct).ConfigureAwait(false);
             return host;
@@ -206,7 +208,7 @@ public sealed class ProvisioningServerHost : IServerHost
     private static int? PlainRegistrarPort(ServerOptions options) =>
         options.Roles.HasFlag(ServerRole.Registrar) ? options.Registrar?.PlainPort : null;
 
-    private static (WebApplication App, ListenOptions? PlainListen) BuildApp(ServerOptions options, string dataPath, FileLoggerProvider log, IStore store, ComponentCa ca, X509Certificate2? serverCert, ServerInfo info)
+    private static (WebApplication App, ListenOptions? PlainListen, ServerContext Context) BuildApp(ServerOptions options, string dataPath, FileLoggerProvider log, IStore store, ComponentCa ca, X509Certificate2? serverCert, ServerInfo info)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -306,7 +308,7 @@ public sealed class ProvisioningServerHost : IServerHost
                 group.AddEndpointFilter(new ClientCertificateFilter(ca));
             m.Map(group, context);
         }
-        return (app, plainListen);
+        return (app, plainListen, context);
     }
 
     /// <summary>Stops taking new work: surfaces answer 503 with Retry-After from now on; requests in flight finish.</summary>

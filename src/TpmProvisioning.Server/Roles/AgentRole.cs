@@ -7,6 +7,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using TpmProvisioning.Attestation;
 using TpmProvisioning.Hosting;
+using TpmProvisioning.Pki;
 
 namespace TpmProvisioning.Server.Roles;
 
@@ -40,7 +41,8 @@ internal sealed class AgentRole : IRoleModule
         var log = routes.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Agent");
         Keylime.MapShared(routes, context);
         string p = Keylime.Prefix;
-        var g = Keylime.Mutual(routes, context);
+        // The tenant (identity quotes, U, verify) and the verifier (integrity quotes, V), as Keylime's agent serves them.
+        var g = Keylime.Mutual(routes, context, ClientRole.Tenant | ClientRole.Verifier);
         g.MapGet(p + "/agent/info", () => Keylime.Envelope(200, "Success", agent.Info()));
         g.MapGet(p + "/keys/pubkey", () => Keylime.Envelope(200, "Success", new AgentPublicKey { Pubkey = agent.NkPublicPem }));
         g.MapPost(p + "/keys/ukey", async Task<IResult> (HttpContext http) =>
@@ -73,7 +75,7 @@ internal sealed class AgentRole : IRoleModule
         if (settings.Registrar is { } registrarUri)
         {
             var lifetime = routes.ServiceProvider.GetRequiredService<IHostApplicationLifetime>();
-            lifetime.ApplicationStarted.Register(() => _ = Task.Run(async () =>
+            context.OnStarted(async () =>
             {
                 try
                 {
@@ -95,7 +97,7 @@ internal sealed class AgentRole : IRoleModule
                     context.Info.AgentRegistrationError = ex.Message;
                     log.LogError(ex, "Agent {AgentId} could not register at {Registrar}", agent.AgentId, registrarUri);
                 }
-            }));
+            });
         }
     }
 

@@ -38,6 +38,25 @@ internal sealed class ServerContext
     public bool Tls { get; init; }
     /// <summary>Routes several roles share (such as Keylime's <c>/version</c>), mapped by whichever role comes first.</summary>
     public HashSet<string> SharedRoutes { get; } = new(StringComparer.Ordinal);
+
+    // Continuations run synchronously inside MarkStarted, up to their first await: a role's first steps (such as the verifier
+    // taking its contact port) are done before StartAsync returns to the caller.
+    private readonly TaskCompletionSource _started = new();
+
+    /// <summary>
+    /// Runs <paramref name="work"/> once the server is listening and <see cref="Info"/> holds its bound addresses and port (so
+    /// a role never reports port 0 for <c>-Port 0</c>). Kestrel's own ApplicationStarted fires before the host has read them.
+    /// Nothing runs when the start fails.
+    /// </summary>
+    public void OnStarted(Func<Task> work) => _ = _started.Task.ContinueWith(t => t.IsCompletedSuccessfully ? work() : Task.CompletedTask,
+        CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).Unwrap();
+
+    /// <summary>Called by the host when the bound addresses are in <see cref="Info"/>, or with false when the start failed.</summary>
+    internal void MarkStarted(bool ok)
+    {
+        if (ok) _started.TrySetResult();
+        else _started.TrySetCanceled();
+    }
 }
 
 /// <summary>The registry of surfaces. Later surfaces replace their placeholder here.</summary>

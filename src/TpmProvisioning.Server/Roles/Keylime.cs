@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using TpmProvisioning.Attestation;
+using TpmProvisioning.Pki;
 using TpmProvisioning.Server.Hosting;
 
 namespace TpmProvisioning.Server.Roles;
@@ -65,11 +66,14 @@ internal static class Keylime
     public static TBuilder OpenOnPlainPort<TBuilder>(this TBuilder b) where TBuilder : IEndpointConventionBuilder =>
         b.Open().WithMetadata(ServedOnPlainPortAttribute.Instance);
 
-    /// <summary>A route group whose endpoints need a components-CA client certificate when the server speaks TLS.</summary>
-    public static RouteGroupBuilder Mutual(IEndpointRouteBuilder routes, ServerContext context)
+    /// <summary>
+    /// A route group whose endpoints need a components-CA client certificate in one of <paramref name="allowed"/> roles when
+    /// the server speaks TLS.
+    /// </summary>
+    public static RouteGroupBuilder Mutual(IEndpointRouteBuilder routes, ServerContext context, ClientRole allowed)
     {
         var g = routes.MapGroup("");
-        if (context.Tls) g.AddEndpointFilter(new ClientCertificateFilter(context.ComponentCa));
+        if (context.Tls) g.AddEndpointFilter(new ClientCertificateFilter(context.ComponentCa, allowed));
         return g;
     }
 

@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using TpmProvisioning.Hosting;
+using TpmProvisioning.Pki;
 using TpmProvisioning.Kms;
 
 namespace TpmProvisioning.Server.Roles;
@@ -68,7 +69,7 @@ internal sealed partial class KmsRole : IRoleModule
                 Verifier = settings.Verifier,
                 Registrar = settings.Registrar,
                 CaCertificate = settings.KeylimeCaCertificate ?? context.ComponentCa.Certificate,
-                ClientCertificate = settings.KeylimeClientCertificate ?? context.ComponentCa.IssueClientCertificate("kms"),
+                ClientCertificate = settings.KeylimeClientCertificate ?? context.ComponentCa.IssueClientCertificate("kms", role: ClientRole.Kms),
                 MaxAttestationAge = settings.MaxAttestationAge,
             });
             if (settings.Verifier is null) log.LogWarning("KMS: no verifier configured; key release to devices is refused");

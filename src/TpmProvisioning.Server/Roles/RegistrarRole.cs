@@ -77,10 +77,12 @@ internal sealed class RegistrarRole : IRoleModule
             return Keylime.Envelope(outcome);
         }).OpenOnPlainPort();
 
-        var mutual = Keylime.Mutual(routes, context);
-        mutual.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) => Keylime.Envelope(await svc.ListAsync(http.RequestAborted)));
-        mutual.MapGet(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) => Keylime.Envelope(await svc.GetAsync(agent_id, http.RequestAborted)));
-        mutual.MapDelete(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
+        // Reading: the tenant, and a KMS that checks a device's certificate. Deleting: the tenant only.
+        var readers = Keylime.Mutual(routes, context, ClientRole.Tenant | ClientRole.Kms);
+        readers.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) => Keylime.Envelope(await svc.ListAsync(http.RequestAborted)));
+        readers.MapGet(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) => Keylime.Envelope(await svc.GetAsync(agent_id, http.RequestAborted)));
+        var tenant = Keylime.Mutual(routes, context, ClientRole.Tenant);
+        tenant.MapDelete(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
         {
             if (context.Info.Draining) return Keylime.Draining();
             return Keylime.Envelope(await svc.DeleteAsync(agent_id, Keylime.CallInfo(http), http.RequestAborted));

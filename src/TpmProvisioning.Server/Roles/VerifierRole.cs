@@ -7,6 +7,7 @@ using Microsoft.Extensions.Logging;
 using TpmProvisioning.Attestation;
 using TpmProvisioning.Attestation.Verifier;
 using TpmProvisioning.Hosting;
+using TpmProvisioning.Pki;
 
 namespace TpmProvisioning.Server.Roles;
 
@@ -26,7 +27,7 @@ internal sealed class VerifierRole : IRoleModule
         {
             var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Verifier");
             var settings = context.Options.Verifier ?? new VerifierSettings();
-            var clientCert = settings.ClientCertificate ?? context.ComponentCa.IssueClientCertificate($"verifier {settings.VerifierId}");
+            var clientCert = settings.ClientCertificate ?? context.ComponentCa.IssueClientCertificate($"verifier {settings.VerifierId}", role: ClientRole.Verifier);
             var connector = new AgentConnector(clientCert, settings.RequestTimeout);
             var notifier = new RevocationNotifier(settings.RevocationWebhooks, context.ComponentCa.Certificate, m => log.LogWarning("{Message}", m));
             return new VerifierService(context.Store, settings, connector, notifier, MeasurementChecks.Default, log: m => log.LogInformation("{Message}", m))
@@ -41,7 +42,7 @@ internal sealed class VerifierRole : IRoleModule
         var svc = routes.ServiceProvider.GetRequiredService<VerifierService>();
         var log = routes.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Verifier");
         var lifetime = routes.ServiceProvider.GetRequiredService<IHostApplicationLifetime>();
-        lifetime.ApplicationStarted.Register(() => _ = Task.Run(async () =>
+        context.OnStarted(async () =>
         {
             svc.ContactPort = context.Info.Port;
             try
@@ -50,13 +51,15 @@ internal sealed class VerifierRole : IRoleModule
                 if (n > 0) log.LogInformation("Verifier: resumed watching {Count} agent(s) from the store", n);
             }
             catch (Exception ex) { log.LogError(ex, "Verifier: could not resume watching agents"); }
-        }));
+        });
         lifetime.ApplicationStopping.Register(() => svc.DisposeAsync().AsTask().GetAwaiter().GetResult());
 
         Keylime.MapShared(routes, context);
         string p = Keylime.Prefix;
-        var g = Keylime.Mutual(routes, context);
-        g.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) =>
+        // Reading: the tenant, and a KMS deciding a key release. Everything that changes what is watched: the tenant only.
+        var readers = Keylime.Mutual(routes, context, ClientRole.Tenant | ClientRole.Kms);
+        var g = Keylime.Mutual(routes, context, ClientRole.Tenant);
+        readers.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) =>
         {
             var all = await svc.ListAsync(http.RequestAborted);
             if (http.Request.Query["bulk"] == "1" || http.Request.Query["bulk"] == "true")
@@ -64,7 +67,7 @@ internal sealed class VerifierRole : IRoleModule
             // Keylime answers a list of one-column rows: [["id1"], ["id2"]].
             return Keylime.Envelope(200, "Success", new Dictionary<string, object> { ["uuids"] = all.Select(a => new[] { a.AgentId }).ToList() });
         });
-        g.MapGet(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) => Keylime.Envelope(await svc.GetAsync(agent_id, http.RequestAborted)));
+        readers.MapGet(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) => Keylime.Envelope(await svc.GetAsync(agent_id, http.RequestAborted)));
         g.MapPost(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
         {
             if (context.Info.Draining) return Keylime.Draining();

@@ -47,7 +47,7 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
         agent = await StartAgentAsync();
         var ca = X509Certificate2.CreateFromPem(File.ReadAllText(agent.Info.CaCertificatePath!));
         using (var cca = ComponentCa.LoadOrCreate(Path.Combine(agentData, "ca")))
-            verifier = KeylimeTestServer.Client(ca, cca.IssueClientCertificate("verifier"));
+            verifier = KeylimeTestServer.Client(ca, cca.IssueClientCertificate("verifier", role: ClientRole.Verifier));
         anonymous = KeylimeTestServer.Client(ca, null);
     }
 

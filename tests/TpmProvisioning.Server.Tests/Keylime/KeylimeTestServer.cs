@@ -81,6 +81,20 @@ public sealed class KeylimeTestServer : IAsyncDisposable
         return Convert.ToString(await cmd.ExecuteScalarAsync()) ?? "";
     }
 
+    /// <summary>
+    /// The spec's registration example with its <c>mtls_cert</c> placeholder (<c>-----BEGIN CERTIFICATE----- (...) -----END CERTIFICATE-----</c>)
+    /// filled in by a real certificate: the registrar parses the certificate, as the verifier does, and refuses the placeholder.
+    /// </summary>
+    public static string RegistrationExample()
+    {
+        var body = System.Text.Json.Nodes.JsonNode.Parse(Seed("registrar-post-agent.request.json"))!.AsObject();
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        using var cert = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=keylime-agent", key, System.Security.Cryptography.HashAlgorithmName.SHA256)
+            .CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddYears(1));
+        body["mtls_cert"] = cert.ExportCertificatePem();
+        return body.ToJsonString();
+    }
+
     /// <summary>The repository's seeds/keylime folder (contract fixtures from the spec).</summary>
     public static string Seed(string name)
     {

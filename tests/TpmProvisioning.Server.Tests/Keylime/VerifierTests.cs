@@ -101,7 +101,7 @@ public sealed class VerifierTestBed : IAsyncDisposable
         using (var tenant = b.Registrar.RegistrarClient(tenant: true)) b.View = await tenant.GetAsync(b.AgentId);
         // The agent trusts its fleet's components CA: the verifier presents a certificate issued by it.
         using (var cca = ComponentCa.LoadOrCreate(Path.Combine(b.AgentData, "ca")))
-            b.VerifierClientCert = cca.IssueClientCertificate("verifier");
+            b.VerifierClientCert = cca.IssueClientCertificate("verifier", role: ClientRole.Verifier);
         if (shareRegistrarCa) CopyCa(b.Registrar.DataPath, b.VerifierData);
         b.Verifier = await b.StartVerifierAsync();
         return b;
