@@ -47,7 +47,7 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
         if (MasterKeyTpm is not null) settings.MasterKeyTpm = MasterKeyTpm;
         if (present is null && !mayCreate) return null;
 
-        Directory.CreateDirectory(dir);
+        TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir);
         IStore store;
         try { store = SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
         catch (Exception ex) when (ex is not PipelineStoppedException)

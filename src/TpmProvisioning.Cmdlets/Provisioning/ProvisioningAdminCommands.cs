@@ -41,7 +41,7 @@ public abstract class ProvisioningDataCmdletBase : PSCmdlet
     protected IStore OpenStore()
     {
         var dir = ResolvedDataPath;
-        Directory.CreateDirectory(dir);
+        TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir);
         try { return SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
         catch (Exception ex) when (ex is not PipelineStoppedException)
         {

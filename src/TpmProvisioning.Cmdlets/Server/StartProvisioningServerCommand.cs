@@ -101,12 +101,14 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [Parameter]
     public TpmProvisioning.Kms.KmsSettings? KmsSettings { get; set; }
 
-    /// <summary>Kms role: how the master key is protected (default Tpm; InsecureFile only for labs).</summary>
+    /// <summary>Kms and Verifier roles: how the master key is protected (default Tpm; InsecureFile only for labs). It wraps the KMS's keys and seals the verifier's stored tenant secrets.</summary>
     [Parameter]
+    [Alias("MasterKey")]
     public TpmProvisioning.Kms.MasterKeyKind? KmsMasterKey { get; set; }
 
-    /// <summary>Kms role with a TPM-sealed master key: the server's TPM connection string.</summary>
+    /// <summary>Kms and Verifier roles with a TPM-sealed master key: the server's TPM connection string.</summary>
     [Parameter]
+    [Alias("MasterKeyTpm")]
     [ArgumentCompleter(typeof(TpmConnectionCompleter))]
     public string? KmsMasterKeyTpm { get; set; }
 
@@ -207,7 +209,10 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             };
         }
 
-        if (roles.HasFlag(ServerRole.Kms) && !TryKmsSettings(options)) return;
+        // The master key also seals the verifier's stored tenant secrets: given for a verifier, it applies there too.
+        bool masterKeyGiven = KmsSettings is not null || KmsMasterKey is not null || KmsMasterKeyTpm is not null;
+        if ((roles.HasFlag(ServerRole.Kms) || (roles.HasFlag(ServerRole.Verifier) && masterKeyGiven)) && !TryKmsSettings(options)) return;
+        if (roles.HasFlag(ServerRole.Verifier) && masterKeyGiven && options.Verifier is not null) options.Verifier.MasterKey = options.Kms;
 
         WriteVerbose($"ASP.NET Core shared framework: {AssemblyResolver.AspNetCoreFramework.Found}");
         IServerHost host;

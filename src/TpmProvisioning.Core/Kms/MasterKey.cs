@@ -70,7 +70,7 @@ public sealed class TpmSealedMasterKey(string directory, string? tpmConnection) 
             var fromTpm = tpm.GetRandom(MasterKeyCipher.KeyBytes);
             for (int i = 0; i < fresh.Length && i < fromTpm.Length; i++) fresh[i] ^= fromTpm[i];
             var (priv, pub) = tpm.CreateSealed(srk.Handle, fresh);
-            Directory.CreateDirectory(directory);
+            Storage.PrivateFiles.CreateFolder(directory);
             Pki.ComponentCa.WriteSecretFile(Path, JsonSerializer.Serialize(new Blob(Convert.ToBase64String(pub), Convert.ToBase64String(priv))));
             return fresh;
         }
@@ -128,7 +128,7 @@ public sealed class Pkcs11MasterKey(string directory, Pkcs11Settings settings) :
         var fresh = RandomNumberGenerator.GetBytes(MasterKeyCipher.KeyBytes);
         var nonce = RandomNumberGenerator.GetBytes(12);
         var ct = session.Encrypt(Gcm(nonce), wrapping, fresh);
-        Directory.CreateDirectory(directory);
+        Storage.PrivateFiles.CreateFolder(directory);
         Pki.ComponentCa.WriteSecretFile(Path, JsonSerializer.Serialize(new Blob(settings.KeyLabel, Convert.ToBase64String(nonce), Convert.ToBase64String(ct))));
         return fresh;
     });
@@ -157,7 +157,7 @@ public sealed class InsecureFileMasterKey(string directory) : IMasterKeyWrapper
             return key;
         }
         var fresh = RandomNumberGenerator.GetBytes(MasterKeyCipher.KeyBytes);
-        Directory.CreateDirectory(directory);
+        Storage.PrivateFiles.CreateFolder(directory);
         Pki.ComponentCa.WriteSecretFile(Path, Convert.ToBase64String(fresh));
         return fresh;
     }

@@ -30,8 +30,7 @@ public sealed class ComponentCa : IDisposable
     /// <summary>Loads the CA from <paramref name="directory"/>, creating it when absent.</summary>
     public static ComponentCa LoadOrCreate(string directory, string commonName = "TpmProvisioning Components CA")
     {
-        System.IO.Directory.CreateDirectory(directory);
-        RestrictDirectory(directory);
+        Storage.PrivateFiles.CreateFolder(directory);
         var certPath = Path.Combine(directory, CertFileName);
         var keyPath = Path.Combine(directory, KeyFileName);
         if (File.Exists(certPath) && File.Exists(keyPath))
@@ -51,7 +50,7 @@ public sealed class ComponentCa : IDisposable
         using var selfSigned = req.CreateSelfSigned(now.AddMinutes(-5), now.AddYears(10));
         var publicCert = X509CertificateLoader.LoadCertificate(selfSigned.RawData);
         WriteSecretFile(keyPath, caKey.ExportPkcs8PrivateKeyPem());
-        File.WriteAllText(certPath, publicCert.ExportCertificatePem());
+        Storage.PrivateFiles.WriteAllText(certPath, publicCert.ExportCertificatePem());
         return new ComponentCa(publicCert, caKey, directory);
     }
 
@@ -134,12 +133,6 @@ public sealed class ComponentCa : IDisposable
             w.Write(content);
         }
         File.Move(tmp, path, overwrite: true);
-    }
-
-    private static void RestrictDirectory(string directory)
-    {
-        if (!OperatingSystem.IsWindows())
-            File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
     }
 
     public void Dispose() => _key.Dispose();

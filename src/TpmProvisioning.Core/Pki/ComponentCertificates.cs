@@ -113,10 +113,9 @@ public static class ComponentCertificates
         if (bc is not { CertificateAuthority: true }) throw new ArgumentException($"{ca.Subject} is not a CA certificate (basic constraints).");
         using var key = ca.GetECDsaPrivateKey() ?? throw new ArgumentException("The components CA needs an ECDSA key (as the CA a server creates).");
         var dir = CaDirectory(dataPath);
-        Directory.CreateDirectory(dir);
-        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Storage.PrivateFiles.CreateFolder(dir);
         ComponentCa.WriteSecretFile(Path.Combine(dir, ComponentCa.KeyFileName), key.ExportPkcs8PrivateKeyPem());
-        File.WriteAllText(Path.Combine(dir, ComponentCa.CertFileName), ca.ExportCertificatePem());
+        Storage.PrivateFiles.WriteAllText(Path.Combine(dir, ComponentCa.CertFileName), ca.ExportCertificatePem());
     }
 
     /// <summary>
@@ -131,7 +130,7 @@ public static class ComponentCertificates
         using (var ca = ComponentCa.LoadOrCreate(CaDirectory(dataPath)))
             if (!ca.Validates(server)) throw new ArgumentException($"{server.Subject} was not issued by this data path's components CA.");
         var path = ServerPfxPath(dataPath);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        Storage.PrivateFiles.CreateFolder(Path.GetDirectoryName(path)!);
         var bytes = server.Export(X509ContentType.Pkcs12);
         var tmp = path + ".tmp";
         using (var fs = OperatingSystem.IsWindows() ? new FileStream(tmp, FileMode.Create, FileAccess.Write)

@@ -159,15 +159,10 @@ public sealed class EkTrustStore
         if (kind == EkTrustKind.Root && certificate.SubjectName.RawData.AsSpan().SequenceEqual(certificate.IssuerName.RawData) is false)
             throw new ArgumentException($"{certificate.Subject} is not self-signed; add it as an intermediate.", nameof(certificate));
         var folder = FolderFor(dataPath, kind);
-        Directory.CreateDirectory(folder);
+        Storage.PrivateFiles.CreateFolder(folder);
         var thumb = certificate.GetCertHashString(HashAlgorithmName.SHA256);
         var path = Path.Combine(folder, thumb + ".pem");
-        if (!File.Exists(path))
-        {
-            var tmp = path + ".tmp";
-            File.WriteAllText(tmp, certificate.ExportCertificatePem() + "\n");
-            File.Move(tmp, path, overwrite: true);
-        }
+        if (!File.Exists(path)) Storage.PrivateFiles.WriteAllText(path, certificate.ExportCertificatePem() + "\n");
         return Entry(kind, certificate, path);
     }
 
@@ -192,7 +187,7 @@ public sealed class EkTrustStore
                 if (keep.Count == group.Count()) continue;
                 removed = true;
                 if (keep.Count == 0) File.Delete(group.Key);
-                else File.WriteAllText(group.Key, string.Concat(keep.Select(k => k.Cert.ExportCertificatePem() + "\n")));
+                else Storage.PrivateFiles.WriteAllText(group.Key, string.Concat(keep.Select(k => k.Cert.ExportCertificatePem() + "\n")));
             }
         }
         return removed;

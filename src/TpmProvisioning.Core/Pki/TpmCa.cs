@@ -141,7 +141,7 @@ public sealed class TpmCa : IDisposable
         try
         {
             var cert = CreateSelfSigned(signer, subject ?? DefaultSubject, lifetime ?? TimeSpan.FromDays(7305));
-            File.WriteAllText(Path.Combine(directory, CertFileName), cert.ExportCertificatePem());
+            Storage.PrivateFiles.WriteAllText(Path.Combine(directory, CertFileName), cert.ExportCertificatePem());
             return new TpmCa(cert, signer, directory);
         }
         catch
@@ -213,7 +213,7 @@ public sealed class TpmCa : IDisposable
         check.Dispose();
         PrepareDirectory(directory, force);
         using (var s = FileCertificateSigner.FromPem(privateKeyPem)) s.Save(Path.Combine(directory, KeyFileName));
-        File.WriteAllText(Path.Combine(directory, CertFileName), cert.ExportCertificatePem());
+        Storage.PrivateFiles.WriteAllText(Path.Combine(directory, CertFileName), cert.ExportCertificatePem());
         return Load(directory);
     }
 

@@ -37,9 +37,15 @@ public sealed class SqliteStore : SqlStore
     /// <summary>Opens (creating if needed) the store file and brings its schema up to date.</summary>
     public static async Task<SqliteStore> OpenAsync(string path, CancellationToken ct = default)
     {
-        var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
-        var store = new SqliteStore(System.IO.Path.GetFullPath(path));
+        var full = System.IO.Path.GetFullPath(path);
+        var dir = System.IO.Path.GetDirectoryName(full);
+        if (!string.IsNullOrEmpty(dir) && !Directory.Exists(dir)) PrivateFiles.CreateFolder(dir);
+        // SQLite gives its -wal and -shm files the database file's mode: a database created 0600 keeps all three private.
+        PrivateFiles.Touch(full);
+        if (!OperatingSystem.IsWindows())
+            foreach (var f in new[] { full, full + "-wal", full + "-shm" })
+                if (File.Exists(f) && (File.GetUnixFileMode(f) & ~PrivateFiles.FileMode) != 0) File.SetUnixFileMode(f, PrivateFiles.FileMode);
+        var store = new SqliteStore(full);
         try
         {
             await using (var conn = await store.OpenAsync(ct).ConfigureAwait(false))

@@ -29,7 +29,7 @@ internal sealed class FileLoggerProvider : ILoggerProvider
     {
         _directory = directory;
         _minLevel = minLevel;
-        Directory.CreateDirectory(directory);
+        Storage.PrivateFiles.CreateFolder(directory);
     }
 
     public event Action<ServerLogEntry>? Logged;
@@ -91,7 +91,7 @@ internal sealed class FileLoggerProvider : ILoggerProvider
             _seq++;
         } while (true);
         _currentPath = path;
-        _writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete), new UTF8Encoding(false));
+        _writer = new StreamWriter(Storage.PrivateFiles.OpenWrite(path, FileMode.Append, FileShare.ReadWrite | FileShare.Delete), new UTF8Encoding(false));
         Prune();
     }
 

@@ -70,12 +70,15 @@ public sealed class ProvisioningServerHost : IServerHost
                 "The Registrar and Verifier roles both serve Keylime's /v2.1/agents/ routes, so they cannot share a server (Keylime runs them apart too): start one server for each, on its own port.");
 
         string dataPath = Path.GetFullPath(options.DataPath);
+        IReadOnlyList<string> loosened;
         try
         {
-            Directory.CreateDirectory(dataPath);
+            PrivateFiles.CreateFolder(dataPath);
             var probe = Path.Combine(dataPath, ".write-probe");
-            File.WriteAllText(probe, "");
+            PrivateFiles.Touch(probe);
             File.Delete(probe);
+            // Secrets live here (keys, the database and its WAL, logs): nobody but the owner may read any of it.
+            loosened = PrivateFiles.Secure(dataPath);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -83,6 +86,9 @@ public sealed class ProvisioningServerHost : IServerHost
         }
 
         var log = new FileLoggerProvider(Path.Combine(dataPath, "logs"), (LogLevel)(int)options.LogLevel);
+        if (loosened.Count > 0)
+            log.CreateLogger("TpmProvisioning.Server").LogWarning("The data path had {Count} file(s) or folder(s) that others could read; they are now owner-only: {Changed}",
+                loosened.Count, string.Join("; ", loosened.Take(20)) + (loosened.Count > 20 ? "; ..." : ""));
         IStore? store = null;
         ComponentCa? ca = null;
         try
@@ -177,7 +183,7 @@ public sealed class ProvisioningServerHost : IServerHost
     private static X509Certificate2 LoadOrIssueServerCertificate(ComponentCa ca, string dataPath, IPAddress address)
     {
         var dir = Path.Combine(dataPath, "tls");
-        Directory.CreateDirectory(dir);
+        PrivateFiles.CreateFolder(dir);
         var pfx = Path.Combine(dir, "server.pfx");
         if (File.Exists(pfx))
         {

@@ -58,8 +58,8 @@ internal sealed class ProvisioningEndpoint : IDisposable
         {
             string roots = _settings.EkRootsDirectory ?? ProvisioningPaths.EkRoots(dataPath);
             string intermediates = _settings.EkIntermediatesDirectory ?? ProvisioningPaths.EkIntermediates(dataPath);
-            Directory.CreateDirectory(roots);
-            Directory.CreateDirectory(intermediates);
+            Storage.PrivateFiles.CreateFolder(roots);
+            Storage.PrivateFiles.CreateFolder(intermediates);
             var trust = new EkTrustAnchors(roots, intermediates);
             Service = new ProvisioningService(context.Store, ca, trust, _settings);
             if (trust.Current.Roots.Count == 0)

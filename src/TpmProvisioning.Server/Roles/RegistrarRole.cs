@@ -30,8 +30,8 @@ internal sealed class RegistrarRole : IRoleModule
             var settings = context.Options.Registrar ?? new RegistrarSettings();
             string roots = settings.EkRootsDirectory ?? ProvisioningPaths.EkRoots(context.Info.DataPath);
             string intermediates = settings.EkIntermediatesDirectory ?? ProvisioningPaths.EkIntermediates(context.Info.DataPath);
-            Directory.CreateDirectory(roots);
-            Directory.CreateDirectory(intermediates);
+            Storage.PrivateFiles.CreateFolder(roots);
+            Storage.PrivateFiles.CreateFolder(intermediates);
             var trust = new EkTrustAnchors(roots, intermediates);
             if (settings.VerifyEkCertificateChain && trust.Current.Roots.Count == 0)
                 log.LogWarning("Registrar: no trusted TPM manufacturer root in {Folder}; registrations with an EK certificate are refused until one is added", roots);

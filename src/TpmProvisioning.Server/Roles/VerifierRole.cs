@@ -30,6 +30,7 @@ internal sealed class VerifierRole : IRoleModule
             var clientCert = settings.ClientCertificate ?? context.ComponentCa.IssueClientCertificate($"verifier {settings.VerifierId}", role: ClientRole.Verifier);
             var connector = new AgentConnector(clientCert, settings.RequestTimeout);
             var notifier = new RevocationNotifier(settings.RevocationWebhooks, context.ComponentCa.Certificate, m => log.LogWarning("{Message}", m));
+            settings.Secrets ??= OpenSecrets(context, settings.MasterKey, log);
             return new VerifierService(context.Store, settings, connector, notifier, MeasurementChecks.Default, log: m => log.LogInformation("{Message}", m))
             {
                 ContactIp = context.Options.Address.ToString(),
@@ -95,4 +96,31 @@ internal sealed class VerifierRole : IRoleModule
     }
 
     private static string Clip(string s) => s.Length <= 64 ? s : s[..64] + "…";
+
+    /// <summary>
+    /// The master key that seals the tenants' revocation keys and V shares: the server's (as given for the KMS, or already set up
+    /// in the data path's <c>kms</c> folder); without one, a key file of the verifier's own (0600), with a warning.
+    /// </summary>
+    private static Kms.SecretSealer OpenSecrets(ServerContext context, Kms.KmsSettings? given, ILogger log)
+    {
+        var dataPath = context.Info.DataPath;
+        Kms.IMasterKeyWrapper wrapper;
+        var kms = given ?? (context.Options.Roles.HasFlag(ServerRole.Kms) ? context.Options.Kms : null);
+        if (kms is null && Kms.KmsEngineFactory.DetectMasterKey(dataPath) is { } kind) kms = new Kms.KmsSettings { MasterKey = kind };
+        wrapper = kms is not null
+            ? Kms.KmsEngine.CreateWrapper(kms, Kms.KmsEngineFactory.KmsDirectory(dataPath))
+            : new Kms.InsecureFileMasterKey(Path.Combine(dataPath, "verifier"));
+        try
+        {
+            var sealer = Kms.SecretSealer.Open(wrapper);
+            if (wrapper.Kind == Kms.MasterKeyKind.InsecureFile)
+                log.LogWarning("Verifier: tenant secrets (revocation_key, v) are sealed with a key FILE ({Key}), kept apart from the database; start with -MasterKey Tpm or Pkcs11 to seal it in hardware", wrapper.Description);
+            else log.LogInformation("Verifier: tenant secrets are sealed with the master key {Key}", wrapper.Description);
+            return sealer;
+        }
+        catch (Exception ex) when (ex is Kms.KmsException or Tpm.TpmException or Net.Pkcs11Interop.Common.Pkcs11Exception or IOException)
+        {
+            throw new ServerStartException("Failed", $"The verifier's master key ({wrapper.Description}) is not usable: {ex.Message}", ex);
+        }
+    }
 }

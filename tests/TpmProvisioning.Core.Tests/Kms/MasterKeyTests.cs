@@ -165,3 +165,29 @@ public sealed class Pkcs11Tests : IDisposable
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 }
+
+/// <summary>Secrets kept in text columns are sealed to their row and field, and open only with the same master key.</summary>
+public sealed class SecretSealerTests
+{
+    [Fact]
+    public void ASealedSecretOpensOnlyForItsRowWithItsKey()
+    {
+        var key = RandomNumberGenerator.GetBytes(32);
+        using var sealer = new SecretSealer(key, "test");
+        const string pem = "-----BEGIN PRIVATE KEY-----\nMIIE...\n-----END PRIVATE KEY-----\n";
+        var sealedPem = sealer.Seal(pem, "verifier_agents/a/revocation_key")!;
+        Assert.StartsWith(SecretSealer.Prefix, sealedPem);
+        Assert.DoesNotContain("PRIVATE KEY", sealedPem);
+        Assert.NotEqual(sealedPem, sealer.Seal(pem, "verifier_agents/a/revocation_key")); // fresh nonce each time
+        Assert.Equal(pem, sealer.Open(sealedPem, "verifier_agents/a/revocation_key"));
+        Assert.Equal(sealedPem, sealer.Seal(sealedPem, "verifier_agents/a/revocation_key")); // never sealed twice
+        Assert.Throws<KmsException>(() => sealer.Open(sealedPem, "verifier_agents/b/revocation_key"));
+        using (var other = new SecretSealer(RandomNumberGenerator.GetBytes(32), "other"))
+            Assert.Throws<KmsException>(() => other.Open(sealedPem, "verifier_agents/a/revocation_key"));
+        // Stored before sealing existed, or nothing to seal: returned as it is.
+        Assert.Equal(pem, sealer.Open(pem, "verifier_agents/a/revocation_key"));
+        Assert.Null(sealer.Seal(null, "x"));
+        Assert.Equal("", sealer.Seal("", "x"));
+        Assert.Throws<KmsException>(() => sealer.Open(SecretSealer.Prefix + "not base64!", "x"));
+    }
+}

@@ -223,4 +223,14 @@ public sealed class VerifierSettings
     public bool RequireAgentMtls { get; set; } = true;
     /// <summary>The client certificate (with key) the verifier presents to agents; null issues one from the server-components CA at start.</summary>
     public System.Security.Cryptography.X509Certificates.X509Certificate2? ClientCertificate { get; set; }
+    /// <summary>
+    /// Seals the tenant's secrets (<c>revocation_key</c>, <c>v</c>) with the master key before they are stored; the server always
+    /// sets one. Null (an engine used without a server) stores them as given.
+    /// </summary>
+    public Kms.SecretSealer? Secrets { get; set; }
+    /// <summary>
+    /// The master key that seals them (kind, TPM or HSM), as for the KMS. Null: the server's KMS master key when it hosts the KMS
+    /// or the data path already has one, else a key file of the verifier's own under <c>&lt;DataPath&gt;/verifier</c>.
+    /// </summary>
+    public Kms.KmsSettings? MasterKey { get; set; }
 }

@@ -74,6 +74,9 @@ public sealed partial class VerifierService : IAsyncDisposable
             if (e is not null) return await RejectAsync<EmptyResults>(AuditAdd, 400, e, agentId, call, ct).ConfigureAwait(false);
         }
         var now = _time.GetUtcNow();
+        // The tenant's private revocation key and its V share are secrets: stored (and kept in memory) sealed, opened only to use.
+        if (_settings.Secrets is { } sealer)
+            config = config with { RevocationKey = sealer.Seal(config.RevocationKey, SecretRow(agentId, "revocation_key")), V = sealer.Seal(config.V, SecretRow(agentId, "v")) };
         var record = new VerifierAgentRecord { AgentId = agentId, Config = config, State = OperationalState.Start, VerifierId = _settings.VerifierId, Added = now, Updated = now };
         if (!await _store.InsertVerifierAgentAsync(record, ct).ConfigureAwait(false))
             return await RejectAsync<EmptyResults>(AuditAdd, 409, $"Agent of uuid {agentId} already exists. Please use delete or update.", agentId, call, ct).ConfigureAwait(false);
@@ -307,7 +310,16 @@ public sealed partial class VerifierService : IAsyncDisposable
         var now = _time.GetUtcNow();
         if (r.Progress.NkPem is not { } nk || string.IsNullOrEmpty(r.Config.V))
             return new(r with { State = OperationalState.GetQuote, Updated = now }, _settings.QuoteInterval, false);
-        string encrypted = KeylimePayload.EncryptKeyShare(nk, Convert.FromBase64String(r.Config.V));
+        byte[] v;
+        try { v = Convert.FromBase64String(OpenSecret(r, r.Config.V, "v")!); }
+        catch (Kms.KmsException ex)
+        {
+            var sealedFailure = new AttestationFailure { EventId = "internal.no_v", Reason = ex.Message, Recoverable = false };
+            return new(Failed(r, OperationalState.Failed, [sealedFailure], now), TimeSpan.Zero, true, sealedFailure, null);
+        }
+        string encrypted;
+        try { encrypted = KeylimePayload.EncryptKeyShare(nk, v); }
+        finally { System.Security.Cryptography.CryptographicOperations.ZeroMemory(v); }
         AgentCallResult call;
         await _concurrency.WaitAsync(ct).ConfigureAwait(false);
         try { call = await _agents.ProvideVAsync(r.Config, encrypted, ct).ConfigureAwait(false); }
@@ -340,9 +352,29 @@ public sealed partial class VerifierService : IAsyncDisposable
         var reasons = r.Progress.Failures.Count > 0 ? string.Join("; ", r.Progress.Failures.Select(x => x.ToString())) : f.ToString();
         await AuditAsync(AuditFailed, r.AgentId, AuditOutcome.Failed, $"{OperationalStates.KeylimeName(r.State)}: {Clip(reasons, 900)}", new AttestationCallInfo { Actor = "verifier", Source = "local" }, CancellationToken.None).ConfigureAwait(false);
         if (notifyType is null || _notifier.Webhooks.Count == 0) return;
-        var notice = RevocationNotifier.Prepare(r, notifyType, f, VerifierSeverity.Emergency, _time.GetUtcNow());
+        RevocationNotice notice;
+        try
+        {
+            notice = RevocationNotifier.Prepare(r with { Config = r.Config with { RevocationKey = OpenSecret(r, r.Config.RevocationKey, "revocation_key") } },
+                notifyType, f, VerifierSeverity.Emergency, _time.GetUtcNow());
+        }
+        catch (Kms.KmsException ex)
+        {
+            _log?.Invoke($"Verifier: no revocation notice for agent {r.AgentId}: {ex.Message}");
+            return;
+        }
         // Sent in the background so a slow subscriber cannot hold up the loop; one notice per event, to each subscriber once.
         _ = Task.Run(() => _notifier.SendAsync(notice, _stopping.Token), CancellationToken.None);
+    }
+
+    /// <summary>The associated data a sealed secret of an agent is bound to: copied into another agent's row, it does not open.</summary>
+    private static string SecretRow(string agentId, string field) => $"verifier_agents/{agentId}/{field}";
+
+    private string? OpenSecret(VerifierAgentRecord r, string? value, string field)
+    {
+        if (!Kms.SecretSealer.IsSealed(value)) return value;
+        return (_settings.Secrets ?? throw new Kms.KmsException(Kms.KmsErrorKind.Unavailable, null, $"Agent {r.AgentId}'s {field} is sealed, but this verifier has no master key."))
+            .Open(value, SecretRow(r.AgentId, field));
     }
 
     private const string NonceAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
