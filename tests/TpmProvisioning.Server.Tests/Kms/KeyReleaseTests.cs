@@ -118,6 +118,13 @@ public sealed class KeyReleaseTests(SwtpmFixture tpm) : IClassFixture<SwtpmFixtu
         Assert.Equal(HttpStatusCode.Forbidden, (await Release(Agent(), new { agent_id = Guid.NewGuid().ToString(), provider = "fleet", key_identifier = "x" })).Item1);
         Assert.Equal(HttpStatusCode.BadRequest, (await Release(Agent(), new { agent_id = bed.AgentId, provider = "fleet", key_identifier = "x", key_id = "k" })).Item1);
         Assert.Equal(HttpStatusCode.NotFound, (await Release(Agent(), new { agent_id = bed.AgentId, provider = "nope", key_identifier = "x" })).Item1);
+        // Agent ids are checked where they enter, before anything is asked of the verifier or registrar.
+        foreach (var badId in new[] { "../../x", "..", "a b", "x\u0000" })
+        {
+            var (bst, bbody) = await Release(Agent(), new { agent_id = badId, provider = "fleet", key_identifier = "x" });
+            Assert.Equal(HttpStatusCode.BadRequest, bst);
+            Assert.Contains("agent_id", bbody.GetProperty("status").GetString());
+        }
     }
 
     /// <summary>Python's time.asctime() of a UTC time, as Keylime's verifier writes event_time ("Thu Dec  3 10:25:14 2026").</summary>
