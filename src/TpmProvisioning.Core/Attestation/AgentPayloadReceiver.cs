@@ -348,16 +348,9 @@ public sealed partial class AgentPayloadReceiver
     }
 
     /// <summary>Creates a folder only its owner can enter (mode 0700 on Unix), tightening an existing one.</summary>
-    public static void CreatePrivateDirectory(string path)
-    {
-        if (OperatingSystem.IsWindows()) { Directory.CreateDirectory(path); return; }
-        Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-    }
+    public static void CreatePrivateDirectory(string path) => Storage.PrivateFiles.CreateFolder(path);
 
-    private static FileStream OpenPrivateFile(string path) => OperatingSystem.IsWindows()
-        ? new FileStream(path, FileMode.CreateNew, FileAccess.Write)
-        : new FileStream(path, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite });
+    private static FileStream OpenPrivateFile(string path) => Storage.PrivateFiles.OpenWrite(path, FileMode.CreateNew, FileShare.None);
 
     private static void WritePrivateFile(string path, byte[] content)
     {

@@ -114,26 +114,7 @@ public sealed class ComponentCa : IDisposable
     private static string Escape(string cn) => cn.Replace("\\", "\\\\").Replace(",", "\\,").Replace("=", "\\=").Replace("+", "\\+").Replace("\"", "\\\"");
 
     /// <summary>Writes a file only its owner can read (mode 0600 on Unix).</summary>
-    public static void WriteSecretFile(string path, string content)
-    {
-        var tmp = path + ".tmp";
-        if (OperatingSystem.IsWindows())
-        {
-            File.WriteAllText(tmp, content);
-        }
-        else
-        {
-            using var fs = new FileStream(tmp, new FileStreamOptions
-            {
-                Mode = FileMode.Create,
-                Access = FileAccess.Write,
-                UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-            });
-            using var w = new StreamWriter(fs);
-            w.Write(content);
-        }
-        File.Move(tmp, path, overwrite: true);
-    }
+    public static void WriteSecretFile(string path, string content) => Storage.PrivateFiles.WriteAllText(path, content);
 
     public void Dispose() => _key.Dispose();
 }

@@ -131,11 +131,6 @@ public static class ComponentCertificates
             if (!ca.Validates(server)) throw new ArgumentException($"{server.Subject} was not issued by this data path's components CA.");
         var path = ServerPfxPath(dataPath);
         Storage.PrivateFiles.CreateFolder(Path.GetDirectoryName(path)!);
-        var bytes = server.Export(X509ContentType.Pkcs12);
-        var tmp = path + ".tmp";
-        using (var fs = OperatingSystem.IsWindows() ? new FileStream(tmp, FileMode.Create, FileAccess.Write)
-            : new FileStream(tmp, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
-            fs.Write(bytes);
-        File.Move(tmp, path, true);
+        Storage.PrivateFiles.WriteAllBytes(path, server.Export(X509ContentType.Pkcs12));
     }
 }

@@ -222,9 +222,7 @@ public sealed class TpmCa : IDisposable
 
     private static void PrepareDirectory(string directory, bool force)
     {
-        System.IO.Directory.CreateDirectory(directory);
-        if (!OperatingSystem.IsWindows())
-            File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Storage.PrivateFiles.CreateFolder(directory);
         if (Exists(directory) && !force)
             throw new InvalidOperationException($"A TPM CA already exists in '{directory}'; replace it only deliberately (force).");
     }

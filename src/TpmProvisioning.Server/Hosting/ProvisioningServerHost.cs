@@ -198,15 +198,7 @@ public sealed class ProvisioningServerHost : IServerHost
         var ips = new List<IPAddress> { IPAddress.Loopback, IPAddress.IPv6Loopback };
         if (!address.Equals(IPAddress.Any) && !address.Equals(IPAddress.IPv6Any)) ips.Add(address);
         var cert = ca.IssueServerCertificate(dns, ips);
-        var bytes = cert.Export(X509ContentType.Pkcs12);
-        var tmp = pfx + ".tmp";
-        if (OperatingSystem.IsWindows()) File.WriteAllBytes(tmp, bytes);
-        else
-        {
-            using var fs = new FileStream(tmp, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite });
-            fs.Write(bytes);
-        }
-        File.Move(tmp, pfx, true);
+        PrivateFiles.WriteAllBytes(pfx, cert.Export(X509ContentType.Pkcs12));
         return cert;
     }
 
