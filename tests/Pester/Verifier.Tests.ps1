@@ -95,6 +95,16 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
         $s.State | Should -Be 'TenantFailed'
         "$($s.AttestationStatus)" | Should -Be 'Fail'
         Test-AgentAttestation -Verifier $script:Ver.Urls[0] @script:VerCommon -Quiet | Should -BeFalse
+        # -Quiet: an agent the verifier does not know is a $false, nothing else (no error record).
+        $quietErrors = $null
+        $out = @(Test-AgentAttestation -Verifier $script:Ver.Urls[0] @script:VerCommon -AgentId ([guid]::NewGuid().ToString()) -Quiet -ErrorVariable quietErrors)
+        $out.Count | Should -Be 1
+        $out[0] | Should -BeFalse
+        @($quietErrors).Count | Should -Be 0
+        # Without -Quiet the same call names the agent in an error.
+        $loud = $null
+        $null = Test-AgentAttestation -Verifier $script:Ver.Urls[0] @script:VerCommon -AgentId ([guid]::NewGuid().ToString()) -ErrorVariable loud -ErrorAction SilentlyContinue
+        @($loud).Count | Should -Be 1
         Stop-AgentAttestation -Verifier $script:Ver.Urls[0] -AgentId $id @script:VerCommon -Remove -Confirm:$false
         Get-AttestationAgent -Verifier $script:Ver.Urls[0] @script:VerCommon | Should -BeNullOrEmpty
         Get-ProvisioningAuditLog -DataPath $script:Ver.DataPath | Where-Object Action -Like 'verifier.*' | Select-Object -ExpandProperty Action | Should -Contain 'verifier.stop'

@@ -385,6 +385,13 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
         if (Quiet) WriteObject(_any && _all);
     }
 
+    /// <summary>An error about one agent; with -Quiet it is not written: the final boolean carries the failure.</summary>
+    private void Report(ErrorRecord error)
+    {
+        _all = false;
+        if (!Quiet) WriteError(error);
+    }
+
     private void Emit(AttestationTestResult r)
     {
         _any = true;
@@ -403,6 +410,8 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
         using var client = VerifierClient(Verifier!);
         IReadOnlyList<string> ids;
         try { ids = AgentId is { Length: > 0 } ? AgentId : client.ListAsync().GetAwaiter().GetResult(); }
+        // Not a verdict on any agent: the verifier itself could not be asked. Written even with -Quiet, so a scheduled check can tell
+        // "an agent failed" from "nothing could be checked".
         catch (Exception ex) when (IsExpected(ex)) { _all = false; WriteError(VerifierError(ex, Verifier)); return; }
         foreach (var id in ids)
         {
@@ -410,7 +419,7 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
             try { s = client.GetAsync(id).GetAwaiter().GetResult(); }
             catch (Exception ex) when (IsExpected(ex))
             {
-                WriteError(VerifierError(ex, id));
+                Report(VerifierError(ex, id));
                 bool unknown = ex is KeylimeRequestException { StatusCode: 404 };
                 Emit(new AttestationTestResult { AgentId = id, Passed = false, State = unknown ? "NotWatched" : "Unknown", Source = "verifier",
                     Failures = [new() { EventId = unknown ? "verifier.unknown_agent" : "verifier.unreachable", Reason = ex.Message }] });
@@ -461,7 +470,7 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
         try { ak = PreparedAk.FromTpm2B(Convert.FromBase64String(AikTpm!)); }
         catch (Exception ex) when (ex is FormatException or TpmFormatException or NotSupportedException)
         {
-            WriteError(new ErrorRecord(ex, "InvalidAk", ErrorCategory.InvalidData, id));
+            Report(new ErrorRecord(ex, "InvalidAk", ErrorCategory.InvalidData, id));
             Emit(new AttestationTestResult { AgentId = id, Passed = false, State = "Failed", Source = "agent", Failures = [new() { EventId = "qoute_validation.ak", Reason = ex.Message }] });
             return;
         }
@@ -473,7 +482,7 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
             var call = connector.GetIntegrityQuoteAsync(config, nonce, mask, partial: false, 0, default).GetAwaiter().GetResult();
             if (call.Status != AgentCallStatus.Ok)
             {
-                WriteError(new ErrorRecord(new HttpRequestException($"Agent {id} at {Ip}:{Port}: {call.HttpStatus} {call.Message}"),
+                Report(new ErrorRecord(new HttpRequestException($"Agent {id} at {Ip}:{Port}: {call.HttpStatus} {call.Message}"),
                     call.Status == AgentCallStatus.Unreachable ? "AgentUnreachable" : $"AgentRefused{call.HttpStatus}", ErrorCategory.ConnectionError, id));
                 Emit(new AttestationTestResult { AgentId = id, Passed = false, State = call.Status == AgentCallStatus.Unreachable ? "Unreachable" : "Failed", Source = "agent",
                     Failures = [new() { EventId = call.Status == AgentCallStatus.Unreachable ? "internal.not_reachable" : "internal.no_quote", Reason = $"{call.HttpStatus} {call.Message}" }] });
