@@ -46,6 +46,26 @@ Describe 'Provisioning administration' {
         $e[0].FullyQualifiedErrorId | Should -Be 'NotACaCertificate,TpmProvisioning.Cmdlets.AddTpmManufacturerCaCommand'
     }
 
+    It 'says so when a file is not a certificate, and when an export folder does not exist' {
+        $before = @(Get-TpmManufacturerCa -DataPath $script:Data).Count
+        $junk = Join-Path $TestDrive 'junk.pem'
+        Set-Content -Path $junk -Value 'this is not a certificate'
+        $garbled = Join-Path $TestDrive 'garbled.der'
+        [IO.File]::WriteAllBytes($garbled, [byte[]](0x30, 0x82, 0x01, 0x00, 1, 2, 3))
+        foreach ($file in $junk, $garbled) {
+            $e = $null
+            Add-TpmManufacturerCa -DataPath $script:Data -Path $file -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
+            @($e).Count | Should -Be 1
+            $e[0].FullyQualifiedErrorId | Should -Be 'NotACertificate,TpmProvisioning.Cmdlets.AddTpmManufacturerCaCommand'
+            $e[0].CategoryInfo.Category | Should -Be 'InvalidData'
+        }
+        @(Get-TpmManufacturerCa -DataPath $script:Data).Count | Should -Be $before
+        $e = $null
+        Export-TpmCa -DataPath $script:Data -Path (Join-Path $TestDrive 'no/such/dir/ca.pem') -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
+        $e[0].FullyQualifiedErrorId | Should -Be 'FolderNotFound,TpmProvisioning.Cmdlets.ExportTpmCaCommand'
+        $e[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+    }
+
     It 'exports the TPM CA public certificate only and refuses to replace it without -Force' {
         (Get-Content -Raw $script:TpmCaPem) | Should -Match 'BEGIN CERTIFICATE'
         (Get-Content -Raw $script:TpmCaPem) | Should -Not -Match 'PRIVATE'

@@ -258,11 +258,25 @@ public sealed class AddTpmManufacturerCaCommand : ProvisioningDataCmdletBase
         foreach (var p in Path ?? [])
         {
             var full = GetUnresolvedProviderPathFromPSPath(p);
-            try { certs.AddRange(EkTrustStore.ReadCertificates(File.ReadAllBytes(full)).Select(c => (c, full))); }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+            IReadOnlyList<X509Certificate2> read;
+            try { read = EkTrustStore.ReadCertificates(File.ReadAllBytes(full)); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
                 WriteError(new ErrorRecord(ex, "CertificateUnreadable", ErrorCategory.ReadError, full));
+                continue;
             }
+            catch (Exception ex) when (ex is System.Security.Cryptography.CryptographicException or ArgumentException)
+            {
+                WriteError(new ErrorRecord(new InvalidDataException($"'{full}' is not a certificate (PEM or DER): {ex.Message}", ex), "NotACertificate", ErrorCategory.InvalidData, full));
+                continue;
+            }
+            if (read.Count == 0)
+            {
+                WriteError(new ErrorRecord(new InvalidDataException($"'{full}' holds no certificate: a PEM file needs a -----BEGIN CERTIFICATE----- block, a DER file one X.509 certificate."),
+                    "NotACertificate", ErrorCategory.InvalidData, full));
+                continue;
+            }
+            certs.AddRange(read.Select(c => (c, full)));
         }
         var kind = Intermediate ? EkTrustKind.Intermediate : EkTrustKind.Root;
         foreach (var (cert, from) in certs)
@@ -392,7 +406,13 @@ public sealed class ExportTpmCaCommand : ProvisioningDataCmdletBase
         if (Path is null) { WriteObject(cert); return; }
         var target = GetUnresolvedProviderPathFromPSPath(Path);
         if (!ShouldProcess(target, "Write the TPM CA certificate (PEM)")) return;
-        File.WriteAllText(target, cert.ExportCertificatePem() + "\n");
+        try { File.WriteAllText(target, cert.ExportCertificatePem() + "\n"); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            var category = ex is DirectoryNotFoundException ? ErrorCategory.ObjectNotFound : ex is UnauthorizedAccessException ? ErrorCategory.PermissionDenied : ErrorCategory.WriteError;
+            WriteError(new ErrorRecord(ex, ex is DirectoryNotFoundException ? "FolderNotFound" : "FileNotWritable", category, target));
+            return;
+        }
         WriteObject(new FileInfo(target));
     }
 }
