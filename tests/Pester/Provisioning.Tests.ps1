@@ -140,6 +140,28 @@ Describe 'New-TpmProvisioning' {
         Get-ManufacturingRecord -DataPath $script:Data -Serial 'SN-0009' | Should -BeNullOrEmpty
     }
 
+    It 'pipes keys and manufacturer CAs between cmdlets on the store they came from, not the default one' {
+        # The default store is elsewhere: a cmdlet that fell back to it would not find these keys.
+        $savedDefault = $env:TPMPROV_DATA
+        $env:TPMPROV_DATA = Join-Path $TestDrive 'default-store'
+        try {
+            $k3 = $script:Server | New-ProvisioningApiKey -Name 'plant-pipe-1' -Vendor 'Contoso' -Disabled -Confirm:$false
+            $k3.DataPath | Should -Be $script:Server.DataPath
+            $updated = $script:Server | Get-ProvisioningApiKey -Name 'plant-pipe-*' | Set-ProvisioningApiKey -Enabled $true -PassThru -Confirm:$false
+            $updated.Enabled | Should -BeTrue
+            $updated.DataPath | Should -Be $script:Server.DataPath
+            (Get-ProvisioningApiKey -DataPath $script:Data -Name 'plant-pipe-1').Enabled | Should -BeTrue
+            $script:Server | Get-ProvisioningApiKey -Name 'plant-pipe-*' | Remove-ProvisioningApiKey -Confirm:$false
+            Get-ProvisioningApiKey -DataPath $script:Data -Name 'plant-pipe-*' | Should -BeNullOrEmpty
+            $ca = Get-TpmManufacturerCa -DataPath $script:Data | Where-Object Kind -EQ 'Intermediate'
+            $ca.DataPath | Should -Be $script:Data
+            $ca | Remove-TpmManufacturerCa -WhatIf
+            @(Get-TpmManufacturerCa -DataPath $script:Data | Where-Object Kind -EQ 'Intermediate').Count | Should -Be 1
+            Test-Path (Join-Path $env:TPMPROV_DATA 'tpmprovisioning.db') | Should -BeFalse
+        }
+        finally { $env:TPMPROV_DATA = $savedDefault }
+    }
+
     It 'changes nothing under -WhatIf' {
         $before = Get-RecordCount
         $handles = (Get-TpmInfo -Tpm $script:Sim.ConnectionString).PersistentHandles

@@ -52,6 +52,24 @@ public abstract class ProvisioningDataCmdletBase : PSCmdlet
 
     internal static T Run<T>(Task<T> task) => task.GetAwaiter().GetResult();
 
+    /// <summary>
+    /// Writes items of this data path's store with a <c>DataPath</c> property, so a following cmdlet that binds -DataPath by
+    /// property name acts on the same store, never silently on the default one.
+    /// </summary>
+    protected void WriteFromStore(object item)
+    {
+        var ps = PSObject.AsPSObject(item);
+        ps.Properties.Remove("DataPath");
+        ps.Properties.Add(new PSNoteProperty("DataPath", ResolvedDataPath));
+        WriteObject(ps);
+    }
+
+    /// <summary><see cref="WriteFromStore(object)"/> for each item.</summary>
+    protected void WriteFromStore(System.Collections.IEnumerable items)
+    {
+        foreach (var item in items) WriteFromStore(item!);
+    }
+
     /// <summary>True (after writing TpmCaExists) when a TPM CA is in <paramref name="dir"/> and -Force was not given.</summary>
     protected bool RefuseExistingCa(string dir, bool force)
     {
@@ -99,7 +117,7 @@ public sealed class NewProvisioningApiKeyCommand : ProvisioningDataCmdletBase
         var secure = new SecureString();
         foreach (var c in created.Key) secure.AppendChar(c);
         secure.MakeReadOnly();
-        WriteObject(new ProvisioningApiKeySecret
+        WriteFromStore((object)new ProvisioningApiKeySecret
         {
             KeyId = created.Info.KeyId, Name = created.Info.Name, Vendors = created.Info.Vendors,
             RatePerMinute = created.Info.RatePerMinute, Enabled = created.Info.Enabled, Key = secure,
@@ -122,14 +140,14 @@ public sealed class GetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
     {
         using var store = OpenStore();
         var all = Run(new ApiKeyManager(store).ListAsync());
-        if (Name is not { Length: > 0 }) { WriteObject(all, enumerateCollection: true); return; }
+        if (Name is not { Length: > 0 }) { WriteFromStore(all); return; }
         foreach (var n in Name)
         {
             var p = new WildcardPattern(n, WildcardOptions.IgnoreCase);
             var hits = all.Where(k => p.IsMatch(k.KeyId) || p.IsMatch(k.Name)).ToList();
             if (hits.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(n))
                 WriteError(new ErrorRecord(new ItemNotFoundException($"No provisioning API key with id or name '{n}'."), "ApiKeyNotFound", ErrorCategory.ObjectNotFound, n));
-            WriteObject(hits, enumerateCollection: true);
+            WriteFromStore(hits);
         }
     }
 }
@@ -175,7 +193,7 @@ public sealed class SetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
             WriteError(new ErrorRecord(new ItemNotFoundException($"No provisioning API key with id '{KeyId}'."), "ApiKeyNotFound", ErrorCategory.ObjectNotFound, KeyId));
             return;
         }
-        if (PassThru) WriteObject(updated);
+        if (PassThru) WriteFromStore((object)updated);
     }
 }
 
@@ -287,7 +305,7 @@ public sealed class AddTpmManufacturerCaCommand : ProvisioningDataCmdletBase
             {
                 var entry = EkTrustStore.Add(ResolvedDataPath, cert, kind);
                 Audit("provision.ekca.add", entry.Thumbprint, $"{kind}: {entry.Subject}");
-                WriteObject(entry);
+                WriteFromStore((object)entry);
             }
             catch (ArgumentException ex) { WriteError(new ErrorRecord(ex, "NotACaCertificate", ErrorCategory.InvalidData, from)); }
         }
@@ -299,7 +317,7 @@ public sealed class AddTpmManufacturerCaCommand : ProvisioningDataCmdletBase
 [OutputType(typeof(EkTrustEntry))]
 public sealed class GetTpmManufacturerCaCommand : ProvisioningDataCmdletBase
 {
-    protected override void ProcessRecord() => WriteObject(EkTrustStore.List(ResolvedDataPath), enumerateCollection: true);
+    protected override void ProcessRecord() => WriteFromStore(EkTrustStore.List(ResolvedDataPath));
 }
 
 /// <summary>Stops trusting a TPM manufacturer CA.</summary>
