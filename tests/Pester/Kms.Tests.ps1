@@ -106,7 +106,8 @@ Describe 'KMS providers' {
         $fresh = Join-Path $script:Work 'fresh'
         New-KmsProvider -DataPath $fresh -MasterKey InsecureFile -Name 'p' -KeyId 'k' -KeyDerivationKey (New-Kdk) -WhatIf
         New-KmsKey -DataPath $fresh -MasterKey InsecureFile -Name 'k' -WhatIf
-        Get-KmsProvider -DataPath $fresh | Should -BeNullOrEmpty
+        # No store there yet: reading says so (StoreNotFound) rather than answering with an empty KMS.
+        { Get-KmsProvider -DataPath $fresh -ErrorAction Stop } | Should -Throw -ErrorId 'StoreNotFound,*'
         Test-Path (Join-Path $fresh 'kms') | Should -BeFalse
         Test-Path (Join-Path $fresh 'tpmprovisioning.db') | Should -BeFalse
     }

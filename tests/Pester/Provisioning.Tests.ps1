@@ -162,6 +162,22 @@ Describe 'New-TpmProvisioning' {
         finally { $env:TPMPROV_DATA = $savedDefault }
     }
 
+    It 'says StoreNotFound for a mistyped -DataPath instead of answering with an empty fleet' {
+        $typo = Join-Path $TestDrive 'no-such-data-path'
+        $ErrorActionPreference = 'Continue'   # collect the (non-terminating) errors instead of stopping at the first
+        foreach ($read in { Get-ManufacturingRecord -DataPath $typo }, { Get-ProvisioningApiKey -DataPath $typo }, { Get-ProvisioningAuditLog -DataPath $typo },
+                          { Set-ProvisioningApiKey -DataPath $typo -KeyId 'x' -Enabled $true -Confirm:$false }, { Remove-ProvisioningApiKey -DataPath $typo -KeyId 'x' -Confirm:$false }) {
+            $out = @(& $read 2>&1)
+            $e = @($out | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] })
+            $out.Count | Should -Be 1
+            $e.Count | Should -Be 1
+            $e[0].FullyQualifiedErrorId | Should -BeLike 'StoreNotFound,*'
+            $e[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        }
+        { Get-KmsProvider -DataPath $typo -ErrorAction Stop } | Should -Throw -ErrorId 'StoreNotFound,*'
+        Test-Path $typo | Should -BeFalse   # reading created nothing
+    }
+
     It 'changes nothing under -WhatIf' {
         $before = Get-RecordCount
         $handles = (Get-TpmInfo -Tpm $script:Sim.ConnectionString).PersistentHandles

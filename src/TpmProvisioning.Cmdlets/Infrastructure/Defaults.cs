@@ -14,4 +14,15 @@ internal static class Defaults
             return Path.Combine(baseDir, "TpmProvisioning");
         }
     }
+
+    /// <summary>The store file of a data path.</summary>
+    public static string StoreFile(string dataPath) => Path.Combine(dataPath, "tpmprovisioning.db");
+
+    /// <summary>
+    /// The one error every cmdlet that reads a data path gives when there is no store there (a mistyped -DataPath, or no server
+    /// ever started there): StoreNotFound, ObjectNotFound, never an empty answer that looks like an empty fleet.
+    /// </summary>
+    public static System.Management.Automation.ErrorRecord StoreNotFound(string dataPath) => new(
+        new System.Management.Automation.ItemNotFoundException($"No store at '{StoreFile(dataPath)}': check -DataPath (a server creates its store when it first starts there)."),
+        "StoreNotFound", System.Management.Automation.ErrorCategory.ObjectNotFound, dataPath);
 }

@@ -45,6 +45,9 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
         }
         else if (KmsSettings is null) settings.MasterKey = present ?? MasterKeyKind.Tpm;
         if (MasterKeyTpm is not null) settings.MasterKeyTpm = MasterKeyTpm;
+        // Reading a data path that has no store is an error (StoreNotFound), not an empty KMS: the backend serves the whole
+        // pipeline, so nothing after it could succeed either.
+        if (!mayCreate && !File.Exists(Defaults.StoreFile(dir))) ThrowTerminatingError(Defaults.StoreNotFound(dir));
         if (present is null && !mayCreate) return null;
 
         TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir);

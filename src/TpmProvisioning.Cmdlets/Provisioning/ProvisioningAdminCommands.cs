@@ -50,6 +50,14 @@ public abstract class ProvisioningDataCmdletBase : PSCmdlet
         }
     }
 
+    /// <summary>The data path's store if it exists; otherwise a StoreNotFound error and null (nothing is created by reading).</summary>
+    protected IStore? OpenExistingStore()
+    {
+        if (File.Exists(Defaults.StoreFile(ResolvedDataPath))) return OpenStore();
+        WriteError(Defaults.StoreNotFound(ResolvedDataPath));
+        return null;
+    }
+
     internal static T Run<T>(Task<T> task) => task.GetAwaiter().GetResult();
 
     /// <summary>
@@ -138,7 +146,8 @@ public sealed class GetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 
     protected override void ProcessRecord()
     {
-        using var store = OpenStore();
+        using var store = OpenExistingStore();
+        if (store is null) return;
         var all = Run(new ApiKeyManager(store).ListAsync());
         if (Name is not { Length: > 0 }) { WriteFromStore(all); return; }
         foreach (var n in Name)
@@ -186,7 +195,8 @@ public sealed class SetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
     protected override void ProcessRecord()
     {
         if (!ShouldProcess(KeyId, "Update provisioning API key")) return;
-        using var store = OpenStore();
+        using var store = OpenExistingStore();
+        if (store is null) return;
         var updated = Run(new ApiKeyManager(store).UpdateAsync(KeyId, Enabled, Vendor, RatePerMinute, NewName, Actor));
         if (updated is null)
         {
@@ -208,7 +218,8 @@ public sealed class RemoveProvisioningApiKeyCommand : ProvisioningDataCmdletBase
     protected override void ProcessRecord()
     {
         if (!ShouldProcess(KeyId, "Remove provisioning API key")) return;
-        using var store = OpenStore();
+        using var store = OpenExistingStore();
+        if (store is null) return;
         if (!Run(new ApiKeyManager(store).RemoveAsync(KeyId, Actor)))
             WriteError(new ErrorRecord(new ItemNotFoundException($"No provisioning API key with id '{KeyId}'."), "ApiKeyNotFound", ErrorCategory.ObjectNotFound, KeyId));
     }
@@ -242,7 +253,8 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
 
     protected override void ProcessRecord()
     {
-        using var store = OpenStore();
+        using var store = OpenExistingStore();
+        if (store is null) return;
         var records = Run(store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery
         {
             Serial = Serial, Vendor = Vendor, ApiKeyId = ApiKeyId, Since = Since is { } s ? new DateTimeOffset(s) : null, Limit = Last,

@@ -40,10 +40,10 @@ public sealed class GetProvisioningAuditLogCommand : PSCmdlet
         string path = ParameterSetName == "DataPath"
             ? GetUnresolvedProviderPathFromPSPath(DataPath!)
             : (InputObject?.DataPath ?? Defaults.DataPath);
-        var db = Path.Combine(path, "tpmprovisioning.db");
+        var db = Defaults.StoreFile(path);
         if (!File.Exists(db))
         {
-            WriteError(new ErrorRecord(new ItemNotFoundException($"No store at '{db}'."), "StoreNotFound", ErrorCategory.ObjectNotFound, path));
+            WriteError(Defaults.StoreNotFound(path));
             return;
         }
         using var store = SqliteStore.OpenAsync(db).GetAwaiter().GetResult();
