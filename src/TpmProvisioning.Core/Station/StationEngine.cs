@@ -21,6 +21,8 @@ public sealed class StationSettings
     /// <summary>The image assigned to devices provisioned here, copied into their manufacturing records; null when none.</summary>
     public string? ImageName { get; set; }
     public string? ImageSha256 { get; set; }
+    /// <summary>The Keylime verifier whose attestation state device details show (read as the KMS gate reads it); null for none.</summary>
+    public Uri? Verifier { get; set; }
 }
 
 /// <summary>A station failure with its HTTP status and the original's error code (<c>DEVICE_NOT_FOUND</c>, ...).</summary>

@@ -38,6 +38,8 @@ internal sealed class ServerContext
     public bool Tls { get; init; }
     /// <summary>Routes several roles share (such as Keylime's <c>/version</c>), mapped by whichever role comes first.</summary>
     public HashSet<string> SharedRoutes { get; } = new(StringComparer.Ordinal);
+    /// <summary>The server's most recent log entries, oldest first (for the station's service log).</summary>
+    public Func<int, IReadOnlyList<ServerLogEntry>> RecentLog { get; init; } = _ => [];
 }
 
 /// <summary>The registry of surfaces. Later surfaces replace their placeholder here.</summary>
@@ -50,7 +52,7 @@ internal static class RoleModules
         new VerifierRole(),
         new AgentRole(),
         new KmsRole(),
-        new PlaceholderRole(ServerRole.Station),
+        new StationRole(),
     ];
 }
 
