@@ -266,13 +266,15 @@ public sealed record ManufacturingRow
     public string? AgentId { get; init; }
     public required string ApiKeyId { get; init; }
     public DateTimeOffset ProvisionTime { get; init; }
+    /// <summary>The AK certificate, DER.</summary>
+    public required byte[] AkCertificate { get; init; }
 
     public static ManufacturingRow From(ManufacturingRecord r, StationRecordInfo? info, string? agentId) => new()
     {
         Id = r.Id, Serial = r.Serial, Name = r.DeviceName, Vendor = r.Vendor, Version = r.DeviceVersion, EkFingerprint = r.EkFingerprint,
         EkIssuer = info?.EkIssuer, AkName = r.AkName, AkCertificateSerial = r.AkCertificateSerial,
         AkCertificateFingerprint = Convert.ToHexString(SHA256.HashData(r.AkCertificate)), CaKeyLabel = info?.CaKeyLabel, CaFingerprint = info?.CaFingerprint,
-        ImageName = info?.ImageName, ImageSha256 = info?.ImageSha256, AgentId = agentId, ApiKeyId = r.ApiKeyId, ProvisionTime = r.Time,
+        ImageName = info?.ImageName, ImageSha256 = info?.ImageSha256, AgentId = agentId, ApiKeyId = r.ApiKeyId, ProvisionTime = r.Time, AkCertificate = r.AkCertificate,
     };
 }
 

@@ -138,6 +138,7 @@ internal sealed partial class StationRole
         ["os_image_sha256"] = r.ImageSha256,
         ["agent_id"] = r.AgentId,
         ["api_key_id"] = r.ApiKeyId,
+        ["ak_cert"] = Convert.ToBase64String(r.AkCertificate),
         ["provision_ts"] = Ts(r.ProvisionTime),
         ["provision_time"] = Time(r.ProvisionTime),
     };
