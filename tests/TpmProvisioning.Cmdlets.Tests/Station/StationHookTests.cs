@@ -166,5 +166,42 @@ public sealed class StationHookTests : IClassFixture<SwtpmFixture>, IAsyncLifeti
         Assert.Contains($"tpm-provisioner-post-provision.ps1: record for HOOK-0001 ek {ok.EkThumbprint}", log);
         Assert.Equal(DeviceStates.ProvisionerFinished, (await _store.GetDeviceHistoryAsync(serial))[^1].State);
         Assert.Equal(1, await _store.CountManufacturingRecordsAsync());
+
+        // 4. The device's QR label decodes to its payload, which the station's route verifies.
+        var record = Assert.Single(await _store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { Serial = serial }));
+        string scanned = QrLabelTests.Decode(GetDeviceLabelCommand.Render(DeviceLabels.Payload(record), 4));
+        Assert.Equal($"TPMPROV1;serial=HOOK-0001;ek={ok.EkThumbprint}", scanned);
+        var token = await new StationTokenManager(_store).CreateAsync("scanner");
+        using var client = new StationClient(new StationClientOptions { Server = new Uri(_host.Info.Urls[0]), Token = token.Token, CaCertificate = _serverCa });
+        var verdict = await client.VerifyQrCodeAsync(scanned);
+        Assert.True(verdict.Exists);
+        Assert.Equal(record.Id, verdict.RecordId);
+        Assert.False((await client.VerifyQrCodeAsync(scanned.Replace(ok.EkThumbprint, new string('A', 64)))).Exists);
+    }
+}
+
+/// <summary>Labels: what Get-DeviceLabel encodes is what a QR reader (ZXing) decodes from the PNG.</summary>
+public sealed class QrLabelTests
+{
+    /// <summary>Decodes the QR code in a PNG (StbImageSharp for the pixels, ZXing for the code).</summary>
+    public static string Decode(byte[] png)
+    {
+        var image = StbImageSharp.ImageResult.FromMemory(png, StbImageSharp.ColorComponents.RedGreenBlueAlpha);
+        var source = new ZXing.RGBLuminanceSource(image.Data, image.Width, image.Height, ZXing.RGBLuminanceSource.BitmapFormat.RGBA32);
+        var reader = new ZXing.BarcodeReaderGeneric { Options = { PossibleFormats = [ZXing.BarcodeFormat.QR_CODE], TryHarder = true } };
+        var result = reader.Decode(source) ?? throw new InvalidOperationException("no QR code found in the PNG");
+        return result.Text;
+    }
+
+    [Theory]
+    [InlineData("TPMPROV1;serial=GW-004711;ek=9F3C1E7A5B2D4C6E8F0A1B3C5D7E9F1A2B4C6D8E0F1A3B5C7D9E1F2A4B6C8D0E", 10)]
+    [InlineData("TPMPROV1;serial=a%20b%3Bc;ek=00", 3)]
+    public void TheLabelDecodesToItsPayload(string payload, int pixels)
+    {
+        var png = GetDeviceLabelCommand.Render(payload, pixels);
+        Assert.Equal("89504E470D0A1A0A", Convert.ToHexString(png, 0, 8));
+        Assert.Equal(payload, Decode(png));
+        Assert.True(DeviceLabels.TryParse(payload, out var serial, out _));
+        Assert.False(string.IsNullOrEmpty(serial));
     }
 }
