@@ -23,6 +23,8 @@ public sealed class StationSettings
     public string? ImageSha256 { get; set; }
     /// <summary>The Keylime verifier whose attestation state device details show (read as the KMS gate reads it); null for none.</summary>
     public Uri? Verifier { get; set; }
+    /// <summary>How often the station looks for registrations and the verifier's verdicts (REGISTERED, ATTESTING, ATTESTATION-FAILED).</summary>
+    public TimeSpan WatchInterval { get; set; } = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>A station failure with its HTTP status and the original's error code (<c>DEVICE_NOT_FOUND</c>, ...).</summary>

@@ -10,7 +10,7 @@ namespace TpmProvisioning.Station;
 /// the store, broadcasting state changes in order, and running the enabled hook of each stage through the
 /// <see cref="IStationScriptRunner"/> with the configured time limit. Thread-safe: one per server.
 /// </summary>
-public sealed class StationService : IProvisioningObserver
+public sealed partial class StationService : IProvisioningObserver
 {
     private readonly IStore _store;
     private readonly object _publish = new();

@@ -27,6 +27,7 @@ internal sealed partial class StationRole
         ("station", ServerRole.Station, "TpmProvisioning.Station", "spec 003: this station"),
         ("script-runner", ServerRole.Station, "TpmProvisioning.Station.Scripts", "spec 003: hook scripts in runspaces of their own"),
         ("device-updates", ServerRole.Station, "TpmProvisioning.Station.Updates", "spec 003: /ws/devices live updates"),
+        ("registration-watch", ServerRole.Station, "TpmProvisioning.Station.Watch", "spec 003: REGISTERED, ATTESTING and ATTESTATION-FAILED from the registrar and the verifier"),
     ];
 
     private static void MapMisc(IEndpointRouteBuilder routes, StationEnv env)
@@ -42,6 +43,7 @@ internal sealed partial class StationRole
                 var counters = new Dictionary<string, object?> { ["log_lines"] = lines.Count, ["warnings"] = lines.Count(l => l.Level >= LogLevelName.Warning) };
                 if (s.Name == "station") counters["states_written"] = env.Station.StatesWritten;
                 if (s.Name == "script-runner") { counters["hooks_run"] = env.Station.HooksRun; counters["hooks_failed"] = env.Station.HooksFailed; counters["runner"] = env.Station.Settings.ScriptRunner is null ? "none" : "powershell"; }
+                if (s.Name == "registration-watch") { counters["rounds"] = env.Station.WatchRounds; counters["last_error"] = env.Station.WatchError; counters["verifier"] = env.Station.Settings.Verifier?.ToString(); }
                 if (s.Name == "device-updates") { counters["clients"] = env.Hub.Clients; counters["events_sent"] = env.Hub.EventsSent; }
                 return new Dictionary<string, object?>
                 {
@@ -283,20 +285,33 @@ internal sealed class StationHub : IDisposable
     private static Task SendAsync(WebSocket ws, object message, CancellationToken ct) =>
         ws.SendAsync(JsonSerializer.SerializeToUtf8Bytes(message, StationRole.Json), WebSocketMessageType.Text, true, ct);
 
+    private ServerContext? _context;
+
+    /// <summary>The client of the configured verifier (components-CA client certificate), made once.</summary>
+    private VerifierClient Verifier(ServerContext context, Uri uri)
+    {
+        lock (_gate)
+            return _verifier ??= new VerifierClient(new VerifierClientOptions
+            {
+                Verifier = uri, CaCertificate = context.ComponentCa.Certificate, ClientCertificate = context.ComponentCa.IssueClientCertificate("station"),
+                Timeout = TimeSpan.FromSeconds(10),
+            });
+    }
+
+    public void Bind(ServerContext context) => _context = context;
+
+    /// <summary>Every agent the verifier watches, with its state (for the station's watch loop).</summary>
+    public async Task<IReadOnlyDictionary<string, VerifierAgentStatus>> VerifierStatusesAsync(CancellationToken ct) =>
+        await Verifier(_context!, _station.Settings.Verifier!).ListStatusAsync(ct);
+
     /// <summary>The verifier's view of an agent (as the KMS gate reads it), or null when no verifier is configured.</summary>
     public async Task<Dictionary<string, object?>?> AttestationAsync(StationRole.StationEnv env, string agentId, CancellationToken ct)
     {
         var uri = env.Station.Settings.Verifier;
         if (uri is null) return null;
-        lock (_gate)
-            _verifier ??= new VerifierClient(new VerifierClientOptions
-            {
-                Verifier = uri, CaCertificate = env.Context.ComponentCa.Certificate, ClientCertificate = env.Context.ComponentCa.IssueClientCertificate("station"),
-                Timeout = TimeSpan.FromSeconds(10),
-            });
         try
         {
-            var s = await _verifier.GetAsync(agentId, ct);
+            var s = await Verifier(env.Context, uri).GetAsync(agentId, ct);
             return new Dictionary<string, object?>
             {
                 ["operational_state"] = s.OperationalState,

@@ -41,9 +41,12 @@ internal sealed partial class StationRole : IRoleModule
         var hub = routes.ServiceProvider.GetRequiredService<StationHub>();
         var log = routes.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Station");
         var env = new StationEnv(context, station, hub, log);
+        hub.Bind(context);
         log.LogInformation("Station: scripts in {Folder}, hook limit {Seconds} s, script runner {Runner}, public dashboard {Public}",
             station.Scripts.Directory, station.Settings.HookTimeout.TotalSeconds, station.Settings.ScriptRunner is null ? "none" : station.Settings.ScriptRunner.GetType().Name,
             station.Settings.PublicDashboard ? "on" : "off");
+        // Registration and attestation after provisioning: the registrar's rows in this store, the verifier when one is set.
+        station.StartWatch(station.Settings.WatchInterval, station.Settings.Verifier is null ? null : hub.VerifierStatusesAsync);
         MapDevices(routes, env);
         MapScripts(routes, env);
         MapMisc(routes, env);
