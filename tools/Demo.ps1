@@ -138,6 +138,11 @@ try {
     Write-Fact 'registrar lists (mTLS)' ("{0}, regcount {1}" -f $registered.AgentId, $registered.RegCount)
     $registeredAk = [Convert]::ToBase64String(([TpmProvisioning.Tpm.TpmPublic]::ParseTpm2B([Convert]::FromBase64String($registered.AikTpm))).ToSubjectPublicKeyInfo())
     Write-Check 'registered AK = AK certificate key' ($registeredAk -eq [Convert]::ToBase64String($akFromCert))
+    # The station matches the agent to the device by its EK certificate and moves it to REGISTERED (its watch runs every 5 s).
+    $deadline = (Get-Date).AddSeconds(60)
+    do { Start-Sleep -Milliseconds 500; $stationDevice = Get-ProvisioningDevice @station -Serial 'SN-DEMO-0001' } while ($stationDevice.State -ne 'REGISTERED' -and (Get-Date) -lt $deadline)
+    Write-Check 'station: device REGISTERED' ($stationDevice.State -eq 'REGISTERED')
+    Write-Fact 'station provisioner log' (Get-ProvisioningDeviceLog @station -Serial 'SN-DEMO-0001' -Type Provisioner | Select-Object -Last 1).Line
 
     Write-DemoStep 'Attest as a Keylime verifier would: GET /v2.1/quotes/integrity from the agent over mutual TLS, verify with the registered AK'
     $verifierCert = $agent | New-ProvisioningClientCertificate -Name 'demo-verifier' -Confirm:$false
