@@ -78,7 +78,8 @@ internal sealed partial class StationRole : IRoleModule
         routes.Map(path, async (HttpContext http) =>
         {
             var req = http.Request;
-            bool methodOk = req.Method == method || (method == "GET" && req.Method == "HEAD");
+            // A WebSocket over HTTP/2 (RFC 8441, as browsers open it) arrives as CONNECT rather than GET.
+            bool methodOk = req.Method == method || (method == "GET" && (req.Method == "HEAD" || (req.Method == "CONNECT" && http.WebSockets.IsWebSocketRequest)));
             IResult result;
             Caller? caller = null;
             try
@@ -177,7 +178,7 @@ internal sealed partial class StationRole : IRoleModule
                 return (new Caller($"cert:{cert.Subject}", source, true), null);
             }
         }
-        bool read = http.Request.Method is "GET" or "HEAD";
+        bool read = http.Request.Method is "GET" or "HEAD" || (http.Request.Method == "CONNECT" && http.WebSockets.IsWebSocketRequest);
         if (read && http.Request.Cookies.TryGetValue(SessionCookie, out var cookie) && !string.IsNullOrEmpty(cookie))
         {
             var token = await env.Station.Tokens.AuthenticateAsync(cookie, http.RequestAborted);

@@ -168,6 +168,12 @@ public sealed class StationBrowserTests : IClassFixture<SwtpmFixture>
         Assert.True(row["h"]!.GetValue<double>() > 0, "the device row is laid out (visible)");
         Assert.Equal("true", await browser.EvaluateAsync("document.cookie.includes('tpst_session') === false", ct)); // HttpOnly: not readable by script
 
+        // The page goes live over /ws/devices (same origin, the session cookie): it receives the snapshot.
+        string live = "";
+        for (var until = DateTime.UtcNow.AddSeconds(60); live != "live" && DateTime.UtcNow < until; await Task.Delay(200, ct))
+            live = await browser.EvaluateAsync("document.getElementById('live').textContent", ct);
+        Assert.Equal("live", live);
+
         var shot = await browser.SendAsync("Page.captureScreenshot", new { format = "png" }, ct);
         var png = Convert.FromBase64String(shot["data"]!.GetValue<string>());
         var file = Path.Combine(s.DataPath, "devices.png");
