@@ -70,7 +70,7 @@ function Get-PesterPath { Join-Path (Get-NuGetPackageRoot) "pester/$PesterVersio
 function Invoke-Bootstrap {
     Write-Step 'Bootstrap: checking prerequisites'
     if ($IsLinux) {
-        $wanted = [ordered]@{ swtpm = 'swtpm'; swtpm_setup = 'swtpm-tools'; tpm2_quote = 'tpm2-tools'; 'softhsm2-util' = 'softhsm2'; pg_ctlcluster = 'postgresql' }
+        $wanted = [ordered]@{ swtpm = 'swtpm'; swtpm_setup = 'swtpm-tools'; tpm2_quote = 'tpm2-tools'; 'softhsm2-util' = 'softhsm2'; pg_ctlcluster = 'postgresql'; chromium = 'chromium' }
         $missing = @($wanted.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) -and -not (Test-Path "/usr/bin/$_") -and -not (Test-Path "/usr/sbin/$_") } | ForEach-Object { $wanted[$_] })
         if ($missing.Count -gt 0) {
             $isRoot = (& id -u) -eq '0'
@@ -84,7 +84,7 @@ function Invoke-Bootstrap {
                 Write-Warning "Missing packages $($missing -join ', ') and not root: install them with apt-get, or TPM tests will fail."
             }
         }
-        else { Write-Host '    Debian packages present: swtpm, swtpm-tools, tpm2-tools, softhsm2, postgresql' }
+        else { Write-Host '    Debian packages present: swtpm, swtpm-tools, tpm2-tools, softhsm2, postgresql, chromium' }
     }
     else {
         Write-Warning 'swtpm and tpm2-tools are installed automatically only on Debian/Ubuntu; TPM tests need them.'

@@ -48,7 +48,7 @@ try {
     Write-Check 'EK cert chains to root' $chained
 
     Write-DemoStep 'Start the provisioning and Keylime registrar server in this session (HTTPS, own CA, SQLite store)'
-    $server = Start-ProvisioningServer -Port 0 -DataPath $DataPath -Role Provisioning, Registrar
+    $server = Start-ProvisioningServer -Port 0 -DataPath $DataPath -Role Provisioning, Registrar, Station -StationHookTimeout '00:01:00'
     Write-Fact 'listening on' ($server.Urls -join ', ')
     $health = Invoke-RestMethod "$($server.Urls[0])/healthz" -SkipCertificateCheck
     Write-Check 'GET /healthz' ($health.status -eq 'ok')
@@ -64,6 +64,15 @@ try {
     $server | Export-TpmCa -Path $tpmCaPem -Confirm:$false | Out-Null
     $tpmCa = [System.Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPem((Get-Content -Raw $tpmCaPem))
     Write-Fact 'TPM CA' $tpmCa.Subject
+
+    Write-DemoStep 'Station (spec 003): an operator token and a certificate-issued hook script that writes to the device log'
+    $stationToken = New-StationToken -DataPath $DataPath -Name 'demo-operator' -Confirm:$false
+    $station = @{ Server = $server.Urls[0]; Token = $stationToken.Token; CaCertificate = $server.CaCertificatePath }
+    $hook = Set-ProvisioningScript @station -Name 'tpm-provisioner-certificate-issued' -Enable -Confirm:$false -Content @'
+"label queued for $SERIAL ($($Device.Vendor)), AK certificate $AK_CERT_SERIAL"
+'@
+    Write-Fact 'token' "$($stationToken.TokenId) (secret shown once, stored hashed)"
+    Write-Fact 'hook' "$($hook.Filename) enabled=$($hook.Enabled) sha256 $($hook.Sha256.Substring(0, 16))..."
 
     Write-DemoStep 'Provision the device: EK-checked AK certificate, delivered encrypted to this TPM (POST /api/tpm/tpm/provision)'
     $device = New-TpmProvisioning -Server $server.Urls[0] -ApiKey $key.Key -SkipCertificateCheck -TpmCaCertificate $tpmCaPem `
@@ -81,6 +90,26 @@ try {
     New-TpmProvisioning -Server $server.Urls[0] -ApiKey $wrong -SkipCertificateCheck -Tpm $sim.ConnectionString -DeviceName 'demo-sensor-01' `
         -Serial 'SN-DEMO-0001' -Vendor 'Contoso' -Version '1.0' -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable refused | Out-Null
     Write-Check 'unknown API key refused' ($refused.Count -gt 0 -and $refused[0].FullyQualifiedErrorId -like 'ProvisioningRefused401*')
+
+    Write-DemoStep 'Station: the device''s state history, its logs with the hook''s output, its public key, its QR label verified'
+    $stationDevice = Get-ProvisioningDevice @station -Serial 'SN-DEMO-0001'
+    Write-Fact 'state' $stationDevice.State
+    Write-Fact 'history' (($stationDevice.History | ForEach-Object State) -join ' > ')
+    Write-Check 'device PROVISIONER-FINISHED' ($stationDevice.State -eq 'PROVISIONER-FINISHED')
+    $deviceLog = Get-ProvisioningDeviceLog @station -Serial 'SN-DEMO-0001'
+    $deviceLog | Select-Object -Last 5 | ForEach-Object { Write-Host ('    {0:HH:mm:ss.fff} {1,-11} {2}' -f $_.Time.ToLocalTime(), $_.Log, ($_.Line.Length -gt 90 ? $_.Line.Substring(0, 90) + '...' : $_.Line)) }
+    Write-Check 'hook output in the device log' (@($deviceLog.Line -like '*label queued for SN-DEMO-0001*').Count -eq 1)
+    $bearer = @{ Authorization = 'Bearer ' + [System.Net.NetworkCredential]::new('', $stationToken.Token).Password }
+    $akPem = Invoke-RestMethod "$($server.Urls[0])/devices/SN-DEMO-0001/key/public" -Headers $bearer -SkipCertificateCheck
+    Write-Check 'AK public key = AK certificate key' ($akPem.Trim() -eq [System.Security.Cryptography.PemEncoding]::WriteString('PUBLIC KEY', $device.AkCertificate.PublicKey.ExportSubjectPublicKeyInfo()).Trim())
+    $private = Invoke-WebRequest "$($server.Urls[0])/devices/SN-DEMO-0001/key/private" -Headers $bearer -SkipCertificateCheck -SkipHttpErrorCheck
+    Write-Check 'private key route: 403' ($private.StatusCode -eq 403 -and ($private.Content | ConvertFrom-Json).error.code -eq 'PRIVATE_KEY_API_DISABLED')
+    $label = Get-DeviceLabel -DataPath $DataPath -Serial 'SN-DEMO-0001' -Path (Join-Path $DataPath 'SN-DEMO-0001-label.png') -Confirm:$false
+    Write-Fact 'label' "$($label.Path) ($($label.Bytes) bytes): $($label.Payload.Substring(0, 40))..."
+    $scan = $label | Test-DeviceQrCode @station
+    Write-Check 'QR label verified by the station' ($scan.Exists -and $scan.Serial -eq 'SN-DEMO-0001')
+    $forged = Test-DeviceQrCode @station -Text ($label.Payload -replace 'ek=\w+', ('ek=' + '0' * 64))
+    Write-Check 'forged label refused' (-not $forged.Exists)
 
     Write-DemoStep 'Quote PCRs with the provisioned AK over a verifier nonce (Keylime''s /quotes/integrity evidence) and verify it'
     $nonce = -join ((48..57) + (97..122) | Get-Random -Count 20 | ForEach-Object { [char]$_ })
@@ -109,6 +138,11 @@ try {
     Write-Fact 'registrar lists (mTLS)' ("{0}, regcount {1}" -f $registered.AgentId, $registered.RegCount)
     $registeredAk = [Convert]::ToBase64String(([TpmProvisioning.Tpm.TpmPublic]::ParseTpm2B([Convert]::FromBase64String($registered.AikTpm))).ToSubjectPublicKeyInfo())
     Write-Check 'registered AK = AK certificate key' ($registeredAk -eq [Convert]::ToBase64String($akFromCert))
+    # The station matches the agent to the device by its EK certificate and moves it to REGISTERED (its watch runs every 5 s).
+    $deadline = (Get-Date).AddSeconds(60)
+    do { Start-Sleep -Milliseconds 500; $stationDevice = Get-ProvisioningDevice @station -Serial 'SN-DEMO-0001' } while ($stationDevice.State -ne 'REGISTERED' -and (Get-Date) -lt $deadline)
+    Write-Check 'station: device REGISTERED' ($stationDevice.State -eq 'REGISTERED')
+    Write-Fact 'station provisioner log' (Get-ProvisioningDeviceLog @station -Serial 'SN-DEMO-0001' -Type Provisioner | Select-Object -Last 1).Line
 
     Write-DemoStep 'Attest as a Keylime verifier would: GET /v2.1/quotes/integrity from the agent over mutual TLS, verify with the registered AK'
     $verifierCert = $agent | New-ProvisioningClientCertificate -Name 'demo-verifier' -Confirm:$false

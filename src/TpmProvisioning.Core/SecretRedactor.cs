@@ -24,7 +24,7 @@ public static partial class SecretRedactor
     private static partial Regex BearerToken();
 
     /// <summary>Known-secret prefix of API keys this module issues; any such token is masked wherever it appears.</summary>
-    [GeneratedRegex(@"\btpk_[A-Za-z0-9_\-]{8,}", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"\btp(?:k|st)_[A-Za-z0-9_\-]{8,}", RegexOptions.CultureInvariant)]
     private static partial Regex IssuedApiKey();
 
     public static string Redact(string? text)

@@ -226,10 +226,26 @@ public sealed class RemoveProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 }
 
 /// <summary>Lists manufacturing records: one per successful provisioning.</summary>
-[Cmdlet(VerbsCommon.Get, "ManufacturingRecord")]
+[Cmdlet(VerbsCommon.Get, "ManufacturingRecord", DefaultParameterSetName = "DataPath")]
 [OutputType(typeof(ManufacturingRecord))]
 public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
 {
+    /// <summary>A running station to read instead of a data path (its /api/v2/manufacturing route).</summary>
+    [Parameter(ParameterSetName = "Server", Mandatory = true)]
+    public Uri? Server { get; set; }
+
+    /// <summary>An operator token (New-StationToken) for -Server.</summary>
+    [Parameter(ParameterSetName = "Server")]
+    public SecureString? Token { get; set; }
+
+    /// <summary>The CA the station's certificate must chain to: a certificate or a PEM/DER file.</summary>
+    [Parameter(ParameterSetName = "Server")]
+    public object? CaCertificate { get; set; }
+
+    /// <summary>A components-CA client certificate (with private key), instead of a token.</summary>
+    [Parameter(ParameterSetName = "Server")]
+    public X509Certificate2? ClientCertificate { get; set; }
+
     /// <summary>Device serial number.</summary>
     [Parameter(Position = 0)]
     public string? Serial { get; set; }
@@ -253,6 +269,14 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
 
     protected override void ProcessRecord()
     {
+        if (ParameterSetName == "Server")
+        {
+            var remote = Station.StationRemote.Run(this, Server!, Token, CaCertificate, ClientCertificate, c => c.GetManufacturingRecordsAsync(0, null));
+            // The station pages newest first; the filters apply to what it returns.
+            WriteObject(remote.Where(r => (Serial is null || r.Serial == Serial) && (Vendor is null || r.Vendor == Vendor) && (ApiKeyId is null || r.ApiKeyId == ApiKeyId)
+                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last), enumerateCollection: true);
+            return;
+        }
         using var store = OpenExistingStore();
         if (store is null) return;
         var records = Run(store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery

@@ -18,6 +18,22 @@ public sealed class GetProvisioningAuditLogCommand : PSCmdlet
     [ValidateNotNullOrEmpty]
     public string? DataPath { get; set; }
 
+    /// <summary>A running station to read instead (its /auditlog route).</summary>
+    [Parameter(ParameterSetName = "Station", Mandatory = true)]
+    public Uri? Server { get; set; }
+
+    /// <summary>An operator token (New-StationToken) for -Server.</summary>
+    [Parameter(ParameterSetName = "Station")]
+    public System.Security.SecureString? Token { get; set; }
+
+    /// <summary>The CA the station's certificate must chain to: a certificate or a PEM/DER file.</summary>
+    [Parameter(ParameterSetName = "Station")]
+    public object? CaCertificate { get; set; }
+
+    /// <summary>A components-CA client certificate (with private key), instead of a token.</summary>
+    [Parameter(ParameterSetName = "Station")]
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? ClientCertificate { get; set; }
+
     /// <summary>Only entries at or after this time.</summary>
     [Parameter]
     public DateTime? Since { get; set; }
@@ -37,6 +53,12 @@ public sealed class GetProvisioningAuditLogCommand : PSCmdlet
 
     protected override void ProcessRecord()
     {
+        if (ParameterSetName == "Station")
+        {
+            var query = new AuditQuery { Since = Since is { } since ? new DateTimeOffset(since) : null, Action = Action, Outcome = Outcome, Limit = Math.Min(Last, 10_000) };
+            WriteObject(Station.StationRemote.Run(this, Server!, Token, CaCertificate, ClientCertificate, c => c.GetAuditAsync(query)), enumerateCollection: true);
+            return;
+        }
         string path = ParameterSetName == "DataPath"
             ? GetUnresolvedProviderPathFromPSPath(DataPath!)
             : (InputObject?.DataPath ?? Defaults.DataPath);

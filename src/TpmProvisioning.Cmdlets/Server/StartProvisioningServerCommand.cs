@@ -130,6 +130,18 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [Parameter]
     public string? KmsRevocationPublicKey { get; set; }
 
+    /// <summary>Station role: how long one hook script may run before it is stopped (default 1800 s).</summary>
+    [Parameter]
+    public TimeSpan? StationHookTimeout { get; set; }
+
+    /// <summary>Station role: an anonymous read-only view of devices and their states (never logs or keys). Off by default.</summary>
+    [Parameter]
+    public SwitchParameter StationPublicDashboard { get; set; }
+
+    /// <summary>Station role: the Keylime verifier whose attestation state device details show.</summary>
+    [Parameter]
+    public Uri? StationVerifier { get; set; }
+
     /// <summary>Keep the server in the foreground, relaying its log to the verbose stream, until Ctrl+C.</summary>
     [Parameter]
     public SwitchParameter Wait { get; set; }
@@ -213,6 +225,22 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         bool masterKeyGiven = KmsSettings is not null || KmsMasterKey is not null || KmsMasterKeyTpm is not null;
         if ((roles.HasFlag(ServerRole.Kms) || (roles.HasFlag(ServerRole.Verifier) && masterKeyGiven)) && !TryKmsSettings(options)) return;
         if (roles.HasFlag(ServerRole.Verifier) && masterKeyGiven && options.Verifier is not null) options.Verifier.MasterKey = options.Kms;
+        if (roles.HasFlag(ServerRole.Station))
+        {
+            if (StationHookTimeout is { } ht && (ht <= TimeSpan.Zero || ht > TimeSpan.FromDays(1)))
+            {
+                ThrowTerminatingError(new ErrorRecord(new ArgumentOutOfRangeException(nameof(StationHookTimeout), ht, "-StationHookTimeout must be more than 0 and at most 1 day."), "InvalidStationHookTimeout", ErrorCategory.InvalidArgument, ht));
+                return;
+            }
+            options.Station = new TpmProvisioning.Station.StationSettings
+            {
+                HookTimeout = StationHookTimeout ?? TimeSpan.FromSeconds(1800),
+                PublicDashboard = StationPublicDashboard,
+                Verifier = StationVerifier,
+                // Hooks are PowerShell: each runs in a runspace of its own, never in this session's.
+                ScriptRunner = new Station.PowerShellScriptRunner(),
+            };
+        }
 
         WriteVerbose($"ASP.NET Core shared framework: {AssemblyResolver.AspNetCoreFramework.Found}");
         IServerHost host;

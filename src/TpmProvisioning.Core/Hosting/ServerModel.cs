@@ -60,6 +60,8 @@ public sealed class ServerOptions
     public Attestation.Verifier.VerifierSettings Verifier { get; set; } = new();
     /// <summary>Settings of the KMS surface (master-key protection, key sources, sessions, the attestation gate's verifier).</summary>
     public Kms.KmsSettings Kms { get; set; } = new();
+    /// <summary>Settings of the station surface (hook time limit, script size cap, public dashboard, script runner).</summary>
+    public Station.StationSettings Station { get; set; } = new();
 }
 
 /// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>

@@ -14,7 +14,7 @@ public enum ClientRole
     Tenant = 1,
     /// <summary>A verifier asking agents for quotes and delivering V.</summary>
     Verifier = 2,
-    /// <summary>A KMS reading the registrar and the verifier to decide a key release (read only).</summary>
+    /// <summary>Read only: a KMS reading the registrar and the verifier to decide a key release, or a station showing attestation states.</summary>
     Kms = 4,
 }
 

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using TpmProvisioning.Pki;
+using TpmProvisioning.Station;
 using TpmProvisioning.Storage;
 using TpmProvisioning.Tpm;
 
@@ -68,6 +69,12 @@ public sealed class ProvisioningService
 
     private static Rejection Bad(string field, string why) => new(400, $"{field}: {why}");
 
+    /// <summary>
+    /// Watches each provisioning (the station): states, per-step log lines and hook stages. Null means nobody watches. A hook
+    /// that fails aborts its phase; an observer that throws anywhere else is ignored (it must not break provisioning).
+    /// </summary>
+    public IProvisioningObserver? Observer { get; set; }
+
     /// <summary>Runs one provisioning request to its outcome. Never throws for a bad request; only cancellation escapes.</summary>
     public async Task<ProvisioningOutcome> ProvisionAsync(ProvisioningRequest? request, ProvisioningCallInfo? call = null, CancellationToken ct = default)
     {
@@ -75,6 +82,8 @@ public sealed class ProvisioningService
         string actor = "-";
         string? target = null;
         ProvisioningOutcome outcome;
+        var observer = Observer;
+        var watch = new Watch(observer);
         try
         {
             if (request is null) throw Bad("body", "a JSON object is required");
@@ -101,6 +110,16 @@ public sealed class ProvisioningService
             if (!key.AllowsVendor(device.Vendor))
                 throw new Rejection(403, $"device.vendor: this API key may not provision devices of vendor '{device.Vendor}'");
 
+            // From here on the device is known and the caller authenticated: the station watches (bootstrap phase).
+            watch.Progress = new ProvisioningProgress
+            {
+                Serial = device.Serial, Vendor = device.Vendor, DeviceName = device.Name, DeviceVersion = device.Version,
+                Source = call.Source, ApiKeyId = key.KeyId, CorrelationId = call.CorrelationId,
+            };
+            var p = watch.Progress;
+            await watch.EnterAsync("BOOTSTRAP", DeviceLogType.Bootstrap, DeviceStates.BootstrapStarted, ct).ConfigureAwait(false);
+            await watch.LogAsync($"provisioning request from {call.Source} with API key {key.KeyId}: device '{device.Name}' {device.Vendor}/{device.Serial} version {device.Version}", ct).ConfigureAwait(false);
+
             // 4. The EK: a genuine TPM's (certificate chains to a trusted manufacturer) and the key the client says it is.
             var ekCertDer = DecodeCertificate("ek_cert", request.EkCert);
             X509Certificate2 ekCert;
@@ -108,26 +127,46 @@ public sealed class ProvisioningService
             catch (CryptographicException) { throw Bad("ek_cert", "not a DER X.509 certificate"); }
             using (ekCert)
             {
+                p.EkFingerprint = Convert.ToHexString(SHA256.HashData(ekCertDer));
+                p.EkSubject = ekCert.Subject;
+                p.EkIssuer = ekCert.Issuer;
+                await watch.LogAsync($"EK certificate: serial {ekCert.SerialNumber}, subject '{ekCert.Subject}', issuer '{ekCert.Issuer}', SHA-256 {p.EkFingerprint}, valid {ekCert.NotBefore.ToUniversalTime():yyyy-MM-dd} to {ekCert.NotAfter.ToUniversalTime():yyyy-MM-dd}", ct).ConfigureAwait(false);
                 var chain = _trust().Validate(ekCert);
                 if (!chain.Trusted) throw Bad("ek_cert", chain.Problem ?? "not trusted");
+                await watch.LogAsync($"EK certificate chain: trusted, root '{chain.Root?.Subject}' (SHA-256 {(chain.Root is null ? "-" : Convert.ToHexString(SHA256.HashData(chain.Root.RawData)))})", ct).ConfigureAwait(false);
+                await watch.StageAsync(HookStages.Bootstrap, ct).ConfigureAwait(false);
+                await watch.FinishAsync(DeviceStates.BootstrapFinished, ct).ConfigureAwait(false);
+
+                // Triage: the checks.
+                await watch.EnterAsync("TRIAGE", DeviceLogType.Triage, DeviceStates.TriageStarted, ct).ConfigureAwait(false);
                 KeyIdentity certKey;
                 try { certKey = KeyIdentity.FromSubjectPublicKeyInfo(ekCert.PublicKey.ExportSubjectPublicKeyInfo()); }
                 catch (FormatException ex) { throw Bad("ek_cert", "its public key cannot be read: " + ex.Message); }
                 var ekPublic = ParseEkPublic(request.EkPubKey, certKey);
+                await watch.LogAsync($"EK key: {certKey} matches the EK certificate; nameAlg {ekPublic.NameAlg}, symmetric {ekPublic.Symmetric.Algorithm}-{ekPublic.Symmetric.Mode}", ct).ConfigureAwait(false);
 
                 // 5. The AK: a restricted signing key that never leaves its TPM; its Name is what the credential is bound to.
                 var (akPublic, akName) = ParseAkPublic(request.AkPubKey);
                 var akKey = KeyIdentity.FromTpmPublic(akPublic);
+                p.AkName = Convert.ToHexString(akName);
+                await watch.LogAsync($"AK: {akKey}, restricted signing key (fixedTPM, fixedParent, sensitiveDataOrigin); Name {p.AkName}", ct).ConfigureAwait(false);
 
                 // 6. The CSR: signed by the AK.
                 CheckCsr(request.Csr, akKey);
+                await watch.LogAsync("CSR: the signature verifies and its key is the AK", ct).ConfigureAwait(false);
 
                 // 7. One device, one EK.
-                string ekFingerprint = Convert.ToHexString(SHA256.HashData(ekCertDer));
+                string ekFingerprint = p.EkFingerprint;
                 var binding = await _store.CheckDeviceBindingAsync(device.Vendor, device.Serial, ekFingerprint, ct).ConfigureAwait(false);
                 ThrowIfConflict(binding);
+                await watch.LogAsync(binding.State == DeviceBindingState.SameDevice
+                    ? "binding: the device is already bound to this EK (re-provisioning)"
+                    : "binding: neither the serial nor the EK is bound yet", ct).ConfigureAwait(false);
+                await watch.FinishAsync(DeviceStates.TriageFinished, ct).ConfigureAwait(false);
 
                 // 8. Issue, protect, record.
+                await watch.EnterAsync("PROVISIONER", DeviceLogType.Provisioner, DeviceStates.ProvisionerStarted, ct).ConfigureAwait(false);
+                await watch.StageAsync(HookStages.ProvisionStarted, ct).ConfigureAwait(false);
                 var (akCertDer, akCertSerial) = await _ca.IssueAkCertificateDerAsync(new AkCertificateRequest
                 {
                     AkSubjectPublicKeyInfo = akKey.ToSubjectPublicKeyInfo(),
@@ -138,11 +177,18 @@ public sealed class ProvisioningService
                     EkCertificateSha256 = SHA256.HashData(ekCertDer),
                     Lifetime = _settings.AkCertificateLifetime,
                 }, ct).ConfigureAwait(false);
+                p.AkCertificate = akCertDer;
+                p.AkCertificateSerial = akCertSerial;
+                p.CaKeyLabel = _ca.Signer.Description;
+                p.CaFingerprint = Convert.ToHexString(SHA256.HashData(_ca.Certificate.RawData));
+                await watch.LogAsync($"AK certificate issued: serial {akCertSerial}, SHA-256 {Convert.ToHexString(SHA256.HashData(akCertDer))}, by '{_ca.Certificate.Subject}' (key {p.CaKeyLabel}, CA SHA-256 {p.CaFingerprint})", ct).ConfigureAwait(false);
+                await watch.StageAsync(HookStages.CertificateIssued, ct).ConfigureAwait(false);
 
                 var secret = RandomNumberGenerator.GetBytes(ProvisioningEnvelope.SecretBytes);
                 var blob = Credential.MakeCredential(ekPublic, akName, secret);
                 var (sealedCert, nonce) = ProvisioningEnvelope.Seal(secret, akCertDer);
                 CryptographicOperations.ZeroMemory(secret);
+                await watch.LogAsync($"credential: a fresh secret protected under the EK for AK Name {p.AkName}; the AK certificate sealed under it (AES-256-GCM)", ct).ConfigureAwait(false);
 
                 var record = new ManufacturingRecord
                 {
@@ -156,9 +202,14 @@ public sealed class ProvisioningService
                     AkCertificate = akCertDer,
                     ApiKeyId = key.KeyId,
                 };
+                p.Record = record;
+                await watch.StageAsync(HookStages.PostProvision, ct).ConfigureAwait(false);
                 var (committed, id) = await _store.AddManufacturingRecordAsync(record, ct).ConfigureAwait(false);
                 ThrowIfConflict(committed);
                 record = record with { Id = id };
+                p.Record = record;
+                await watch.LogAsync($"manufacturing record {id} written{(committed.State == DeviceBindingState.SameDevice ? " (re-provisioned)" : "")}; the device registers with the registrar next", ct).ConfigureAwait(false);
+                await watch.FinishAsync(DeviceStates.ProvisionerFinished, ct).ConfigureAwait(false);
 
                 outcome = new ProvisioningOutcome
                 {
@@ -196,6 +247,7 @@ public sealed class ProvisioningService
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
+            await watch.AbortAsync("the request was cancelled", CancellationToken.None).ConfigureAwait(false);
             throw;
         }
         catch (Exception ex)
@@ -206,8 +258,77 @@ public sealed class ProvisioningService
                 Error = "internal error" + (call.CorrelationId is { } cid ? $"; correlation id {cid}" : ""),
             };
         }
+        await watch.AbortAsync($"{outcome.Status} {outcome.Error}", ct).ConfigureAwait(false);
         await AuditAsync(actor, target, call, OutcomeOf(outcome.Status), $"{outcome.Status} {outcome.Error}", ct).ConfigureAwait(false);
         return outcome;
+    }
+
+    /// <summary>
+    /// The observer's view of one provisioning: which phase runs (its state prefix and log), the lines and states it is told, and
+    /// the abort of the current phase (state <c>&lt;PHASE&gt;-ABORTED</c>, the reason in its log, then <c>provision-failed</c>).
+    /// </summary>
+    private sealed class Watch(IProvisioningObserver? observer)
+    {
+        public ProvisioningProgress? Progress { get; set; }
+        private string? _phase;
+        private DeviceLogType _log;
+
+        public async Task EnterAsync(string phase, DeviceLogType log, string state, CancellationToken ct)
+        {
+            _phase = phase;
+            _log = log;
+            await StateAsync(state, null, ct).ConfigureAwait(false);
+        }
+
+        public async Task FinishAsync(string state, CancellationToken ct)
+        {
+            await StateAsync(state, null, ct).ConfigureAwait(false);
+            _phase = null;
+        }
+
+        public async Task LogAsync(string line, CancellationToken ct)
+        {
+            if (observer is null || Progress is null) return;
+            try { await observer.LogAsync(Progress, _log, line, ct).ConfigureAwait(false); }
+            catch (Exception) when (!ct.IsCancellationRequested) { }
+        }
+
+        private async Task StateAsync(string state, string? reason, CancellationToken ct)
+        {
+            if (observer is null || Progress is null) return;
+            try { await observer.StateAsync(Progress, state, reason, ct).ConfigureAwait(false); }
+            catch (Exception) when (!ct.IsCancellationRequested) { }
+        }
+
+        /// <summary>Runs a hook stage; its failure aborts the phase with 403 and the hook's message.</summary>
+        public async Task StageAsync(string stage, CancellationToken ct)
+        {
+            if (observer is null || Progress is null) return;
+            string? failure;
+            try { failure = await observer.StageAsync(Progress, stage, ct).ConfigureAwait(false); }
+            catch (Exception ex) when (!ct.IsCancellationRequested) { failure = ex.Message; }
+            if (failure is not null)
+                throw new Rejection(403, $"station: the {stage} hook failed: {Clip(failure, 512)}");
+        }
+
+        public async Task AbortAsync(string reason, CancellationToken ct)
+        {
+            if (observer is null || Progress is null || _phase is null) return;
+            string phase = _phase;
+            _phase = null;
+            Progress.FailedPhase = phase;
+            Progress.FailureReason = reason;
+            try
+            {
+                await observer.LogAsync(Progress, _log, $"{phase.ToLowerInvariant()} aborted: {reason}", ct).ConfigureAwait(false);
+                await observer.StateAsync(Progress, phase + "-ABORTED", reason, ct).ConfigureAwait(false);
+                string? failed = await observer.StageAsync(Progress, HookStages.ProvisionFailed, ct).ConfigureAwait(false);
+                if (failed is not null) await observer.LogAsync(Progress, _log, $"the {HookStages.ProvisionFailed} hook failed: {Clip(failed, 512)}", ct).ConfigureAwait(false);
+            }
+            catch (Exception) when (!ct.IsCancellationRequested) { }
+        }
+
+        private static string Clip(string s, int max) => s.Length <= max ? s : s[..max] + "…";
     }
 
     /// <summary>

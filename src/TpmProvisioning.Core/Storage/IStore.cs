@@ -32,6 +32,8 @@ public sealed record AuditQuery
     public DateTimeOffset? Until { get; init; }
     public string? Action { get; init; }
     public string? Actor { get; init; }
+    /// <summary>The caller's address as recorded.</summary>
+    public string? Source { get; init; }
     public AuditOutcome? Outcome { get; init; }
     /// <summary>Newest first, at most this many.</summary>
     public int Limit { get; init; } = 1000;

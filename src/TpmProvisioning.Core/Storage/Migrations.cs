@@ -167,6 +167,43 @@ public static class Migrations
             );
             CREATE INDEX ix_kms_revocation_notices_time ON kms_revocation_notices (received_ms);
             """),
+        new(7, "station: device states and logs (append-only), operator tokens, station facts of manufacturing records", """
+            CREATE TABLE station_device_states (
+                id {id},
+                time_ms {bigint} NOT NULL,
+                serial {text} NOT NULL,
+                vendor {text} NOT NULL,
+                state {text} NOT NULL,
+                address {text},
+                detail {text},
+                device_name {text}
+            );
+            CREATE INDEX ix_station_device_states_device ON station_device_states (serial, vendor);
+            CREATE INDEX ix_station_device_states_state ON station_device_states (state);
+            CREATE TABLE station_device_logs (
+                id {id},
+                time_ms {bigint} NOT NULL,
+                serial {text} NOT NULL,
+                vendor {text} NOT NULL,
+                log_type {text} NOT NULL,
+                line {text} NOT NULL
+            );
+            CREATE INDEX ix_station_device_logs_device ON station_device_logs (serial, log_type);
+            CREATE TABLE station_tokens (
+                token_id {text} NOT NULL PRIMARY KEY,
+                name {text} NOT NULL,
+                secret_hash {blob} NOT NULL,
+                created_ms {bigint} NOT NULL
+            );
+            CREATE TABLE station_records (
+                record_id {bigint} NOT NULL PRIMARY KEY,
+                ek_issuer {text},
+                ca_key_label {text},
+                ca_fingerprint {text},
+                image_name {text},
+                image_sha256 {text}
+            );
+            """),
     ];
 
     public static int Latest => All[^1].Version;

@@ -125,6 +125,7 @@ public abstract partial class SqlStore : IStore
                 ("time_ms <= @until", "until", query.Until?.ToUnixTimeMilliseconds()),
                 ("action = @action", "action", query.Action),
                 ("actor = @actor", "actor", query.Actor),
+                ("source = @source", "source", query.Source),
                 ("outcome = @outcome", "outcome", query.Outcome?.ToString()))
             + Newest(cmd, query.Limit),
             r => new AuditEntry

@@ -263,7 +263,7 @@ public sealed class ProvisioningServerHost : IServerHost
             }
         });
 
-        var context = new ServerContext { Options = options, Store = store, ComponentCa = ca, Info = info, Tls = serverCert is not null };
+        var context = new ServerContext { Options = options, Store = store, ComponentCa = ca, Info = info, Tls = serverCert is not null, RecentLog = log.Recent };
         foreach (var m in modules) m.AddServices(builder.Services, context);
         builder.Services.AddSingleton(context);
         builder.Services.AddSingleton(store);
@@ -283,6 +283,7 @@ public sealed class ProvisioningServerHost : IServerHost
                 await next(http);
             });
         }
+        if (modules.Any(m => m.Role == ServerRole.Station)) app.UseWebSockets(); // the station's /ws/devices
         var version = typeof(ProvisioningServerHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
         app.MapGet("/healthz", async (HttpContext http) =>
         {

@@ -57,6 +57,9 @@ internal sealed class ServerContext
         if (ok) _started.TrySetResult();
         else _started.TrySetCanceled();
     }
+
+    /// <summary>The server's most recent log entries, oldest first (for the station's service log).</summary>
+    public Func<int, IReadOnlyList<ServerLogEntry>> RecentLog { get; init; } = _ => [];
 }
 
 /// <summary>The registry of surfaces. Later surfaces replace their placeholder here.</summary>
@@ -69,7 +72,7 @@ internal static class RoleModules
         new VerifierRole(),
         new AgentRole(),
         new KmsRole(),
-        new PlaceholderRole(ServerRole.Station),
+        new StationRole(),
     ];
 }
 

@@ -26,7 +26,11 @@ internal sealed class ProvisioningRole : IRoleModule
     public void AddServices(IServiceCollection services, ServerContext context)
     {
         // Built by the container so it is disposed (the CA key with it) when the server stops.
-        services.AddSingleton(sp => new ProvisioningEndpoint(context, sp.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Provisioning")));
+        services.AddSingleton(sp => new ProvisioningEndpoint(context, sp.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Provisioning"))
+        {
+            // The station, when it shares the server, watches every provisioning (states, logs, hook stages).
+            Service = { Observer = sp.GetService<Station.StationService>() },
+        });
     }
 
     public void Map(IEndpointRouteBuilder routes, ServerContext context)
