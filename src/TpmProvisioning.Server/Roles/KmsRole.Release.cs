@@ -18,6 +18,8 @@ internal sealed partial class KmsRole
         KmsErrorKind.Unauthenticated => 401,
         KmsErrorKind.Unauthorized => 403,
         KmsErrorKind.NotFound => 404,
+        KmsErrorKind.Throttled => 429,
+        KmsErrorKind.Busy => 503,
         _ => 500,
     };
 
@@ -28,7 +30,7 @@ internal sealed partial class KmsRole
             if (context.Info.Draining) return Keylime.Draining();
             var cert = http.Connection.ClientCertificate ?? await http.Connection.GetClientCertificateAsync(http.RequestAborted);
             var (body, error) = await ReadJsonAsync(http);
-            if (body is not { } b) return Keylime.Envelope(400, error!, null);
+            if (body is not { } b) return Keylime.Envelope(StatusOf(error!.Kind), error.Message, null);
             string? err = null;
             var agentId = Str(b, "agent_id", ref err);
             var request = new KeyReleaseRequest
