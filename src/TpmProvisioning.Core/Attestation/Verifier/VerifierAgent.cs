@@ -267,6 +267,15 @@ public static class VerifierAgentRequest
             else if (pk == JsonTokenType.String && r.TryGetText(out var text) && int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int m)) port = m;
             else e ??= "cloudagent_port: must be a port number";
         }
+        // The large members (policies, reference states) are turned into strings only once the rest passed its checks, so a
+        // refused body never costs more than its own bytes; a wrong JSON type is still reported first, as before.
+        string[] large = ["runtime_policy", "runtime_policy_sig", "runtime_policy_key", "mb_refstate", "ima_sign_verification_keys", "metadata"];
+        foreach (var name in large)
+        {
+            var kind = found[Array.IndexOf(s_members, name)].Kind;
+            if (kind is not (JsonTokenType.None or JsonTokenType.Null or JsonTokenType.String) && name is not ("mb_refstate" or "metadata" or "ima_sign_verification_keys"))
+                e ??= $"{name}: must be a string";
+        }
         var config = new VerifierAgentConfig
         {
             V = Str("v"),
@@ -277,12 +286,6 @@ public static class VerifierAgentRequest
             AkTpm = Str("ak_tpm") ?? "",
             MtlsCert = Str("mtls_cert"),
             RuntimePolicyName = Str("runtime_policy_name"),
-            RuntimePolicy = Str("runtime_policy"),
-            RuntimePolicySig = Str("runtime_policy_sig"),
-            RuntimePolicyKey = Str("runtime_policy_key"),
-            MbRefstate = Str("mb_refstate"),
-            ImaSignVerificationKeys = Str("ima_sign_verification_keys"),
-            Metadata = Str("metadata"),
             RevocationKey = Str("revocation_key"),
             AcceptTpmHashAlgs = List("accept_tpm_hash_algs") ?? ["sha512", "sha384", "sha256"],
             AcceptTpmEncryptionAlgs = List("accept_tpm_encryption_algs") ?? ["ecc", "rsa"],
@@ -291,7 +294,18 @@ public static class VerifierAgentRequest
         };
         if (e is not null) { error = e; return null; }
         error = Check(config, requireMtls);
-        return error is null ? config : null;
+        if (error is not null) return null;
+        config = config with
+        {
+            RuntimePolicy = Str("runtime_policy"),
+            RuntimePolicySig = Str("runtime_policy_sig"),
+            RuntimePolicyKey = Str("runtime_policy_key"),
+            MbRefstate = Str("mb_refstate"),
+            ImaSignVerificationKeys = Str("ima_sign_verification_keys"),
+            Metadata = Str("metadata"),
+        };
+        if (e is not null) { error = e; return null; }
+        return config;
     }
 
     /// <summary>A string token's text; false for one that cannot be read as text (a lone surrogate escape).</summary>
