@@ -168,7 +168,7 @@ public static class PasswordCheckGate
     /// <summary>Logins that may wait for a slot; more are refused at once.</summary>
     public static int MaxQueue { get; } = 64;
     /// <summary>How long a login waits for a slot.</summary>
-    public static TimeSpan QueueTimeout { get; set; } = TimeSpan.FromSeconds(5);
+    public static TimeSpan QueueTimeout { get; set; } = TimeSpan.FromSeconds(10);
     /// <summary>Seconds a refused login is told to wait.</summary>
     public const int RetryAfterSeconds = 1;
 
