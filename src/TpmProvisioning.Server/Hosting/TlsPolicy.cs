@@ -9,7 +9,7 @@ namespace TpmProvisioning.Server.Hosting;
 /// <remarks>
 /// .NET applies <see cref="CipherSuitesPolicy"/> on Linux and macOS (OpenSSL). On Windows it is not supported (SChannel takes
 /// its suites from the operating system's policy: Group Policy "SSL Cipher Suite Order" or <c>Disable-TlsCipherSuite</c>), so
-/// there the server leaves the choice to the OS; docs/rest/README.md says how to restrict it.
+/// there the server leaves the choice to the OS; docs/rest/transport.md says how to restrict it.
 /// </remarks>
 public static class TlsPolicy
 {
