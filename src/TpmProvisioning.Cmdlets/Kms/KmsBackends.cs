@@ -125,7 +125,7 @@ internal sealed class RemoteKmsBackend : IKmsBackend
             "NOT_FOUND" => KmsErrorKind.NotFound,
             "UNAUTHENTICATED" => KmsErrorKind.Unauthenticated,
             "UNAUTHORIZED" => KmsErrorKind.Unauthorized,
-            _ => status switch { 400 => KmsErrorKind.InvalidArgument, 401 => KmsErrorKind.Unauthenticated, 403 => KmsErrorKind.Unauthorized, 404 => KmsErrorKind.NotFound, _ => KmsErrorKind.Unavailable },
+            _ => status switch { 429 => KmsErrorKind.Throttled, 400 => KmsErrorKind.InvalidArgument, 401 => KmsErrorKind.Unauthenticated, 403 => KmsErrorKind.Unauthorized, 404 => KmsErrorKind.NotFound, _ => KmsErrorKind.Unavailable },
         };
         return new KmsException(kind, field.Length == 0 ? null : field, message);
     }
@@ -141,6 +141,7 @@ internal sealed class RemoteKmsBackend : IKmsBackend
             403 => KmsErrorKind.Unauthorized,
             404 => KmsErrorKind.NotFound,
             409 => KmsErrorKind.AlreadyExists,
+            429 => KmsErrorKind.Throttled,
             _ => KmsErrorKind.Unavailable,
         };
         return new KmsException(kind, status is 404 or 409 ? field : null, message);

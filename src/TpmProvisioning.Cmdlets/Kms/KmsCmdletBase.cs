@@ -187,6 +187,7 @@ internal static class KmsErrors
             KmsErrorKind.NotFound => new ErrorRecord(ex, $"Kms{Noun(k.Field)}NotFound", ErrorCategory.ObjectNotFound, target),
             KmsErrorKind.Unauthenticated => new ErrorRecord(ex, "KmsUnauthenticated", ErrorCategory.AuthenticationError, target),
             KmsErrorKind.Unauthorized => new ErrorRecord(ex, "KmsUnauthorized", ErrorCategory.PermissionDenied, target),
+            KmsErrorKind.Throttled => new ErrorRecord(ex, "KmsThrottled", ErrorCategory.LimitsExceeded, target),
             _ => new ErrorRecord(ex, "KmsUnavailable", ErrorCategory.ResourceUnavailable, target),
         },
         HttpRequestException => new ErrorRecord(ex, "KmsServerUnreachable", ErrorCategory.ConnectionError, target),
@@ -197,6 +198,6 @@ internal static class KmsErrors
     };
 
     /// <summary>Failures after which no other item can succeed: bad credentials, no rights, an unusable server or store.</summary>
-    public static bool IsFatal(Exception ex) => ex is KmsException { Kind: KmsErrorKind.Unauthenticated or KmsErrorKind.Unauthorized or KmsErrorKind.Unavailable }
+    public static bool IsFatal(Exception ex) => ex is KmsException { Kind: KmsErrorKind.Unauthenticated or KmsErrorKind.Unauthorized or KmsErrorKind.Unavailable or KmsErrorKind.Throttled or KmsErrorKind.Busy }
         or HttpRequestException or TaskCanceledException or TimeoutException or StoreUnavailableException;
 }

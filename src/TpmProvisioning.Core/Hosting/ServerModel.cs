@@ -48,6 +48,11 @@ public sealed class ServerOptions
     public bool InsecurePlainHttp { get; set; }
     /// <summary>Grace period for in-flight requests on stop.</summary>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// Bytes of request bodies the server holds in memory at once, across all roles (default 96 MiB: three of the verifier's
+    /// largest bodies). A body that does not fit is refused before it is read, with 503 and Retry-After in the surface's shape.
+    /// </summary>
+    public long MaxBufferedRequestBytes { get; set; } = 96L * 1024 * 1024;
     /// <summary>Minimum level written to the log file and the in-memory log.</summary>
     public LogLevelName LogLevel { get; set; } = LogLevelName.Information;
     /// <summary>Settings of the provisioning surface (namespaces, body cap, signer timeout, file locations).</summary>

@@ -40,25 +40,43 @@ public sealed partial class KmsEngine
     private static byte[] Hash(string password, byte[] salt, int iterations) =>
         Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(password), salt, iterations, HashAlgorithmName.SHA256, 32);
 
+    /// <summary>Backoff of failed logins (per user name and per address) for this engine's surfaces.</summary>
+    public KmsLoginThrottle LoginThrottle => LazyInitializer.EnsureInitialized(ref _loginThrottle, () => new KmsLoginThrottle(Settings.LoginThrottle));
+    private KmsLoginThrottle? _loginThrottle;
+
     /// <summary>
     /// Checks a password and issues a token of <paramref name="kind"/>; <see cref="KmsErrorKind.Unauthenticated"/> for an unknown
-    /// user or a wrong password (the same answer, after the same work). Audited either way.
+    /// user or a wrong password (the same answer, after the same work). Audited either way. Failed logins are throttled per user
+    /// and per address (<see cref="KmsErrorKind.Throttled"/> with Retry-After, without a password check; lockouts audited), and the
+    /// password hash runs in the process-wide <see cref="PasswordCheckGate"/> (<see cref="KmsErrorKind.Busy"/> when it is full).
     /// </summary>
     public async Task<KmsIssuedToken> LoginAsync(string? user, string? password, string kind, KmsCaller caller, CancellationToken ct = default)
     {
-        var rec = string.IsNullOrEmpty(user) ? null : await _store.GetKmsUserAsync(user, ct).ConfigureAwait(false);
-        bool ok;
-        if (rec is null)
+        string who = user ?? "", from = caller.Source;
+        var throttle = LoginThrottle;
+        if (!throttle.TryBegin(who, from, out int retryAfter, out var began))
         {
-            Hash(password ?? "", new byte[16], Settings.PasswordIterations);
-            ok = false;
+            if (began is not null) await AuditLockoutAsync(caller, kind, who, began, ct).ConfigureAwait(false);
+            throw new KmsException(KmsErrorKind.Throttled, null, $"Too many failed logins; retry in {retryAfter} s.") { RetryAfterSeconds = retryAfter };
         }
-        else ok = CryptographicOperations.FixedTimeEquals(Hash(password ?? "", rec.Salt, rec.Iterations), rec.PasswordHash);
+        var rec = string.IsNullOrEmpty(user) ? null : await _store.GetKmsUserAsync(user, ct).ConfigureAwait(false);
+        bool ok = await PasswordCheckGate.RunAsync(() =>
+        {
+            if (rec is null)
+            {
+                Hash(password ?? "", new byte[16], Settings.PasswordIterations);
+                return false;
+            }
+            return CryptographicOperations.FixedTimeEquals(Hash(password ?? "", rec.Salt, rec.Iterations), rec.PasswordHash);
+        }, ct).ConfigureAwait(false);
         if (!ok)
         {
+            var lockouts = throttle.Failed(who, from);
             await AuditAsync(caller with { Actor = user ?? "" }, $"kms.{kind}.create", user, AuditOutcome.Denied, "bad user name or password", ct).ConfigureAwait(false);
+            foreach (var l in lockouts) await AuditLockoutAsync(caller, kind, who, l, ct).ConfigureAwait(false);
             throw new KmsException(KmsErrorKind.Unauthenticated, null, "bad user name or password");
         }
+        throttle.Succeeded(who, from);
         var token = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)).TrimEnd('=').Replace('+', '-').Replace('/', '_');
         var now = DateTimeOffset.UtcNow;
         var expires = now + (kind == SessionKind ? Settings.SessionLifetime : Settings.TokenLifetime);
@@ -66,6 +84,10 @@ public sealed partial class KmsEngine
         await AuditAsync(caller with { Actor = rec.Name }, $"kms.{kind}.create", rec.Name, AuditOutcome.Success, null, ct).ConfigureAwait(false);
         return new KmsIssuedToken(token, rec.Name, ParseRole(rec.Role), expires);
     }
+
+    private Task AuditLockoutAsync(KmsCaller caller, string kind, string user, KmsLoginThrottle.Lockout l, CancellationToken ct) =>
+        AuditAsync(caller with { Actor = user }, "kms.login.lockout", l.Kind == "user" ? user : l.Subject, AuditOutcome.Denied,
+            $"{l.Kind} {(l.Kind == "user" ? user : l.Subject)} locked out of {kind} logins for {(int)Math.Ceiling(l.Duration.TotalSeconds)} s after {l.Failures} failed attempts", ct);
 
     /// <summary>The user and role behind a live token of <paramref name="kind"/>; null when unknown or expired.</summary>
     public async Task<KmsUserInfo?> AuthenticateAsync(string? token, string kind, CancellationToken ct = default)

@@ -12,6 +12,10 @@ public enum KmsErrorKind
     Unauthorized,
     /// <summary>A dependency (master key, HSM, store) is not usable; surfaces answer a generic error without details.</summary>
     Unavailable,
+    /// <summary>Too many failed logins for the user or from the address: 429 with <see cref="KmsException.RetryAfterSeconds"/>.</summary>
+    Throttled,
+    /// <summary>The server has no capacity for the call now (password checks queued too long, body budget spent): 503 with Retry-After.</summary>
+    Busy,
 }
 
 /// <summary>A KMS call failed. <see cref="Field"/> names the offending request field for <see cref="KmsErrorKind.InvalidArgument"/>.</summary>
@@ -19,6 +23,8 @@ public sealed class KmsException(KmsErrorKind kind, string? field, string messag
 {
     public KmsErrorKind Kind { get; } = kind;
     public string? Field { get; } = field;
+    /// <summary>Seconds before a retry may succeed, for <see cref="KmsErrorKind.Throttled"/> and <see cref="KmsErrorKind.Busy"/>.</summary>
+    public int? RetryAfterSeconds { get; init; }
 }
 
 /// <summary>What a KMS user may do.</summary>
@@ -57,6 +63,8 @@ public sealed class KmsSettings
     public TimeSpan TokenLifetime { get; set; } = TimeSpan.FromSeconds(300);
     /// <summary>PBKDF2-SHA256 iterations for new user passwords (OWASP 2023: 600,000).</summary>
     public int PasswordIterations { get; set; } = 600_000;
+    /// <summary>Backoff of failed logins per user name and per address (docs/rest/kms.md, "Failed logins").</summary>
+    public KmsLoginThrottleSettings LoginThrottle { get; set; } = new();
 
     /// <summary>The Keylime verifier the release gate asks (<c>GET /v2.1/agents/{id}</c>); null: no release (every request refused).</summary>
     public Uri? Verifier { get; set; }

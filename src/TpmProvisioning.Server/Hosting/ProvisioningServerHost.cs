@@ -63,6 +63,8 @@ public sealed class ProvisioningServerHost : IServerHost
             throw new ServerStartException("Failed", $"Port {options.Port} is outside 0-65535.");
         if (PlainRegistrarPort(options) is { } pp && (pp is < 0 or > 65535 || (pp != 0 && pp == options.Port)))
             throw new ServerStartException("Failed", $"The registrar's plain port {pp} must be 0-65535 and differ from the server's port.");
+        if (options.MaxBufferedRequestBytes < 64 * 1024)
+            throw new ServerStartException("Failed", $"MaxBufferedRequestBytes {options.MaxBufferedRequestBytes} is below the 64 KiB a single small request needs.");
         if (options.Roles == ServerRole.None)
             throw new ServerStartException("Failed", "No role given: a server must host at least one surface.");
         if (options.Roles.HasFlag(ServerRole.Registrar) && options.Roles.HasFlag(ServerRole.Verifier))
@@ -244,6 +246,8 @@ public sealed class ProvisioningServerHost : IServerHost
                     // the handshake asks for a certificate and validates it against the components CA when given.
                     ClientCertificateMode = anyMutual ? ClientCertificateMode.AllowCertificate : ClientCertificateMode.NoCertificate,
                     ClientCertificateValidation = (cert, _, _) => anyIssuer || ca.Validates(cert),
+                    // AEAD suites only (no CBC under TLS 1.2); on Windows the OS policy decides (TlsPolicy).
+                    OnAuthenticate = (_, ssl) => TlsPolicy.Apply(ssl),
                 });
             });
             if (PlainRegistrarPort(options) is { } plainPort)
@@ -267,6 +271,7 @@ public sealed class ProvisioningServerHost : IServerHost
         foreach (var m in modules) m.AddServices(builder.Services, context);
         builder.Services.AddSingleton(context);
         builder.Services.AddSingleton(store);
+        builder.Services.AddSingleton(new RequestBodyBudget(options.MaxBufferedRequestBytes));
 
         var app = builder.Build();
         if (plainListen is not null)

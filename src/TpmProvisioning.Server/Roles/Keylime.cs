@@ -2,7 +2,6 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using TpmProvisioning.Attestation;
 using TpmProvisioning.Pki;
@@ -38,25 +37,33 @@ internal static class Keylime
         Source = http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
     };
 
-    /// <summary>Reads the body up to <paramref name="max"/> bytes (default <see cref="MaxBodyBytes"/>); null with an error result when too large or unreadable.</summary>
+    /// <summary>
+    /// Reads the body up to <paramref name="max"/> bytes (default <see cref="MaxBodyBytes"/>) through the shared
+    /// <see cref="RequestBodyReader"/>, as one array (for the small bodies of the registrar and the agent); null with an error
+    /// result in the envelope when too large (413), the server's body budget is spent (503), the framing is broken or the bytes
+    /// are not UTF-8 (400).
+    /// </summary>
     public static async Task<(byte[]? Body, IResult? Error)> ReadBodyAsync(HttpContext http, int max = MaxBodyBytes)
     {
-        if (http.Request.ContentLength > max) return (null, Envelope(413, "Request body too large", null));
-        var size = http.Features.Get<IHttpMaxRequestBodySizeFeature>();
-        if (size is { IsReadOnly: false }) size.MaxRequestBodySize = max;
-        try
-        {
-            using var ms = new MemoryStream();
-            await http.Request.Body.CopyToAsync(ms, http.RequestAborted);
-            // JSON strings with invalid UTF-8 would throw when read; refuse them here, in the envelope.
-            if (!System.Text.Unicode.Utf8.IsValid(ms.GetBuffer().AsSpan(0, (int)ms.Length))) return (null, Envelope(400, "body: not valid UTF-8", null));
-            return (ms.ToArray(), null);
-        }
-        catch (BadHttpRequestException ex)
-        {
-            return (null, Envelope(ex.StatusCode, "Bad request: " + ex.Message, null));
-        }
+        var (body, error) = await ReadBodySequenceAsync(http, max);
+        return body is null ? (null, error) : (body.ToArray(), null);
     }
+
+    /// <summary>As <see cref="ReadBodyAsync"/>, but the pooled body itself (released when the response ends), for large bodies parsed as a stream.</summary>
+    public static async Task<(RequestBody? Body, IResult? Error)> ReadBodySequenceAsync(HttpContext http, long max)
+    {
+        var r = await RequestBodyReader.ReadAsync(http, max);
+        return r.Body is not null ? (r.Body, null) : (null, BodyError(r));
+    }
+
+    /// <summary>A body refusal in the envelope.</summary>
+    public static IResult BodyError(BodyReadResult r) => r.Error switch
+    {
+        BodyReadError.TooLarge => Envelope(413, "Request body too large", null),
+        BodyReadError.Busy => Envelope(503, "Service Unavailable: " + r.Message, null),
+        BodyReadError.InvalidUtf8 => Envelope(400, "body: not valid UTF-8", null),
+        _ => Envelope(400, "Bad request: " + r.Message, null),
+    };
 
     /// <summary>Marks an endpoint open to callers without a client certificate.</summary>
     public static TBuilder Open<TBuilder>(this TBuilder b) where TBuilder : IEndpointConventionBuilder =>

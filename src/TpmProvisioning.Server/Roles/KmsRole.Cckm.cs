@@ -20,6 +20,7 @@ internal sealed partial class KmsRole
             403 => (7, "NCERRForbidden: Insufficient permissions"),
             404 => (5, "NCERRNotFound: Resource not found"),
             409 => (6, "NCERRConflict: Resource already exists"),
+            429 => (15, "NCERRTooManyRequests: Too many requests"),
             503 => (16, "NCERRServiceUnavailable: Service unavailable"),
             _ => (2, "NCERRInternalServerError: Internal server error"),
         };
@@ -33,6 +34,8 @@ internal sealed partial class KmsRole
         KmsErrorKind.NotFound => CckmError(404, ex.Message),
         KmsErrorKind.Unauthenticated => CckmError(401, "Unauthorized: a valid bearer token is required"),
         KmsErrorKind.Unauthorized => CckmError(403, ex.Message),
+        KmsErrorKind.Throttled => CckmError(429, ex.Message),
+        KmsErrorKind.Busy => CckmError(503, ex.Message),
         _ => CckmError(500, "Internal server error"),
     };
 
@@ -112,7 +115,11 @@ internal sealed partial class KmsRole
         {
             if (context.Info.Draining) return CckmError(503, "The server is draining");
             var (body, error) = await ReadJsonAsync(http);
-            if (body is not { } b) return CckmError(400, error!);
+            if (body is not { } b)
+            {
+                RetryAfter(http, error!);
+                return CckmError(error!);
+            }
             string? err = null;
             var grant = Str(b, "grant_type", ref err) ?? "password";
             var user = Str(b, "username", ref err);
@@ -131,7 +138,11 @@ internal sealed partial class KmsRole
                     ["client_id"] = issued.UserName,
                 }, Json);
             }
-            catch (KmsException ex) { return CckmError(ex); }
+            catch (KmsException ex)
+            {
+                RetryAfter(http, ex);
+                return CckmError(ex);
+            }
         });
 
         foreach (var prefix in new[] { "/v1/cckm/oci/keys", "/api/v1/cckm/oci/keys" })
@@ -139,7 +150,7 @@ internal sealed partial class KmsRole
             routes.MapPost(prefix, Task<IResult> (HttpContext http) => Cckm(http, context, kms, log, KmsUserRole.Administrator, "kms.key.create", null, async caller =>
             {
                 var (body, error) = await ReadJsonAsync(http);
-                if (body is not { } b) throw new KmsException(KmsErrorKind.InvalidArgument, "body", error!);
+                if (body is not { } b) throw error!;
                 string? err = null;
                 var name = Str(b, "name", ref err);
                 var compartment = Str(b, "compartment_id", ref err);
@@ -157,7 +168,7 @@ internal sealed partial class KmsRole
             routes.MapPost(prefix + "/{id}/versions", (HttpContext http, string id) => Cckm(http, context, kms, log, KmsUserRole.Administrator, "kms.key.version.create", id, async caller =>
             {
                 var (body, error) = await ReadJsonAsync(http);
-                if (body is not { } b) throw new KmsException(KmsErrorKind.InvalidArgument, "body", error!);
+                if (body is not { } b) throw error!;
                 bool isNative = false;
                 if (b.TryGetProperty("is_native", out var n))
                 {

@@ -19,6 +19,8 @@ internal sealed partial class KmsRole
         KmsErrorKind.Unauthorized => 403,
         KmsErrorKind.NotFound => 404,
         KmsErrorKind.AlreadyExists => 409,
+        KmsErrorKind.Throttled => 429,
+        KmsErrorKind.Busy => 503,
         _ => 500,
     };
 
@@ -29,7 +31,7 @@ internal sealed partial class KmsRole
             if (context.Info.Draining) return Keylime.Draining();
             var cert = http.Connection.ClientCertificate ?? await http.Connection.GetClientCertificateAsync(http.RequestAborted);
             var (body, error) = await ReadJsonAsync(http);
-            if (body is not { } b) return Keylime.Envelope(400, error!, null);
+            if (body is not { } b) return Keylime.Envelope(StatusOf(error!.Kind), error.Message, null);
             string? err = null;
             var agentId = Str(b, "agent_id", ref err);
             var request = new KeyReleaseRequest

@@ -29,6 +29,8 @@ internal sealed partial class KmsRole
         KmsErrorKind.NotFound => VsphereError(404, "NOT_FOUND", ex.Message, ex.Field ?? ""),
         KmsErrorKind.Unauthenticated => VsphereError(401, "UNAUTHENTICATED", "Authentication required."),
         KmsErrorKind.Unauthorized => VsphereError(403, "UNAUTHORIZED", ex.Message),
+        KmsErrorKind.Throttled => VsphereError(429, "UNABLE_TO_ALLOCATE_RESOURCE", ex.Message, (ex.RetryAfterSeconds ?? 1).ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        KmsErrorKind.Busy => VsphereError(503, "SERVICE_UNAVAILABLE", ex.Message),
         _ => VsphereError(500, "ERROR", "The operation failed; see the server log."),
     };
 
@@ -61,6 +63,7 @@ internal sealed partial class KmsRole
         }
         catch (KmsException ex)
         {
+            RetryAfter(http, ex);
             if (need == KmsUserRole.Administrator || ex.Kind is KmsErrorKind.Unauthenticated or KmsErrorKind.Unauthorized)
                 await TryAuditAsync(kms, caller, action, target, ex, log);
             if (ex.Kind == KmsErrorKind.Unavailable) log.LogError("KMS {Action} failed: {Message}", action, ex.Message);
@@ -93,7 +96,11 @@ internal sealed partial class KmsRole
                 var issued = await engine.LoginAsync(user, password, KmsEngine.SessionKind, Caller(http, user), http.RequestAborted);
                 return Results.Json(issued.Token, Json, statusCode: 201);
             }
-            catch (KmsException ex) { return VsphereError(ex); }
+            catch (KmsException ex)
+            {
+                RetryAfter(http, ex);
+                return VsphereError(ex);
+            }
         });
 
         routes.MapDelete("/api/session", async (HttpContext http) =>
@@ -108,7 +115,7 @@ internal sealed partial class KmsRole
         routes.MapPost(ProvidersPath, Task<IResult> (HttpContext http) => Vsphere(http, context, kms, log, KmsUserRole.Administrator, "kms.provider.create", null, async caller =>
         {
             var (body, error) = await ReadJsonAsync(http);
-            if (body is not { } b) throw new KmsException(KmsErrorKind.InvalidArgument, "body", error!);
+            if (body is not { } b) throw error!;
             string? err = null;
             var name = Str(b, "provider", ref err);
             if (err is not null) throw new KmsException(KmsErrorKind.InvalidArgument, "provider", err);
@@ -143,7 +150,7 @@ internal sealed partial class KmsRole
         routes.MapMethods(ProvidersPath + "/{provider}", ["PATCH"], (HttpContext http, string provider) => Vsphere(http, context, kms, log, KmsUserRole.Administrator, "kms.provider.update", provider, async caller =>
         {
             var (body, error) = await ReadJsonAsync(http);
-            if (body is not { } b) throw new KmsException(KmsErrorKind.InvalidArgument, "body", error!);
+            if (body is not { } b) throw error!;
             string? keyId = null, err = null;
             if (b.TryGetProperty("native_spec", out var spec) && spec.ValueKind != JsonValueKind.Null)
             {

@@ -9,6 +9,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using TpmProvisioning.Hosting;
 using TpmProvisioning.Pki;
+using TpmProvisioning.Server.Hosting;
 using TpmProvisioning.Kms;
 
 namespace TpmProvisioning.Server.Roles;
@@ -88,28 +89,41 @@ internal sealed partial class KmsRole : IRoleModule
 
     internal static KmsCaller Caller(HttpContext http, string actor) => new(actor, http.Connection.RemoteIpAddress?.ToString() ?? "unknown");
 
-    /// <summary>Reads a JSON object body (at most <see cref="MaxBodyBytes"/>); null when absent, too large or not an object.</summary>
-    internal static async Task<(JsonElement? Body, string? Error)> ReadJsonAsync(HttpContext http)
+    /// <summary>
+    /// Reads a JSON object body (at most <see cref="MaxBodyBytes"/>) through the shared <see cref="RequestBodyReader"/>; null with a
+    /// <see cref="KmsException"/> when absent, too large, malformed or not an object (<see cref="KmsErrorKind.InvalidArgument"/>),
+    /// or when the server's body budget is spent (<see cref="KmsErrorKind.Busy"/>, Retry-After already set).
+    /// </summary>
+    internal static async Task<(JsonElement? Body, KmsException? Error)> ReadJsonAsync(HttpContext http)
     {
-        if (http.Request.ContentLength is > MaxBodyBytes) return (null, "body: larger than 64 KiB");
-        try
-        {
-            using var ms = new MemoryStream();
-            var buf = new byte[8192];
-            int n;
-            while ((n = await http.Request.Body.ReadAsync(buf, http.RequestAborted)) > 0)
+        var r = await RequestBodyReader.ReadAsync(http, MaxBodyBytes);
+        if (r.Body is not { } body)
+            return (null, r.Error switch
             {
-                ms.Write(buf, 0, n);
-                if (ms.Length > MaxBodyBytes) return (null, "body: larger than 64 KiB");
+                BodyReadError.TooLarge => Invalid("body: larger than 64 KiB"),
+                BodyReadError.Busy => new KmsException(KmsErrorKind.Busy, null, "The server is busy; retry later.") { RetryAfterSeconds = RequestBodyReader.BusyRetryAfterSeconds },
+                BodyReadError.InvalidUtf8 => Invalid("body: not valid UTF-8"),
+                _ => Invalid(r.Message ?? "body: malformed request body"),
+            });
+        using (body)
+        {
+            if (body.Length == 0) return (null, Invalid("body: a JSON object is required"));
+            try
+            {
+                using var doc = JsonDocument.Parse(body.Sequence);
+                if (doc.RootElement.ValueKind != JsonValueKind.Object) return (null, Invalid("body: must be a JSON object"));
+                return (doc.RootElement.Clone(), null);
             }
-            if (ms.Length == 0) return (null, "body: a JSON object is required");
-            if (!System.Text.Unicode.Utf8.IsValid(ms.GetBuffer().AsSpan(0, (int)ms.Length))) return (null, "body: not valid UTF-8");
-            using var doc = JsonDocument.Parse(ms.ToArray());
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) return (null, "body: must be a JSON object");
-            return (doc.RootElement.Clone(), null);
+            catch (JsonException) { return (null, Invalid("body: not valid JSON")); }
         }
-        catch (JsonException) { return (null, "body: not valid JSON"); }
-        catch (BadHttpRequestException ex) { return (null, "body: " + ex.Message); }
+
+        static KmsException Invalid(string message) => new(KmsErrorKind.InvalidArgument, "body", message);
+    }
+
+    /// <summary>Sets Retry-After when the error carries one (throttled logins, a busy server).</summary>
+    internal static void RetryAfter(HttpContext http, KmsException ex)
+    {
+        if (ex.RetryAfterSeconds is { } s) http.Response.Headers.RetryAfter = s.ToString(CultureInfo.InvariantCulture);
     }
 
     /// <summary>A string member; <paramref name="error"/> set when present but not a string.</summary>

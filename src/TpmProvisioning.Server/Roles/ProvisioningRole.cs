@@ -1,13 +1,13 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using TpmProvisioning.Hosting;
 using TpmProvisioning.Pki;
 using TpmProvisioning.Provisioning;
+using TpmProvisioning.Server.Hosting;
 
 namespace TpmProvisioning.Server.Roles;
 
@@ -125,27 +125,30 @@ internal sealed class ProvisioningEndpoint : IDisposable
             return await svc.RejectAsync(404, $"namespace '{Clip(ns)}' not found", call, null, ct);
 
         long max = _settings.MaxRequestBytes;
-        if (http.Request.ContentLength is { } len && len > max)
-            return await svc.RejectAsync(413, $"body: {len} bytes is more than the {max} allowed", call, null, ct);
-        var sizeFeature = http.Features.Get<IHttpMaxRequestBodySizeFeature>();
-        if (sizeFeature is { IsReadOnly: false }) sizeFeature.MaxRequestBodySize = max;
+        // The shared reader: capped, charged to the server's body budget, framing errors (a bad chunk size) as 400.
+        var read = await RequestBodyReader.ReadAsync(http, max, requireUtf8: false);
+        if (read.Body is not { } body)
+            return read.Error switch
+            {
+                BodyReadError.TooLarge when http.Request.ContentLength is { } len => await svc.RejectAsync(413, $"body: {len} bytes is more than the {max} allowed", call, null, ct),
+                BodyReadError.TooLarge => await svc.RejectAsync(413, $"body: more than the {max} bytes allowed", call, null, ct),
+                BodyReadError.Busy => await svc.RejectAsync(503, "the server is busy with other large requests; retry later", call, RequestBodyReader.BusyRetryAfterSeconds, ct),
+                _ => await svc.RejectAsync(400, read.Message ?? "body: malformed request body", call, null, ct),
+            };
 
         ProvisioningRequest? request;
         try
         {
-            request = await JsonSerializer.DeserializeAsync(http.Request.Body, ProvisioningJsonContext.Default.ProvisioningRequest, ct);
-        }
-        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            return await svc.RejectAsync(413, $"body: more than the {max} bytes allowed", call, null, ct);
-        }
-        catch (BadHttpRequestException ex)
-        {
-            return await svc.RejectAsync(400, "body: " + ex.Message, call, null, ct);
+            // At most the provisioning cap (256 KiB by default): one contiguous copy is cheap, and the parse checks the whole input.
+            request = JsonSerializer.Deserialize(body.ToArray(), ProvisioningJsonContext.Default.ProvisioningRequest);
         }
         catch (JsonException ex)
         {
             return await svc.RejectAsync(400, DescribeJsonError(ex), call, null, ct);
+        }
+        finally
+        {
+            body.Dispose();
         }
         return await svc.ProvisionAsync(request, call, ct);
     }

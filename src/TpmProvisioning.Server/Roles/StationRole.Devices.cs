@@ -169,25 +169,16 @@ internal sealed partial class StationRole
         catch (JsonException) { throw new StationException(400, "INVALID_JSON", "the body is not valid JSON"); }
     }
 
+    /// <summary>The body through the server's shared reader (size cap, server-wide budget, framing errors), in the station's error shape.</summary>
     internal static async Task<byte[]> ReadBodyAsync(HttpContext http, long max)
     {
-        if (http.Request.ContentLength is { } len && len > max)
+        var read = await Hosting.RequestBodyReader.ReadAsync(http, max, requireUtf8: false);
+        return read.Error switch
         {
-            http.Response.Headers.Connection = "close";
-            throw new StationException(413, "PAYLOAD_TOO_LARGE", $"the body may be at most {max} bytes");
-        }
-        using var ms = new MemoryStream();
-        var buf = new byte[16 * 1024];
-        int n;
-        while ((n = await http.Request.Body.ReadAsync(buf, http.RequestAborted)) > 0)
-        {
-            ms.Write(buf, 0, n);
-            if (ms.Length > max)
-            {
-                http.Response.Headers.Connection = "close";
-                throw new StationException(413, "PAYLOAD_TOO_LARGE", $"the body may be at most {max} bytes");
-            }
-        }
-        return ms.ToArray();
+            Hosting.BodyReadError.None => read.Body!.ToArray(),
+            Hosting.BodyReadError.TooLarge => throw new StationException(413, "PAYLOAD_TOO_LARGE", $"the body may be at most {max} bytes"),
+            Hosting.BodyReadError.Busy => throw new StationException(503, "SERVICE_UNAVAILABLE", read.Message ?? "busy; retry later"),
+            _ => throw new StationException(400, "INVALID_REQUEST", read.Message ?? "malformed request body"),
+        };
     }
 }

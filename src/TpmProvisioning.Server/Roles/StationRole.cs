@@ -113,6 +113,12 @@ internal sealed partial class StationRole : IRoleModule
                 http.Response.Headers.Connection = "close";
                 result = Error(http, 413, "PAYLOAD_TOO_LARGE", "the request body is too large");
             }
+            catch (Exception ex) when (ex is BadHttpRequestException || (ex is IOException && !http.RequestAborted.IsCancellationRequested))
+            {
+                // Broken HTTP framing (a chunk size that overflows, a body cut short) while a form is read: the client's fault.
+                http.Response.Headers.Connection = "close";
+                result = Error(http, 400, "INVALID_REQUEST", "malformed request body");
+            }
             catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
             {
                 return;

@@ -72,9 +72,10 @@ internal sealed class VerifierRole : IRoleModule
         g.MapPost(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
         {
             if (context.Info.Draining) return Keylime.Draining();
-            var (body, error) = await Keylime.ReadBodyAsync(http, VerifierAgentRequest.MaxBodyBytes);
-            if (error is not null) return error;
-            var outcome = await svc.AddAsync(agent_id, body!, Keylime.CallInfo(http), http.RequestAborted);
+            // Up to 32 MiB: parsed where it was buffered (pooled segments), released with the response.
+            var (body, error) = await Keylime.ReadBodySequenceAsync(http, VerifierAgentRequest.MaxBodyBytes);
+            if (body is null) return error!;
+            var outcome = await svc.AddAsync(agent_id, body.Sequence, Keylime.CallInfo(http), http.RequestAborted);
             log.LogInformation("Verifier: add {AgentId}: {Status} {Message}", Clip(agent_id), outcome.Status, outcome.Message);
             return Keylime.Envelope(outcome);
         });

@@ -133,19 +133,54 @@ public sealed partial class AgentTests
         Assert.NotEqual("Success", body.GetProperty("status").GetString());
     }
 
+    /// <summary>
+    /// Posts a body over the route's cap. The server refuses it as soon as it knows (from Content-Length, before reading): the
+    /// client either reads the 413 or, when the refusal and close arrive while it is still sending, gets a reset (broken pipe).
+    /// Both are the refusal; any answer other than 413 (the body accepted, or refused for another reason) fails.
+    /// </summary>
+    private async Task AssertTooLargeAsync(string path, string json)
+    {
+        HttpStatusCode st;
+        JsonElement body;
+        try { (st, body) = await PostAsync(path, json); }
+        catch (HttpRequestException ex) when (IsReset(ex)) { return; }
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, st);
+        Assert.Equal(413, body.GetProperty("code").GetInt32());
+    }
+
+    /// <summary>A connection the server closed while the request was being written (broken pipe, reset, response ended).</summary>
+    internal static bool IsReset(HttpRequestException ex)
+    {
+        for (Exception? e = ex; e is not null; e = e.InnerException)
+            if (e is IOException or System.Net.Sockets.SocketException) return true;
+        return ex.HttpRequestError is HttpRequestError.ResponseEnded;
+    }
+
     [Fact]
     public async Task OversizeBodiesAndCallersWithoutACertificateAreRefused()
     {
         var big = "{\"encrypted_key\":\"AAAA\",\"auth_tag\":\"00\",\"payload\":\"" + new string('A', KeylimePayload.MaxEncryptedPayloadChars + 128 * 1024) + "\"}";
-        var (st, _) = await PostAsync("/v2.1/keys/ukey", big);
-        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, st);
-        (st, _) = await PostAsync("/v2.1/keys/vkey", "{\"encrypted_key\":\"" + new string('A', 100 * 1024) + "\"}");
-        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, st);
+        await AssertTooLargeAsync("/v2.1/keys/ukey", big);
+        await AssertTooLargeAsync("/v2.1/keys/vkey", "{\"encrypted_key\":\"" + new string('A', 100 * 1024) + "\"}");
 
         var p = KeylimePayload.Create(null);
         var pem = await NkPemAsync();
         Assert.Equal(HttpStatusCode.Unauthorized, (await PostAsync("/v2.1/keys/ukey", UBody(p, pem, agentId), anonymous)).Item1);
         Assert.Equal(HttpStatusCode.Unauthorized, (await PostAsync("/v2.1/keys/vkey", VBody(pem, p.V), anonymous)).Item1);
         Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync("/v2.1/keys/verify?challenge=abc", anonymous)).Item1);
+    }
+
+    [Fact]
+    public async Task AnOverflowingChunkSizeIs400InTheEnvelope()
+    {
+        foreach (var path in new[] { "/v2.1/keys/ukey", "/v2.1/keys/vkey" })
+        {
+            var r = await Hardening.RawHttp.SendAsync(agent.Info.Urls[0], Hardening.RawHttp.OverflowingChunk("POST", path), verifierCert);
+            Assert.Equal(400, r.Status);
+            var body = JsonDocument.Parse(r.Body).RootElement;
+            Assert.Equal(400, body.GetProperty("code").GetInt32());
+            Assert.Contains("chunk", body.GetProperty("status").GetString(), StringComparison.OrdinalIgnoreCase);
+        }
+        Assert.False(File.Exists(Path.Combine(AgentRole.StateDirectory(agentData), "secure", AgentPayloadReceiver.DecryptedPayloadFile)));
     }
 }

@@ -24,6 +24,7 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
     private readonly string agentData = Directory.CreateTempSubdirectory("tpmprov-agent-").FullName;
     private readonly string agentId = Guid.NewGuid().ToString();
     private HttpClient verifier = null!;
+    private X509Certificate2 verifierCert = null!;
     private HttpClient anonymous = null!;
 
     public AgentTests(SwtpmFixture fixture)
@@ -47,7 +48,7 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
         agent = await StartAgentAsync();
         var ca = X509Certificate2.CreateFromPem(File.ReadAllText(agent.Info.CaCertificatePath!));
         using (var cca = ComponentCa.LoadOrCreate(Path.Combine(agentData, "ca")))
-            verifier = KeylimeTestServer.Client(ca, cca.IssueClientCertificate("verifier", role: ClientRole.Verifier));
+            verifier = KeylimeTestServer.Client(ca, verifierCert = cca.IssueClientCertificate("verifier", role: ClientRole.Verifier));
         anonymous = KeylimeTestServer.Client(ca, null);
     }
 

@@ -112,6 +112,23 @@ public sealed class StationBadInputTests : IClassFixture<SwtpmFixture>, IAsyncLi
     }
 
     [Fact]
+    public async Task AnOverflowingChunkSizeIsA400ErrorObjectOnEveryBodyRoute()
+    {
+        string before = await s.SnapshotAsync();
+        foreach (var path in new[] { "/customisation/save-script", "/api/v2/verify-qrcode", "/customisation/upload-script", "/customisation/enable-script" })
+        {
+            var contentType = path.EndsWith("upload-script") ? "multipart/form-data; boundary=x" : path.EndsWith("enable-script") ? "application/x-www-form-urlencoded" : "application/json";
+            var request = $"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {s.Token}\r\nContent-Type: {contentType}\r\n"
+                + "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n{}\r\n0\r\n\r\n";
+            var r = await Hardening.RawHttp.SendAsync(s.Url, request);
+            Assert.True(r.Status == 400, $"{path}: {r.Status} {r.Body}");
+            var error = JsonDocument.Parse(r.Body).RootElement.GetProperty("error");
+            Assert.Equal(400, error.GetProperty("status").GetInt32());
+        }
+        Assert.Equal(before, await s.SnapshotAsync());
+    }
+
+    [Fact]
     public async Task OnlyATenantClientCertificateOperatesTheStation()
     {
         // The components CA also issues server and agent certificates (serverAuth): those, and read-only client roles, are refused.

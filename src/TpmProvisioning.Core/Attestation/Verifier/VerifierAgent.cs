@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
@@ -159,71 +160,178 @@ public static class VerifierAgentRequest
     /// signing key), <c>mtls_cert</c> (a PEM certificate unless <paramref name="requireMtls"/> is off), <c>revocation_key</c>
     /// (an RSA private key PEM when given), and the algorithm lists.
     /// </summary>
-    public static VerifierAgentConfig? Parse(ReadOnlySpan<byte> body, bool requireMtls, out string? error)
+    public static VerifierAgentConfig? Parse(ReadOnlySpan<byte> body, bool requireMtls, out string? error) =>
+        Parse(new ReadOnlySequence<byte>(body.ToArray()), requireMtls, out error);
+
+    /// <summary>The members of the body this parser reads; any other member is skipped without being materialised.</summary>
+    private static readonly string[] s_members =
+    [
+        "cloudagent_ip", "cloudagent_port", "v", "tpm_policy", "vtpm_policy", "ak_tpm", "mtls_cert", "runtime_policy_name", "runtime_policy",
+        "runtime_policy_sig", "runtime_policy_key", "mb_refstate", "ima_sign_verification_keys", "metadata", "revocation_key",
+        "accept_tpm_hash_algs", "accept_tpm_encryption_algs", "accept_tpm_signing_algs", "supported_version",
+    ];
+    private static readonly byte[][] s_memberNames = s_members.Select(System.Text.Encoding.UTF8.GetBytes).ToArray();
+
+    /// <summary>
+    /// As <see cref="Parse(ReadOnlySpan{byte}, bool, out string?)"/>, over the body as the server buffered it (pooled segments),
+    /// without copying it: one pass of a forward-only reader checks the JSON and notes where each known member's value lies (the
+    /// last one wins, as with a parsed document), unknown members are skipped, and only the values read are turned into strings.
+    /// A document of millions of tokens therefore costs no memory beyond its own bytes.
+    /// </summary>
+    public static VerifierAgentConfig? Parse(ReadOnlySequence<byte> body, bool requireMtls, out string? error)
     {
         error = null;
-        if (body.Length == 0) { error = "Expected non zero content length"; return null; }
-        JsonDocument doc;
-        if (!System.Text.Unicode.Utf8.IsValid(body)) { error = "body: not valid UTF-8"; return null; }
-        try { doc = JsonDocument.Parse(body.ToArray(), new JsonDocumentOptions { MaxDepth = 16 }); }
-        catch (JsonException) { error = "body: not valid JSON"; return null; }
-        using (doc)
+        if (body.IsEmpty) { error = "Expected non zero content length"; return null; }
+        if (!IsUtf8(body)) { error = "body: not valid UTF-8"; return null; }
+        var found = new (JsonTokenType Kind, long Start, long Length)[s_members.Length];
+        try
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) { error = "body: must be a JSON object"; return null; }
-            string? e = null;
-            string? Str(string name)
+            var reader = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = 16 });
+            if (!reader.Read()) { error = "body: not valid JSON"; return null; }
+            if (reader.TokenType != JsonTokenType.StartObject)
             {
-                if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
-                if (v.ValueKind == JsonValueKind.String) return v.GetString();
-                // Keylime tenants send some of these as JSON values rather than strings (mb_refstate, metadata): keep the text.
-                if (name is "mb_refstate" or "metadata" or "ima_sign_verification_keys" or "tpm_policy" or "vtpm_policy") return v.GetRawText();
-                e ??= $"{name}: must be a string";
+                reader.Skip();
+                while (reader.Read()) { } // the rest must still be valid JSON, as a parsed document requires
+                error = "body: must be a JSON object";
                 return null;
             }
-            IReadOnlyList<string>? List(string name)
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
             {
-                if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
-                if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() > 16 || v.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.String))
-                {
-                    e ??= $"{name}: must be a list of algorithm names";
-                    return null;
-                }
-                return v.EnumerateArray().Select(x => x.GetString()!.ToLowerInvariant()).ToList();
+                int which = -1;
+                for (int i = 0; i < s_memberNames.Length && which < 0; i++)
+                    if (reader.ValueTextEquals(s_memberNames[i])) which = i;
+                reader.Read();
+                long start = reader.TokenStartIndex;
+                var kind = reader.TokenType;
+                reader.Skip();
+                if (which >= 0) found[which] = (kind, start, reader.BytesConsumed - start);
             }
-
-            string? ip = Str("cloudagent_ip");
-            int port = 0;
-            if (!root.TryGetProperty("cloudagent_port", out var p) || p.ValueKind == JsonValueKind.Null) e ??= "cloudagent_port: required";
-            else if (p.ValueKind == JsonValueKind.Number && p.TryGetInt32(out int n)) port = n;
-            else if (p.ValueKind == JsonValueKind.String && int.TryParse(p.GetString(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int m)) port = m;
-            else e ??= "cloudagent_port: must be a port number";
-            var config = new VerifierAgentConfig
-            {
-                V = Str("v"),
-                Ip = ip ?? "",
-                Port = port,
-                TpmPolicy = Str("tpm_policy") ?? "{}",
-                VtpmPolicy = Str("vtpm_policy"),
-                AkTpm = Str("ak_tpm") ?? "",
-                MtlsCert = Str("mtls_cert"),
-                RuntimePolicyName = Str("runtime_policy_name"),
-                RuntimePolicy = Str("runtime_policy"),
-                RuntimePolicySig = Str("runtime_policy_sig"),
-                RuntimePolicyKey = Str("runtime_policy_key"),
-                MbRefstate = Str("mb_refstate"),
-                ImaSignVerificationKeys = Str("ima_sign_verification_keys"),
-                Metadata = Str("metadata"),
-                RevocationKey = Str("revocation_key"),
-                AcceptTpmHashAlgs = List("accept_tpm_hash_algs") ?? ["sha512", "sha384", "sha256"],
-                AcceptTpmEncryptionAlgs = List("accept_tpm_encryption_algs") ?? ["ecc", "rsa"],
-                AcceptTpmSigningAlgs = List("accept_tpm_signing_algs") ?? ["ecschnorr", "rsassa", "rsapss", "ecdsa"],
-                SupportedVersion = Str("supported_version") ?? KeylimeApi.CurrentVersion,
-            };
-            if (e is not null) { error = e; return null; }
-            error = Check(config, requireMtls);
-            return error is null ? config : null;
+            while (reader.Read()) { } // trailing content after the object is an error (the reader throws)
         }
+        catch (JsonException) { error = "body: not valid JSON"; return null; }
+
+        string? e = null;
+        ReadOnlySequence<byte> Raw(int i) => body.Slice(found[i].Start, found[i].Length);
+        string? Str(string name)
+        {
+            int i = Array.IndexOf(s_members, name);
+            var kind = found[i].Kind;
+            if (kind is JsonTokenType.None or JsonTokenType.Null) return null;
+            if (kind == JsonTokenType.String)
+            {
+                var r = new Utf8JsonReader(Raw(i));
+                r.Read();
+                try { return r.GetString(); }
+                catch (InvalidOperationException) { e ??= $"{name}: not valid text (a lone surrogate escape)"; return null; }
+            }
+            // Keylime tenants send some of these as JSON values rather than strings (mb_refstate, metadata): keep the text.
+            if (name is "mb_refstate" or "metadata" or "ima_sign_verification_keys" or "tpm_policy" or "vtpm_policy") return System.Text.EncodingExtensions.GetString(System.Text.Encoding.UTF8, Raw(i));
+            e ??= $"{name}: must be a string";
+            return null;
+        }
+        IReadOnlyList<string>? List(string name)
+        {
+            int i = Array.IndexOf(s_members, name);
+            var kind = found[i].Kind;
+            if (kind is JsonTokenType.None or JsonTokenType.Null) return null;
+            var items = new List<string>();
+            bool ok = kind == JsonTokenType.StartArray;
+            if (ok)
+            {
+                var r = new Utf8JsonReader(Raw(i));
+                r.Read();
+                while (ok && r.Read() && r.TokenType != JsonTokenType.EndArray)
+                {
+                    if (r.TokenType != JsonTokenType.String || items.Count == 16 || !r.TryGetText(out var text)) ok = false;
+                    else items.Add(text.ToLowerInvariant());
+                }
+            }
+            if (!ok)
+            {
+                e ??= $"{name}: must be a list of algorithm names";
+                return null;
+            }
+            return items;
+        }
+
+        string? ip = Str("cloudagent_ip");
+        int port = 0;
+        int pi = Array.IndexOf(s_members, "cloudagent_port");
+        var pk = found[pi].Kind;
+        if (pk is JsonTokenType.None or JsonTokenType.Null) e ??= "cloudagent_port: required";
+        else
+        {
+            var r = new Utf8JsonReader(Raw(pi));
+            r.Read();
+            if (pk == JsonTokenType.Number && r.TryGetInt32(out int n)) port = n;
+            else if (pk == JsonTokenType.String && r.TryGetText(out var text) && int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int m)) port = m;
+            else e ??= "cloudagent_port: must be a port number";
+        }
+        // The large members (policies, reference states) are turned into strings only once the rest passed its checks, so a
+        // refused body never costs more than its own bytes; a wrong JSON type is still reported first, as before.
+        string[] large = ["runtime_policy", "runtime_policy_sig", "runtime_policy_key", "mb_refstate", "ima_sign_verification_keys", "metadata"];
+        foreach (var name in large)
+        {
+            var kind = found[Array.IndexOf(s_members, name)].Kind;
+            if (kind is not (JsonTokenType.None or JsonTokenType.Null or JsonTokenType.String) && name is not ("mb_refstate" or "metadata" or "ima_sign_verification_keys"))
+                e ??= $"{name}: must be a string";
+        }
+        var config = new VerifierAgentConfig
+        {
+            V = Str("v"),
+            Ip = ip ?? "",
+            Port = port,
+            TpmPolicy = Str("tpm_policy") ?? "{}",
+            VtpmPolicy = Str("vtpm_policy"),
+            AkTpm = Str("ak_tpm") ?? "",
+            MtlsCert = Str("mtls_cert"),
+            RuntimePolicyName = Str("runtime_policy_name"),
+            RevocationKey = Str("revocation_key"),
+            AcceptTpmHashAlgs = List("accept_tpm_hash_algs") ?? ["sha512", "sha384", "sha256"],
+            AcceptTpmEncryptionAlgs = List("accept_tpm_encryption_algs") ?? ["ecc", "rsa"],
+            AcceptTpmSigningAlgs = List("accept_tpm_signing_algs") ?? ["ecschnorr", "rsassa", "rsapss", "ecdsa"],
+            SupportedVersion = Str("supported_version") ?? KeylimeApi.CurrentVersion,
+        };
+        if (e is not null) { error = e; return null; }
+        error = Check(config, requireMtls);
+        if (error is not null) return null;
+        config = config with
+        {
+            RuntimePolicy = Str("runtime_policy"),
+            RuntimePolicySig = Str("runtime_policy_sig"),
+            RuntimePolicyKey = Str("runtime_policy_key"),
+            MbRefstate = Str("mb_refstate"),
+            ImaSignVerificationKeys = Str("ima_sign_verification_keys"),
+            Metadata = Str("metadata"),
+        };
+        if (e is not null) { error = e; return null; }
+        return config;
+    }
+
+    /// <summary>A string token's text; false for one that cannot be read as text (a lone surrogate escape).</summary>
+    private static bool TryGetText(this ref Utf8JsonReader r, out string text)
+    {
+        try { text = r.GetString() ?? ""; return true; }
+        catch (InvalidOperationException) { text = ""; return false; }
+    }
+
+    /// <summary>Whether the bytes are UTF-8, checked segment by segment through a small buffer (a sequence split anywhere is fine).</summary>
+    private static bool IsUtf8(ReadOnlySequence<byte> body)
+    {
+        if (body.IsSingleSegment) return System.Text.Unicode.Utf8.IsValid(body.FirstSpan);
+        var decoder = new System.Text.UTF8Encoding(false, true).GetDecoder();
+        var chars = System.Buffers.ArrayPool<char>.Shared.Rent(4096);
+        int used;
+        try
+        {
+            foreach (var segment in body)
+                for (var rest = segment.Span; !rest.IsEmpty; rest = rest[used..])
+                    decoder.Convert(rest, chars, false, out used, out _, out _);
+            decoder.Convert(ReadOnlySpan<byte>.Empty, chars, true, out _, out _, out _);
+            return true;
+        }
+        catch (System.Text.DecoderFallbackException) { return false; }
+        finally { System.Buffers.ArrayPool<char>.Shared.Return(chars); }
     }
 
     private static string? Check(VerifierAgentConfig c, bool requireMtls)

@@ -62,11 +62,15 @@ public sealed partial class VerifierService : IAsyncDisposable
     // ------------------------------------------------------------------ tenant API
 
     /// <summary><c>POST /v2.1/agents/{id}</c>: 200 and watching starts; 400 for a malformed body; 409 when the id is known.</summary>
-    public async Task<AttestationOutcome<EmptyResults>> AddAsync(string agentId, ReadOnlyMemory<byte> body, AttestationCallInfo? call = null, CancellationToken ct = default)
+    public Task<AttestationOutcome<EmptyResults>> AddAsync(string agentId, ReadOnlyMemory<byte> body, AttestationCallInfo? call = null, CancellationToken ct = default) =>
+        AddAsync(agentId, new System.Buffers.ReadOnlySequence<byte>(body), call, ct);
+
+    /// <summary><c>POST /v2.1/agents/{id}</c> over a body as the server buffered it (parsed in place, not copied).</summary>
+    public async Task<AttestationOutcome<EmptyResults>> AddAsync(string agentId, System.Buffers.ReadOnlySequence<byte> body, AttestationCallInfo? call = null, CancellationToken ct = default)
     {
         call ??= new AttestationCallInfo();
         if (!IsValidAgentId(agentId)) return await RejectAsync<EmptyResults>(AuditAdd, 400, "agent_id not not valid", Clip(agentId), call, ct).ConfigureAwait(false);
-        var config = VerifierAgentRequest.Parse(body.Span, _settings.RequireAgentMtls, out var error);
+        var config = VerifierAgentRequest.Parse(body, _settings.RequireAgentMtls, out var error);
         if (config is null) return await RejectAsync<EmptyResults>(AuditAdd, 400, error ?? "body: malformed", agentId, call, ct).ConfigureAwait(false);
         foreach (var c in _checks.OfType<IConfigValidator>())
         {
