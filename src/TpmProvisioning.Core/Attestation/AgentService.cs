@@ -276,13 +276,16 @@ public sealed partial class AgentService : IDisposable
 
     public static bool IsValidNonce(string? nonce) => nonce is not null && NonceRegex().IsMatch(nonce);
 
-    /// <summary>Parses Keylime's PCR mask (<c>0x10401</c>, hex with or without 0x); null when malformed or beyond PCR 23.</summary>
+    /// <summary>
+    /// Parses Keylime's PCR mask (<c>0x10401</c>, hex with or without 0x); null when malformed or beyond PCR 23. <c>0x0</c> is
+    /// valid: Keylime's verifier sends it when the policy names no PCR (the agent still quotes PCR 16).
+    /// </summary>
     public static uint? ParseMask(string? mask)
     {
         if (string.IsNullOrEmpty(mask)) return null;
         var s = mask.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? mask[2..] : mask;
         if (s.Length is 0 or > 6 || !uint.TryParse(s, System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var m)) return null;
-        return m is 0 or > 0xFFFFFF ? null : m;
+        return m > 0xFFFFFF ? null : m;
     }
 
     /// <summary>
@@ -298,7 +301,9 @@ public sealed partial class AgentService : IDisposable
         if (imaEntry is not null && (!int.TryParse(imaEntry, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out entry)))
             return AttestationOutcome<AgentQuote>.Fail(400, "ima_ml_entry: must be a line number");
 
-        var q = await QuoteAsync(nonce!, m, ct).ConfigureAwait(false);
+        // PCR 16 (where the NK is measured) is always quoted, as rust-keylime's agent does: Keylime's verifier refuses a pull-mode
+        // quote without it (missing_pcr_16) while refusing PCR 16 in a policy, so it is never in the mask it sends.
+        var q = await QuoteAsync(nonce!, m | (1u << DataPcr), ct).ConfigureAwait(false);
         string? ima = null;
         int? imaStart = null;
         if ((m & (1u << ImaPcr)) != 0)
@@ -340,8 +345,30 @@ public sealed partial class AgentService : IDisposable
             HashAlg = AlgName(bank),
             EncAlg = EncAlgName,
             SignAlg = SignAlgName,
-            Boottime = Environment.TickCount64 / 1000,
+            Boottime = BootTime,
         };
+    }
+
+    /// <summary>
+    /// The boot time as a Unix epoch in seconds, constant for one boot (Keylime's verifier resets its IMA state when it changes):
+    /// <c>btime</c> of <c>/proc/stat</c> on Linux, else now minus the uptime, taken once per process.
+    /// </summary>
+    public static long BootTime => s_bootTime.Value;
+
+    private static readonly Lazy<long> s_bootTime = new(ReadBootTime);
+
+    public static long ReadBootTime()
+    {
+        try
+        {
+            if (File.Exists("/proc/stat"))
+                foreach (var line in File.ReadLines("/proc/stat"))
+                    if (line.StartsWith("btime ", StringComparison.Ordinal)
+                        && long.TryParse(line.AsSpan(6).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var bt) && bt > 0)
+                        return bt;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
+        return DateTimeOffset.UtcNow.ToUnixTimeSeconds() - Environment.TickCount64 / 1000;
     }
 
     private string? ReadImaList(int fromLine, out int start)

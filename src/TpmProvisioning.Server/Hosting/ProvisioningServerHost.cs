@@ -103,6 +103,7 @@ public sealed class ProvisioningServerHost : IServerHost
             }
 
             ca = ComponentCa.LoadOrCreate(Path.Combine(dataPath, "ca"));
+            foreach (var t in options.TrustedClientCas) ca.TrustClientCa(t.Certificate, t.Roles);
             X509Certificate2? serverCert = null;
             if (!options.InsecurePlainHttp)
             {
@@ -251,7 +252,7 @@ public sealed class ProvisioningServerHost : IServerHost
                     // Mutual TLS is enforced per route (some routes of a surface are open to agents, as in Keylime);
                     // the handshake asks for a certificate and validates it against the components CA when given.
                     ClientCertificateMode = anyMutual ? ClientCertificateMode.AllowCertificate : ClientCertificateMode.NoCertificate,
-                    ClientCertificateValidation = (cert, _, _) => anyIssuer || ca.Validates(cert),
+                    ClientCertificateValidation = (cert, _, _) => anyIssuer || ca.ValidatesClient(cert),
                 });
             });
             if (PlainRegistrarPort(options) is { } plainPort)

@@ -206,6 +206,38 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
         Assert.False(r.TryGetProperty("pubkey", out _));
     }
 
+    [Theory]
+    [InlineData("0x0", new[] { 16 })]
+    [InlineData("0", new[] { 16 })]
+    [InlineData("0x8000", new[] { 15, 16 })]
+    [InlineData("0x10401", new[] { 0, 10, 16 })]
+    public async Task IntegrityQuoteAlwaysCoversPcr16AndBoottimeIsTheBootEpoch(string mask, int[] pcrs)
+    {
+        // Keylime's verifier sends mask=0x0 for a policy without PCRs and refuses a quote without PCR 16 (missing_pcr_16).
+        var view = await RegisteredAsync();
+        var ak = TpmPublic.ParseTpm2B(Convert.FromBase64String(view.AikTpm));
+        var (st, body) = await GetAsync($"/v2.1/quotes/integrity?nonce=abc123&mask={mask}&partial=0");
+        Assert.Equal(HttpStatusCode.OK, st);
+        var r = body.GetProperty("results");
+        var kq = KeylimeQuote.Parse(r.GetProperty("quote").GetString()!);
+        var blob = Tpm2ToolsPcrBlob.Parse(kq.PcrBlob);
+        for (int i = 0; i < 24; i++)
+            Assert.Equal(pcrs.Contains(i), blob.Values.TryGet(TpmAlgId.Sha256, i, out _));
+        using var prepared = PreparedAk.Create(ak);
+        var verified = QuoteVerifier.VerifyKeylime(r.GetProperty("quote").GetString()!, prepared, "abc123"u8, PcrSelection.Create(TpmAlgId.Sha256, pcrs));
+        Assert.True(verified.IsValid, verified.ToString());
+
+        // boottime: the boot as a Unix epoch, the same for every quote of this boot (Keylime resets IMA state when it changes).
+        long boot = r.GetProperty("boottime").GetInt64();
+        long now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        Assert.InRange(boot, now - Environment.TickCount64 / 1000 - 5, now);
+        await Task.Delay(1100);
+        (st, body) = await GetAsync($"/v2.1/quotes/integrity?nonce=abc124&mask={mask}&partial=1");
+        Assert.Equal(HttpStatusCode.OK, st);
+        Assert.Equal(boot, body.GetProperty("results").GetProperty("boottime").GetInt64());
+        Assert.Equal(AgentService.ReadBootTime(), boot);
+    }
+
     [Fact]
     public async Task IdentityQuoteCoversPcr16AndVerifies()
     {
