@@ -147,6 +147,10 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [Parameter]
     public TpmProvisioning.Pki.ClientRole[] TrustedClientCaRole { get; set; } = [TpmProvisioning.Pki.ClientRole.Tenant, TpmProvisioning.Pki.ClientRole.Verifier];
 
+    /// <summary>Agent role: serve a self-signed TLS certificate and register it as mtls_cert, as Keylime's agents do (Keylime trusts it with its default set-up).</summary>
+    [Parameter]
+    public SwitchParameter AgentSelfSignedCertificate { get; set; }
+
     /// <summary>Keep the server in the foreground, relaying its log to the verbose stream, until Ctrl+C.</summary>
     [Parameter]
     public SwitchParameter Wait { get; set; }
@@ -218,6 +222,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
                 AgentId = AgentId,
                 AkHandle = AkHandle,
                 RunPayloadScript = EnablePayloadScript,
+                SelfSignedCertificate = AgentSelfSignedCertificate,
             };
         }
         if (RegistrarPlainPort is { } plainPort)

@@ -107,7 +107,10 @@ public sealed class ProvisioningServerHost : IServerHost
             X509Certificate2? serverCert = null;
             if (!options.InsecurePlainHttp)
             {
-                serverCert = options.Certificate ?? LoadOrIssueServerCertificate(ca, dataPath, options.Address);
+                serverCert = options.Certificate
+                    ?? (options.Roles.HasFlag(ServerRole.Agent) && options.Agent.SelfSignedCertificate
+                        ? Attestation.AgentSelfSignedCertificate.LoadOrCreate(Path.Combine(dataPath, "agent", "mtls"), options.Address)
+                        : LoadOrIssueServerCertificate(ca, dataPath, options.Address));
                 if (!serverCert.HasPrivateKey)
                     throw new ServerStartException("CertificateInvalid", $"The server certificate {serverCert.Subject} has no private key.");
             }

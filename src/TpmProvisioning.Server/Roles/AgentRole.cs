@@ -107,7 +107,9 @@ internal sealed class AgentRole : IRoleModule
     {
         if (!context.Tls) return "disabled";
         if (context.Options.Certificate is { } c) return c.ExportCertificatePem();
-        var pfx = Path.Combine(context.Info.DataPath, "tls", "server.pfx");
+        var pfx = context.Options.Agent.SelfSignedCertificate
+            ? Path.Combine(StateDirectory(context.Info.DataPath), "mtls", AgentSelfSignedCertificate.FileName)
+            : Path.Combine(context.Info.DataPath, "tls", "server.pfx");
         if (!File.Exists(pfx)) return null;
         using var cert = X509CertificateLoader.LoadPkcs12FromFile(pfx, null);
         return cert.ExportCertificatePem();
