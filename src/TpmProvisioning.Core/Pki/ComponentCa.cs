@@ -149,8 +149,11 @@ public sealed class ComponentCa : IDisposable
     /// <summary>The other CAs whose client certificates are trusted, with their roles.</summary>
     public IReadOnlyList<(X509Certificate2 Ca, ClientRole Roles)> TrustedClientCas { get { lock (_trustedClientCas) return [.. _trustedClientCas]; } }
 
-    /// <summary>True when <paramref name="cert"/> may complete a mutual-TLS handshake: issued by this CA or by a trusted client CA.</summary>
-    public bool ValidatesClient(X509Certificate2 cert) => Validates(cert) || TrustedClientRoles(cert) != ClientRole.None;
+    /// <summary>
+    /// True when <paramref name="cert"/> may complete a mutual-TLS handshake: issued by this CA or by a trusted client CA (which
+    /// roles it may act in is decided per route, so a trusted CA's server certificate gets 403 in the envelope, as this CA's own).
+    /// </summary>
+    public bool ValidatesClient(X509Certificate2 cert) => Validates(cert) || TrustedClientCas.Any(t => Chains(cert, t.Ca));
 
     /// <summary>
     /// The roles a certificate from a trusted client CA (<see cref="TrustClientCa"/>) acts in; none for this CA's own

@@ -71,6 +71,36 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
     }
 
     [Fact]
+    public async Task EveryRestartRegistersTheBoundPortOrTheConfiguredContact()
+    {
+        // The port is known before the role registers (no port 0), restart after restart in one session, with debug logging.
+        for (int i = 0; i < 4; i++)
+        {
+            await agent.StopAsync();
+            agent = await ProvisioningServerHost.StartAsync(new ServerOptions
+            {
+                DataPath = agentData, Port = 0, Roles = ServerRole.Agent, LogLevel = LogLevelName.Debug,
+                Agent = new AgentSettings { AgentId = agentId, Tpm = tpm.ConnectionString, Registrar = new Uri(registrar.Url), RegistrarCaCertificatePath = registrar.Host.Info.CaCertificatePath },
+            });
+            for (int w = 0; w < 200 && !agent.Info.AgentRegistered && agent.Info.AgentRegistrationError is null; w++) await Task.Delay(100);
+            var view = await RegisteredAsync();
+            Assert.NotEqual(0, agent.Info.Port);
+            Assert.Equal(agent.Info.Port, view.Port);
+            Assert.Equal("127.0.0.1", view.Ip);
+        }
+        // Behind NAT: the configured contact address and port are registered instead.
+        await agent.StopAsync();
+        agent = await ProvisioningServerHost.StartAsync(new ServerOptions
+        {
+            DataPath = agentData, Port = 0, Roles = ServerRole.Agent, ContactAddress = "agent.example.net", ContactPort = 9443,
+            Agent = new AgentSettings { AgentId = agentId, Tpm = tpm.ConnectionString, Registrar = new Uri(registrar.Url), RegistrarCaCertificatePath = registrar.Host.Info.CaCertificatePath },
+        });
+        for (int w = 0; w < 200 && !agent.Info.AgentRegistered && agent.Info.AgentRegistrationError is null; w++) await Task.Delay(100);
+        var natted = await RegisteredAsync();
+        Assert.Equal(("agent.example.net", 9443), (natted.Ip, natted.Port));
+    }
+
+    [Fact]
     public async Task ARestartReusesThePersistedAkAndReRegisters()
     {
         var first = await RegisteredAsync();
@@ -137,8 +167,10 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
     {
         var (st, body) = await GetAsync("/version", anonymous);
         Assert.Equal(HttpStatusCode.OK, st);
-        Assert.Equal("2.1", body.GetProperty("results").GetProperty("current_version").GetString());
+        Assert.Equal(KeylimeApi.LatestVersion, body.GetProperty("results").GetProperty("current_version").GetString());
         Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync("/v2.1/agent/info", anonymous)).Item1);
+        // Every served version answers the same routes (Keylime's verifier and tenant pick the highest both know).
+        foreach (var v in KeylimeApi.SupportedVersions) Assert.Equal(HttpStatusCode.OK, (await GetAsync($"/v{v}/agent/info")).Item1);
 
         (st, body) = await GetAsync("/v2.1/agent/info");
         Assert.Equal(HttpStatusCode.OK, st);
