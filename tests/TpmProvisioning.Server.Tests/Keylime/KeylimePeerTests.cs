@@ -177,7 +177,9 @@ public sealed class KeylimePeerTests : IClassFixture<SwtpmFixture>, IClassFixtur
         Assert.Contains(id, await TenantOkAsync(conf, "-c", "reglist"));
         Assert.Contains($"\"port\": {agent.Info.Port},", await TenantOkAsync(conf, "-c", "regstatus", "-u", id));
         await TenantOkAsync(conf, "-c", "add", "-u", id, "--tpm_policy", "{}");
-        await WaitForStateAsync(conf, id, "Get Quote", minAttestations: 2);
+        var watched = await WaitForStateAsync(conf, id, "Get Quote", minAttestations: 2);
+        // The verifier reports its real port (Keylime's tenant sends delete there).
+        Assert.Contains($"\"verifier_port\": {verifier.Info.Port},", watched);
         Assert.Contains($"[[\"{id}\"]]", await TenantOkAsync(conf, "-c", "cvlist"));
         var bulk = await TenantOkAsync(conf, "-c", "bulkinfo");
         Assert.Contains("Bulk Agent Info", bulk);
