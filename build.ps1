@@ -4,7 +4,8 @@
     Builds, tests, documents, demonstrates and benchmarks TpmProvisioning.
 .DESCRIPTION
     Tasks (each idempotent, each says what it does):
-      Bootstrap  install what is missing: Debian packages swtpm, swtpm-tools, tpm2-tools, softhsm2, postgresql (as root), Pester from NuGet
+      Bootstrap  install what is missing: Debian packages swtpm, swtpm-tools, tpm2-tools, softhsm2, postgresql and the Keylime
+                 peer's python3-* packages (as root), Pester from NuGet
       Build      Release build; assembles out/TpmProvisioning/<version>/ with manifest, format files, assemblies and MAML help
       Docs       generate MAML help from docs/cmdlets into the built module
       Test       Bootstrap + Build, then xunit and Pester; ends with one line "N passed, N failed"
@@ -85,6 +86,7 @@ function Invoke-Bootstrap {
             }
         }
         else { Write-Host '    Debian packages present: swtpm, swtpm-tools, tpm2-tools, softhsm2, postgresql, chromium' }
+        Install-KeylimePeerPackages
     }
     else {
         Write-Warning 'swtpm and tpm2-tools are installed automatically only on Debian/Ubuntu; TPM tests need them.'
@@ -94,6 +96,25 @@ function Invoke-Bootstrap {
         Invoke-Native dotnet @('restore', (Join-Path $Root 'tools/packages.csproj'), '--verbosity', 'quiet') | Out-Null
     }
     Write-Host "    Pester $PesterVersion at $(Get-PesterPath)"
+}
+
+# The Keylime peer (../shared/peers/keylime, Keylime 7.14.3 run by the xunit KeylimePeerTests) needs Debian's python packages;
+# without them (not root, or apt fails) those tests skip and say why.
+function Install-KeylimePeerPackages {
+    $python = @('python3-cryptography', 'python3-tornado', 'python3-zmq', 'python3-yaml', 'python3-requests', 'python3-sqlalchemy',
+        'python3-alembic', 'python3-packaging', 'python3-psutil', 'python3-lark', 'python3-pyasn1', 'python3-pyasn1-modules',
+        'python3-jinja2', 'python3-gpg', 'python3-typing-extensions', 'python3-jsonschema')
+    $missing = @($python | Where-Object { (& dpkg-query -W -f '${Status}' $_ 2>$null) -notmatch 'install ok installed' })
+    if ($missing.Count -eq 0) { Write-Host '    Keylime peer python packages present'; return }
+    if ((& id -u) -ne '0') { Write-Warning "Keylime peer: missing $($missing -join ', ') and not root: the Keylime peer tests will skip."; return }
+    Write-Step "Bootstrap: installing Keylime peer python packages: $($missing -join ', ')"
+    $env:DEBIAN_FRONTEND = 'noninteractive'
+    $code = Invoke-Native apt-get (@('install', '-y', '-qq', '--no-install-recommends') + $missing) -AllowFailure
+    if ($code -ne 0) {
+        Invoke-Native apt-get @('update', '-qq') -AllowFailure | Out-Null
+        $code = Invoke-Native apt-get (@('install', '-y', '-qq', '--no-install-recommends') + $missing) -AllowFailure
+    }
+    if ($code -ne 0) { Write-Warning "Keylime peer: apt-get could not install $($missing -join ', '): the Keylime peer tests will skip." }
 }
 
 function Invoke-Build {

@@ -87,7 +87,8 @@ Describe 'Start-ProvisioningServer -Role Agent' {
         $q = Invoke-RestMethod "$($agent.Urls[0])/v2.1/quotes/integrity?nonce=$nonce&mask=0x408000" -Certificate $client -SkipCertificateCheck
         $q.code | Should -Be 200
         $reg = Get-AttestationAgent @script:Common -ClientCertificate $script:Tenant -AgentId $id
-        Test-TpmQuote -KeylimeQuote $q.results.quote -AttestationKey $reg.AikTpm -Nonce $nonce -PcrMask 0x408000 -Quiet | Should -BeTrue
+        # The agent always adds PCR 16 (where its NK is measured), as Keylime's verifier requires.
+        Test-TpmQuote -KeylimeQuote $q.results.quote -AttestationKey $reg.AikTpm -Nonce $nonce -PcrMask 0x418000 -Quiet | Should -BeTrue
         Test-TpmQuote -KeylimeQuote $q.results.quote -AttestationKey $reg.AikTpm -Nonce 'another-nonce-000000' -Quiet | Should -BeFalse
         $agent | Stop-ProvisioningServer -Confirm:$false
 
@@ -145,7 +146,7 @@ Describe 'Start-ProvisioningServer -RegistrarPlainPort' {
         try {
             $r.RegistrarPlainPort | Should -BeGreaterThan 0
             $r.RegistrarPlainUrl | Should -Be "http://127.0.0.1:$($r.RegistrarPlainPort)"
-            (Invoke-RestMethod "$($r.RegistrarPlainUrl)/version").results.current_version | Should -Be '2.1'
+            (Invoke-RestMethod "$($r.RegistrarPlainUrl)/version").results.current_version | Should -Be '2.5'
             $resp = Invoke-WebRequest "$($r.RegistrarPlainUrl)/v2.1/agents/" -SkipHttpErrorCheck
             $resp.StatusCode | Should -Be 403
         }

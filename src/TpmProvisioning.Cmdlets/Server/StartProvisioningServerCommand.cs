@@ -142,6 +142,27 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [Parameter]
     public Uri? StationVerifier { get; set; }
 
+    /// <summary>Agent and Verifier roles: the address registered (agent <c>ip</c>) and reported (<c>verifier_ip</c>) instead of -Address, behind NAT or on a multi-homed host.</summary>
+    [Parameter]
+    public string? ContactAddress { get; set; }
+
+    /// <summary>Agent and Verifier roles: the port registered and reported instead of the bound one (a forwarded port).</summary>
+    [Parameter]
+    [ValidateRange(1, 65535)]
+    public int? ContactPort { get; set; }
+
+    /// <summary>Keylime roles: PEM files of other CAs (RSA or ECDSA) whose client certificates are accepted, such as a site's Keylime cv_ca; each gets -TrustedClientCaRole.</summary>
+    [Parameter]
+    public string[]? TrustedClientCa { get; set; }
+
+    /// <summary>The roles certificates of -TrustedClientCa act in (default Tenant, Verifier: Keylime's tenant and verifier share cv_ca's client certificate).</summary>
+    [Parameter]
+    public TpmProvisioning.Pki.ClientRole[] TrustedClientCaRole { get; set; } = [TpmProvisioning.Pki.ClientRole.Tenant, TpmProvisioning.Pki.ClientRole.Verifier];
+
+    /// <summary>Agent role: serve a self-signed TLS certificate and register it as mtls_cert, as Keylime's agents do (Keylime trusts it with its default set-up).</summary>
+    [Parameter]
+    public SwitchParameter AgentSelfSignedCertificate { get; set; }
+
     /// <summary>Keep the server in the foreground, relaying its log to the verbose stream, until Ctrl+C.</summary>
     [Parameter]
     public SwitchParameter Wait { get; set; }
@@ -181,7 +202,28 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             RequireClientCertificate = mutual,
             InsecurePlainHttp = InsecurePlainHttp,
             LogLevel = LogLevel,
+            ContactAddress = ContactAddress,
+            ContactPort = ContactPort,
         };
+        if (ContactAddress is not null && !TpmProvisioning.Attestation.KeylimeValidators.IsValidContactHost(ContactAddress))
+        {
+            ThrowTerminatingError(new ErrorRecord(new ArgumentException($"-ContactAddress '{ContactAddress}' is not an IP address or host name."), "InvalidContactAddress", ErrorCategory.InvalidArgument, ContactAddress));
+            return;
+        }
+        var trustedRoles = TrustedClientCaRole.Aggregate(TpmProvisioning.Pki.ClientRole.None, (a, r) => a | r);
+        foreach (var path in TrustedClientCa ?? [])
+        {
+            var full = GetUnresolvedProviderPathFromPSPath(path);
+            try
+            {
+                options.TrustedClientCas.Add(new TrustedClientCa(TpmProvisioning.Pki.ComponentCa.ReadCaCertificate(full), trustedRoles));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or System.Security.Cryptography.CryptographicException)
+            {
+                ThrowTerminatingError(new ErrorRecord(new ArgumentException($"-TrustedClientCa '{path}': {ex.Message}", ex), "InvalidTrustedClientCa", ErrorCategory.InvalidArgument, path));
+                return;
+            }
+        }
         if (roles.HasFlag(ServerRole.Agent))
         {
             options.Agent = new TpmProvisioning.Attestation.AgentSettings
@@ -192,6 +234,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
                 AgentId = AgentId,
                 AkHandle = AkHandle,
                 RunPayloadScript = EnablePayloadScript,
+                SelfSignedCertificate = AgentSelfSignedCertificate,
             };
         }
         if (RegistrarPlainPort is { } plainPort)

@@ -45,6 +45,55 @@ public sealed class AgentSettings
     public bool RunPayloadScript { get; set; }
     /// <summary>The PowerShell executable that runs the payload script; null is <c>pwsh</c> from PATH.</summary>
     public string? PayloadScriptHost { get; set; }
+    /// <summary>
+    /// Serve a self-signed TLS certificate (kept in <c>agent/mtls/</c> under the data path) and register it as <c>mtls_cert</c>,
+    /// as Keylime's agents do, so Keylime's verifier and tenant trust it with their default set-up. Off: the certificate is
+    /// issued by the components CA, which Keylime trusts only with that CA in its <c>trusted_server_ca</c>.
+    /// </summary>
+    public bool SelfSignedCertificate { get; set; }
+}
+
+/// <summary>The agent's self-signed TLS certificate (<see cref="AgentSettings.SelfSignedCertificate"/>).</summary>
+public static class AgentSelfSignedCertificate
+{
+    public const string FileName = "server.pfx";
+
+    /// <summary>
+    /// Loads the agent's self-signed certificate from <paramref name="directory"/> while it is valid for 30 more days and names
+    /// <paramref name="address"/>; else makes one (RSA 2048, SHA-256, serverAuth and clientAuth, SAN: the address, 127.0.0.1,
+    /// localhost; no key usage, so OpenSSL takes it as its own issuer, as it does rust-keylime's) and keeps it (0600).
+    /// </summary>
+    public static X509Certificate2 LoadOrCreate(string directory, System.Net.IPAddress address, string commonName = "keylime-agent")
+    {
+        Storage.PrivateFiles.CreateFolder(directory);
+        var path = Path.Combine(directory, FileName);
+        if (File.Exists(path))
+        {
+            try
+            {
+                var existing = X509CertificateLoader.LoadPkcs12FromFile(path, null, X509KeyStorageFlags.Exportable);
+                bool names = existing.Extensions.OfType<X509SubjectAlternativeNameExtension>().Any(e => e.EnumerateIPAddresses().Contains(address))
+                    || address.Equals(System.Net.IPAddress.Any) || address.Equals(System.Net.IPAddress.IPv6Any);
+                if (existing.Subject == existing.Issuer && existing.NotAfter > DateTime.Now.AddDays(30) && names) return existing;
+                existing.Dispose();
+            }
+            catch (CryptographicException) { }
+        }
+        using var key = RSA.Create(2048);
+        var req = new CertificateRequest(new X500DistinguishedName("CN=" + commonName), key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddIpAddress(System.Net.IPAddress.Loopback);
+        if (!address.Equals(System.Net.IPAddress.Loopback) && !address.Equals(System.Net.IPAddress.Any) && !address.Equals(System.Net.IPAddress.IPv6Any)) san.AddIpAddress(address);
+        san.AddDnsName("localhost");
+        req.CertificateExtensions.Add(san.Build());
+        req.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(new OidCollection { new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2") }, false));
+        req.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(req.PublicKey, false));
+        var now = DateTimeOffset.UtcNow;
+        using var cert = req.CreateSelfSigned(now.AddMinutes(-5), now.AddYears(2));
+        var pfx = cert.Export(X509ContentType.Pkcs12);
+        Storage.PrivateFiles.WriteAllBytes(path, pfx);
+        return X509CertificateLoader.LoadPkcs12(pfx, null, X509KeyStorageFlags.Exportable);
+    }
 }
 
 /// <summary><c>GET /v2.1/agent/info</c>'s results.</summary>
@@ -276,13 +325,16 @@ public sealed partial class AgentService : IDisposable
 
     public static bool IsValidNonce(string? nonce) => nonce is not null && NonceRegex().IsMatch(nonce);
 
-    /// <summary>Parses Keylime's PCR mask (<c>0x10401</c>, hex with or without 0x); null when malformed or beyond PCR 23.</summary>
+    /// <summary>
+    /// Parses Keylime's PCR mask (<c>0x10401</c>, hex with or without 0x); null when malformed or beyond PCR 23. <c>0x0</c> is
+    /// valid: Keylime's verifier sends it when the policy names no PCR (the agent still quotes PCR 16).
+    /// </summary>
     public static uint? ParseMask(string? mask)
     {
         if (string.IsNullOrEmpty(mask)) return null;
         var s = mask.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? mask[2..] : mask;
         if (s.Length is 0 or > 6 || !uint.TryParse(s, System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var m)) return null;
-        return m is 0 or > 0xFFFFFF ? null : m;
+        return m > 0xFFFFFF ? null : m;
     }
 
     /// <summary>
@@ -298,7 +350,9 @@ public sealed partial class AgentService : IDisposable
         if (imaEntry is not null && (!int.TryParse(imaEntry, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out entry)))
             return AttestationOutcome<AgentQuote>.Fail(400, "ima_ml_entry: must be a line number");
 
-        var q = await QuoteAsync(nonce!, m, ct).ConfigureAwait(false);
+        // PCR 16 (where the NK is measured) is always quoted, as rust-keylime's agent does: Keylime's verifier refuses a pull-mode
+        // quote without it (missing_pcr_16) while refusing PCR 16 in a policy, so it is never in the mask it sends.
+        var q = await QuoteAsync(nonce!, m | (1u << DataPcr), ct).ConfigureAwait(false);
         string? ima = null;
         int? imaStart = null;
         if ((m & (1u << ImaPcr)) != 0)
@@ -340,8 +394,30 @@ public sealed partial class AgentService : IDisposable
             HashAlg = AlgName(bank),
             EncAlg = EncAlgName,
             SignAlg = SignAlgName,
-            Boottime = Environment.TickCount64 / 1000,
+            Boottime = BootTime,
         };
+    }
+
+    /// <summary>
+    /// The boot time as a Unix epoch in seconds, constant for one boot (Keylime's verifier resets its IMA state when it changes):
+    /// <c>btime</c> of <c>/proc/stat</c> on Linux, else now minus the uptime, taken once per process.
+    /// </summary>
+    public static long BootTime => s_bootTime.Value;
+
+    private static readonly Lazy<long> s_bootTime = new(ReadBootTime);
+
+    public static long ReadBootTime()
+    {
+        try
+        {
+            if (File.Exists("/proc/stat"))
+                foreach (var line in File.ReadLines("/proc/stat"))
+                    if (line.StartsWith("btime ", StringComparison.Ordinal)
+                        && long.TryParse(line.AsSpan(6).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var bt) && bt > 0)
+                        return bt;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
+        return DateTimeOffset.UtcNow.ToUnixTimeSeconds() - Environment.TickCount64 / 1000;
     }
 
     private string? ReadImaList(int fromLine, out int start)

@@ -6,10 +6,17 @@ namespace TpmProvisioning.Attestation;
 /// <summary>The Keylime REST API versions this engine implements.</summary>
 public static class KeylimeApi
 {
-    /// <summary>The version served and advertised: routes live under <c>/v2.1/</c>.</summary>
+    /// <summary>The version our own clients (cmdlets, the agent's registration, the verifier) speak; one of <see cref="SupportedVersions"/>.</summary>
     public const string CurrentVersion = "2.1";
-    /// <summary>Everything advertised in <c>GET /version</c>'s <c>supported_versions</c>.</summary>
-    public static IReadOnlyList<string> SupportedVersions { get; } = [CurrentVersion];
+    /// <summary>The newest version served, <c>current_version</c> in <c>GET /version</c>.</summary>
+    public const string LatestVersion = "2.5";
+    /// <summary>
+    /// Every version served (the same routes under <c>/v2.0/</c> … <c>/v2.5/</c>) and advertised in <c>GET /version</c>'s
+    /// <c>supported_versions</c>; Keylime's tenant and verifier pick the highest one both sides know. Keylime 7.14 answers the
+    /// 2.x routes the registrar, verifier and agent share the same way in every 2.x version (only 1.0 differs: compressed
+    /// quotes), and rust-keylime's agent speaks 2.1 to 2.5.
+    /// </summary>
+    public static IReadOnlyList<string> SupportedVersions { get; } = ["2.0", "2.1", "2.2", "2.3", "2.4", "2.5"];
 }
 
 /// <summary>
@@ -131,7 +138,7 @@ public sealed record EmptyResults
 /// <summary><c>GET /version</c>'s results.</summary>
 public sealed record KeylimeVersionInfo
 {
-    [JsonPropertyName("current_version")] public string CurrentVersion { get; init; } = KeylimeApi.CurrentVersion;
+    [JsonPropertyName("current_version")] public string CurrentVersion { get; init; } = KeylimeApi.LatestVersion;
     [JsonPropertyName("supported_versions")] public IReadOnlyList<string> SupportedVersions { get; init; } = KeylimeApi.SupportedVersions;
 }
 

@@ -55,6 +55,18 @@ public sealed class ServerOptions
     public long MaxBufferedRequestBytes { get; set; } = 96L * 1024 * 1024;
     /// <summary>Minimum level written to the log file and the in-memory log.</summary>
     public LogLevelName LogLevel { get; set; } = LogLevelName.Information;
+    /// <summary>
+    /// Other CAs whose client certificates the mutual-TLS routes accept, each in the roles given (a site's Keylime verifier and
+    /// tenant, whose certificates from Keylime's <c>cv_ca</c> carry no role). RSA or ECDSA.
+    /// </summary>
+    public List<TrustedClientCa> TrustedClientCas { get; set; } = [];
+    /// <summary>
+    /// The address agents and tenants are told to reach this server at (the agent's registered <c>ip</c>, the verifier's
+    /// <c>verifier_ip</c>), when it differs from <see cref="Address"/> (NAT, a multi-homed host, or a wildcard bind).
+    /// </summary>
+    public string? ContactAddress { get; set; }
+    /// <summary>The port registered and reported instead of the bound one (a port forwarded by NAT or a proxy).</summary>
+    public int? ContactPort { get; set; }
     /// <summary>Settings of the provisioning surface (namespaces, body cap, signer timeout, file locations).</summary>
     public Provisioning.ProvisioningSettings Provisioning { get; set; } = new();
     /// <summary>Settings of the Keylime registrar surface (EK certificate checks, agent id rule, trust folders).</summary>
@@ -68,6 +80,9 @@ public sealed class ServerOptions
     /// <summary>Settings of the station surface (hook time limit, script size cap, public dashboard, script runner).</summary>
     public Station.StationSettings Station { get; set; } = new();
 }
+
+/// <summary>A CA trusted for client certificates in the given roles (<see cref="ServerOptions.TrustedClientCas"/>).</summary>
+public sealed record TrustedClientCa(X509Certificate2 Certificate, Pki.ClientRole Roles);
 
 /// <summary>Log levels, named as in Microsoft.Extensions.Logging but without depending on it.</summary>
 public enum LogLevelName

@@ -103,7 +103,7 @@ public static class ComponentCertificates
     }
 
     /// <summary>
-    /// Makes <paramref name="ca"/> (with its ECDSA key) the data path's components CA. Certificates the previous CA issued
+    /// Makes <paramref name="ca"/> (with its ECDSA or RSA key; a site's Keylime <c>cv_ca</c> is RSA) the data path's components CA. Certificates the previous CA issued
     /// stop being trusted; the server certificate is reissued from the new CA at the next start.
     /// </summary>
     public static void ImportCa(string dataPath, X509Certificate2 ca)
@@ -111,7 +111,9 @@ public static class ComponentCertificates
         ArgumentNullException.ThrowIfNull(ca);
         var bc = ca.Extensions.OfType<X509BasicConstraintsExtension>().FirstOrDefault();
         if (bc is not { CertificateAuthority: true }) throw new ArgumentException($"{ca.Subject} is not a CA certificate (basic constraints).");
-        using var key = ca.GetECDsaPrivateKey() ?? throw new ArgumentException("The components CA needs an ECDSA key (as the CA a server creates).");
+        using AsymmetricAlgorithm key = (AsymmetricAlgorithm?)ca.GetECDsaPrivateKey() ?? ca.GetRSAPrivateKey()
+            ?? throw new ArgumentException("The components CA needs its private key, ECDSA or RSA.");
+        if (key is RSA { KeySize: < 2048 }) throw new ArgumentException("An RSA components CA needs a key of at least 2048 bits.");
         var dir = CaDirectory(dataPath);
         Storage.PrivateFiles.CreateFolder(dir);
         ComponentCa.WriteSecretFile(Path.Combine(dir, ComponentCa.KeyFileName), key.ExportPkcs8PrivateKeyPem());

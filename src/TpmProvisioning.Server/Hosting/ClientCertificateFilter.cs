@@ -7,7 +7,8 @@ namespace TpmProvisioning.Server.Hosting;
 /// <summary>
 /// Endpoint filter for routes that require mutual TLS: the client must present a certificate issued by the server-components
 /// CA, with the clientAuth extended key usage and one of the <paramref name="allowed"/> roles (<see cref="ClientRoles"/>);
-/// otherwise 401 (no certificate) or 403 (not trusted, not a client certificate, or a role that may not call the route). A
+/// or by a trusted client CA (<see cref="ComponentCa.TrustClientCa"/>: a site's Keylime <c>cv_ca</c>), which grants its
+/// configured roles; otherwise 401 (no certificate) or 403 (not trusted, not a client certificate, or a role that may not call the route). A
 /// server's or an agent's certificate from the same CA is therefore never taken for the tenant.
 /// </summary>
 internal sealed class ClientCertificateFilter(ComponentCa ca, ClientRole allowed = ClientRole.Tenant) : IEndpointFilter
@@ -20,9 +21,10 @@ internal sealed class ClientCertificateFilter(ComponentCa ca, ClientRole allowed
         X509Certificate2? cert = http.Connection.ClientCertificate ?? await http.Connection.GetClientCertificateAsync(http.RequestAborted);
         if (cert is null)
             return Results.Json(new { code = 401, status = "Client certificate required", results = new { } }, statusCode: 401);
-        if (!ca.Validates(cert))
+        ClientRole roles;
+        if (ca.Validates(cert)) roles = ClientRoles.Of(cert);
+        else if ((roles = ca.TrustedClientRoles(cert)) == ClientRole.None)
             return Results.Json(new { code = 403, status = "Client certificate not trusted", results = new { } }, statusCode: 403);
-        var roles = ClientRoles.Of(cert);
         if (roles == ClientRole.None)
             return Results.Json(new { code = 403, status = "Client certificate not accepted: it is not a client certificate with a role (clientAuth extended key usage and a TpmProvisioning role); issue one with New-ProvisioningClientCertificate", results = new { } }, statusCode: 403);
         if ((roles & allowed) == ClientRole.None)

@@ -105,10 +105,14 @@ public sealed class ProvisioningServerHost : IServerHost
             }
 
             ca = ComponentCa.LoadOrCreate(Path.Combine(dataPath, "ca"));
+            foreach (var t in options.TrustedClientCas) ca.TrustClientCa(t.Certificate, t.Roles);
             X509Certificate2? serverCert = null;
             if (!options.InsecurePlainHttp)
             {
-                serverCert = options.Certificate ?? LoadOrIssueServerCertificate(ca, dataPath, options.Address);
+                serverCert = options.Certificate
+                    ?? (options.Roles.HasFlag(ServerRole.Agent) && options.Agent.SelfSignedCertificate
+                        ? Attestation.AgentSelfSignedCertificate.LoadOrCreate(Path.Combine(dataPath, "agent", "mtls"), options.Address)
+                        : LoadOrIssueServerCertificate(ca, dataPath, options.Address));
                 if (!serverCert.HasPrivateKey)
                     throw new ServerStartException("CertificateInvalid", $"The server certificate {serverCert.Subject} has no private key.");
             }
@@ -245,7 +249,7 @@ public sealed class ProvisioningServerHost : IServerHost
                     // Mutual TLS is enforced per route (some routes of a surface are open to agents, as in Keylime);
                     // the handshake asks for a certificate and validates it against the components CA when given.
                     ClientCertificateMode = anyMutual ? ClientCertificateMode.AllowCertificate : ClientCertificateMode.NoCertificate,
-                    ClientCertificateValidation = (cert, _, _) => anyIssuer || ca.Validates(cert),
+                    ClientCertificateValidation = (cert, _, _) => anyIssuer || ca.ValidatesClient(cert),
                     // AEAD suites only (no CBC under TLS 1.2); on Windows the OS policy decides (TlsPolicy).
                     OnAuthenticate = (_, ssl) => TlsPolicy.Apply(ssl),
                 });

@@ -40,9 +40,10 @@ internal sealed class AgentRole : IRoleModule
         catch (InvalidOperationException ex) when (ex.InnerException is null) { throw new ServerStartException("AgentTpmUnavailable", ex.Message, ex); }
         var log = routes.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Agent");
         Keylime.MapShared(routes, context);
-        string p = Keylime.Prefix;
         // The tenant (identity quotes, U, verify) and the verifier (integrity quotes, V), as Keylime's agent serves them.
         var g = Keylime.Mutual(routes, context, ClientRole.Tenant | ClientRole.Verifier);
+        foreach (string p in Keylime.Prefixes)
+        {
         g.MapGet(p + "/agent/info", () => Keylime.Envelope(200, "Success", agent.Info()));
         g.MapGet(p + "/keys/pubkey", () => Keylime.Envelope(200, "Success", new AgentPublicKey { Pubkey = agent.NkPublicPem }));
         g.MapPost(p + "/keys/ukey", async Task<IResult> (HttpContext http) =>
@@ -70,6 +71,7 @@ internal sealed class AgentRole : IRoleModule
             if (context.Info.Draining) return Keylime.Draining();
             return Keylime.Envelope(await agent.IdentityQuoteAsync(http.Request.Query["nonce"], http.RequestAborted));
         });
+        }
 
         var settings = agent.Settings;
         if (settings.Registrar is { } registrarUri)
@@ -84,8 +86,8 @@ internal sealed class AgentRole : IRoleModule
                     await agent.RegisterAsync(client, new AgentIdentity
                     {
                         AgentId = agent.AgentId,
-                        Ip = settings.ContactIp ?? context.Options.Address.ToString(),
-                        Port = settings.ContactPort ?? context.Info.Port,
+                        Ip = settings.ContactIp ?? context.Options.ContactAddress ?? context.Options.Address.ToString(),
+                        Port = settings.ContactPort ?? context.Options.ContactPort ?? context.Info.Port,
                         MtlsCertificatePem = OwnCertificatePem(context),
                     }, lifetime.ApplicationStopping);
                     context.Info.AgentRegistered = true;
@@ -105,7 +107,9 @@ internal sealed class AgentRole : IRoleModule
     {
         if (!context.Tls) return "disabled";
         if (context.Options.Certificate is { } c) return c.ExportCertificatePem();
-        var pfx = Path.Combine(context.Info.DataPath, "tls", "server.pfx");
+        var pfx = context.Options.Agent.SelfSignedCertificate
+            ? Path.Combine(StateDirectory(context.Info.DataPath), "mtls", AgentSelfSignedCertificate.FileName)
+            : Path.Combine(context.Info.DataPath, "tls", "server.pfx");
         if (!File.Exists(pfx)) return null;
         using var cert = X509CertificateLoader.LoadPkcs12FromFile(pfx, null);
         return cert.ExportCertificatePem();

@@ -14,6 +14,8 @@ namespace TpmProvisioning.Server.Roles;
 internal static class Keylime
 {
     public const string Prefix = "/v" + KeylimeApi.CurrentVersion;
+    /// <summary>Every served version's prefix (<c>/v2.0</c> … <c>/v2.5</c>): each role maps its routes under all of them.</summary>
+    public static IReadOnlyList<string> Prefixes { get; } = KeylimeApi.SupportedVersions.Select(v => "/v" + v).ToArray();
     public const int MaxBodyBytes = 1024 * 1024;
 
     private static readonly JsonSerializerOptions s_json = new(JsonSerializerDefaults.Web)
@@ -97,7 +99,7 @@ internal static class Keylime
         routes.MapGet("/version", () => Envelope(200, "Success", new KeylimeVersionInfo())).OpenOnPlainPort();
         // The slim host has no regex route constraints: the version is checked here.
         routes.Map("/v{version}/{**rest}", (string version) =>
-            version == KeylimeApi.CurrentVersion || !LooksLikeVersion(version)
+            KeylimeApi.SupportedVersions.Contains(version) || !LooksLikeVersion(version)
                 ? Envelope(404, "Not Found", null)
                 : Envelope(400, $"API version v{version} not supported; supported: {string.Join(", ", KeylimeApi.SupportedVersions)}", null)).OpenOnPlainPort();
     }

@@ -44,8 +44,14 @@ internal sealed class RegistrarRole : IRoleModule
         var svc = routes.ServiceProvider.GetRequiredService<RegistrarService>();
         var log = routes.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Registrar");
         Keylime.MapShared(routes, context);
-        string p = Keylime.Prefix;
+        // Reading: the tenant, and a KMS that checks a device's certificate. Deleting: the tenant only.
+        var readers = Keylime.Mutual(routes, context, ClientRole.Tenant | ClientRole.Kms);
+        var tenant = Keylime.Mutual(routes, context, ClientRole.Tenant);
+        foreach (string p in Keylime.Prefixes) MapVersion(routes, p, svc, log, context, readers, tenant);
+    }
 
+    private static void MapVersion(IEndpointRouteBuilder routes, string p, RegistrarService svc, ILogger log, ServerContext context, RouteGroupBuilder readers, RouteGroupBuilder tenant)
+    {
         routes.MapPost(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
         {
             if (context.Info.Draining) return Keylime.Draining();
@@ -58,7 +64,9 @@ internal sealed class RegistrarRole : IRoleModule
             return Keylime.Envelope(outcome);
         }).OpenOnPlainPort();
 
-        routes.MapPut(p + "/agents/{agent_id}/activate", async (HttpContext http, string agent_id) =>
+        // Activation: Keylime's documented PUT .../activate, its POST .../activate (v3 style, kept in 2.x) and the
+        // PUT /agents/{id} that rust-keylime's agent actually sends; all three run the same activation.
+        async Task<IResult> Activate(HttpContext http, string agent_id)
         {
             if (context.Info.Draining) return Keylime.Draining();
             var (body, error) = await Keylime.ReadBodyAsync(http);
@@ -75,13 +83,13 @@ internal sealed class RegistrarRole : IRoleModule
             var outcome = await svc.ActivateAsync(agent_id, tag, call, http.RequestAborted);
             log.LogInformation("Registrar: activation of {AgentId} from {Source}: {Status}", Clip(agent_id), call.Source, outcome.Status);
             return Keylime.Envelope(outcome);
-        }).OpenOnPlainPort();
+        }
+        routes.MapPut(p + "/agents/{agent_id}/activate", Activate).OpenOnPlainPort();
+        routes.MapPost(p + "/agents/{agent_id}/activate", Activate).OpenOnPlainPort();
+        routes.MapPut(p + "/agents/{agent_id}", Activate).OpenOnPlainPort();
 
-        // Reading: the tenant, and a KMS that checks a device's certificate. Deleting: the tenant only.
-        var readers = Keylime.Mutual(routes, context, ClientRole.Tenant | ClientRole.Kms);
         readers.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) => Keylime.Envelope(await svc.ListAsync(http.RequestAborted)));
         readers.MapGet(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) => Keylime.Envelope(await svc.GetAsync(agent_id, http.RequestAborted)));
-        var tenant = Keylime.Mutual(routes, context, ClientRole.Tenant);
         tenant.MapDelete(p + "/agents/{agent_id}", async (HttpContext http, string agent_id) =>
         {
             if (context.Info.Draining) return Keylime.Draining();

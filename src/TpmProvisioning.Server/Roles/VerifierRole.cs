@@ -33,7 +33,7 @@ internal sealed class VerifierRole : IRoleModule
             settings.Secrets ??= OpenSecrets(context, settings.MasterKey, log);
             return new VerifierService(context.Store, settings, connector, notifier, MeasurementChecks.Default, log: m => log.LogInformation("{Message}", m))
             {
-                ContactIp = context.Options.Address.ToString(),
+                ContactIp = context.Options.ContactAddress ?? context.Options.Address.ToString(),
             };
         });
     }
@@ -45,7 +45,7 @@ internal sealed class VerifierRole : IRoleModule
         var lifetime = routes.ServiceProvider.GetRequiredService<IHostApplicationLifetime>();
         context.OnStarted(async () =>
         {
-            svc.ContactPort = context.Info.Port;
+            svc.ContactPort = context.Options.ContactPort ?? context.Info.Port;
             try
             {
                 int n = await svc.ResumeAsync(lifetime.ApplicationStopping);
@@ -56,14 +56,23 @@ internal sealed class VerifierRole : IRoleModule
         lifetime.ApplicationStopping.Register(() => svc.DisposeAsync().AsTask().GetAwaiter().GetResult());
 
         Keylime.MapShared(routes, context);
-        string p = Keylime.Prefix;
         // Reading: the tenant, and a KMS deciding a key release. Everything that changes what is watched: the tenant only.
         var readers = Keylime.Mutual(routes, context, ClientRole.Tenant | ClientRole.Kms);
         var g = Keylime.Mutual(routes, context, ClientRole.Tenant);
+        foreach (string p in Keylime.Prefixes) MapVersion(p, svc, log, context, readers, g);
+    }
+
+    private static void MapVersion(string p, VerifierService svc, ILogger log, ServerContext context, RouteGroupBuilder readers, RouteGroupBuilder g)
+    {
         readers.MapGet(p + "/agents/", async Task<IResult> (HttpContext http) =>
         {
             var all = await svc.ListAsync(http.RequestAborted);
-            if (http.Request.Query["bulk"] == "1" || http.Request.Query["bulk"] == "true")
+            // As Keylime's verifier: the presence of bulk is enough (its tenant sends bulk=True&verifier=default); verifier,
+            // when given, narrows to agents watched by that verifier id.
+            var q = http.Request.Query;
+            if (q.ContainsKey("verifier") && q["verifier"].ToString() is { Length: > 0 } vid && vid != svc.VerifierId)
+                all = [];
+            if (q.ContainsKey("bulk"))
                 return Keylime.Envelope(200, "Success", all.ToDictionary(a => a.AgentId, a => (object)a.Status));
             // Keylime answers a list of one-column rows: [["id1"], ["id2"]].
             return Keylime.Envelope(200, "Success", new Dictionary<string, object> { ["uuids"] = all.Select(a => new[] { a.AgentId }).ToList() });

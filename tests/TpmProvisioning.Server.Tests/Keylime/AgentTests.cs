@@ -72,6 +72,36 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
     }
 
     [Fact]
+    public async Task EveryRestartRegistersTheBoundPortOrTheConfiguredContact()
+    {
+        // The port is known before the role registers (no port 0), restart after restart in one session, with debug logging.
+        for (int i = 0; i < 4; i++)
+        {
+            await agent.StopAsync();
+            agent = await ProvisioningServerHost.StartAsync(new ServerOptions
+            {
+                DataPath = agentData, Port = 0, Roles = ServerRole.Agent, LogLevel = LogLevelName.Debug,
+                Agent = new AgentSettings { AgentId = agentId, Tpm = tpm.ConnectionString, Registrar = new Uri(registrar.Url), RegistrarCaCertificatePath = registrar.Host.Info.CaCertificatePath },
+            });
+            for (int w = 0; w < 200 && !agent.Info.AgentRegistered && agent.Info.AgentRegistrationError is null; w++) await Task.Delay(100);
+            var view = await RegisteredAsync();
+            Assert.NotEqual(0, agent.Info.Port);
+            Assert.Equal(agent.Info.Port, view.Port);
+            Assert.Equal("127.0.0.1", view.Ip);
+        }
+        // Behind NAT: the configured contact address and port are registered instead.
+        await agent.StopAsync();
+        agent = await ProvisioningServerHost.StartAsync(new ServerOptions
+        {
+            DataPath = agentData, Port = 0, Roles = ServerRole.Agent, ContactAddress = "agent.example.net", ContactPort = 9443,
+            Agent = new AgentSettings { AgentId = agentId, Tpm = tpm.ConnectionString, Registrar = new Uri(registrar.Url), RegistrarCaCertificatePath = registrar.Host.Info.CaCertificatePath },
+        });
+        for (int w = 0; w < 200 && !agent.Info.AgentRegistered && agent.Info.AgentRegistrationError is null; w++) await Task.Delay(100);
+        var natted = await RegisteredAsync();
+        Assert.Equal(("agent.example.net", 9443), (natted.Ip, natted.Port));
+    }
+
+    [Fact]
     public async Task ARestartReusesThePersistedAkAndReRegisters()
     {
         var first = await RegisteredAsync();
@@ -138,8 +168,10 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
     {
         var (st, body) = await GetAsync("/version", anonymous);
         Assert.Equal(HttpStatusCode.OK, st);
-        Assert.Equal("2.1", body.GetProperty("results").GetProperty("current_version").GetString());
+        Assert.Equal(KeylimeApi.LatestVersion, body.GetProperty("results").GetProperty("current_version").GetString());
         Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync("/v2.1/agent/info", anonymous)).Item1);
+        // Every served version answers the same routes (Keylime's verifier and tenant pick the highest both know).
+        foreach (var v in KeylimeApi.SupportedVersions) Assert.Equal(HttpStatusCode.OK, (await GetAsync($"/v{v}/agent/info")).Item1);
 
         (st, body) = await GetAsync("/v2.1/agent/info");
         Assert.Equal(HttpStatusCode.OK, st);
@@ -205,6 +237,38 @@ public sealed partial class AgentTests : IClassFixture<SwtpmFixture>, IAsyncLife
         Assert.False(r.TryGetProperty("ima_measurement_list", out _));
         Assert.False(r.TryGetProperty("mb_measurement_list", out _));
         Assert.False(r.TryGetProperty("pubkey", out _));
+    }
+
+    [Theory]
+    [InlineData("0x0", new[] { 16 })]
+    [InlineData("0", new[] { 16 })]
+    [InlineData("0x8000", new[] { 15, 16 })]
+    [InlineData("0x10401", new[] { 0, 10, 16 })]
+    public async Task IntegrityQuoteAlwaysCoversPcr16AndBoottimeIsTheBootEpoch(string mask, int[] pcrs)
+    {
+        // Keylime's verifier sends mask=0x0 for a policy without PCRs and refuses a quote without PCR 16 (missing_pcr_16).
+        var view = await RegisteredAsync();
+        var ak = TpmPublic.ParseTpm2B(Convert.FromBase64String(view.AikTpm));
+        var (st, body) = await GetAsync($"/v2.1/quotes/integrity?nonce=abc123&mask={mask}&partial=0");
+        Assert.Equal(HttpStatusCode.OK, st);
+        var r = body.GetProperty("results");
+        var kq = KeylimeQuote.Parse(r.GetProperty("quote").GetString()!);
+        var blob = Tpm2ToolsPcrBlob.Parse(kq.PcrBlob);
+        for (int i = 0; i < 24; i++)
+            Assert.Equal(pcrs.Contains(i), blob.Values.TryGet(TpmAlgId.Sha256, i, out _));
+        using var prepared = PreparedAk.Create(ak);
+        var verified = QuoteVerifier.VerifyKeylime(r.GetProperty("quote").GetString()!, prepared, "abc123"u8, PcrSelection.Create(TpmAlgId.Sha256, pcrs));
+        Assert.True(verified.IsValid, verified.ToString());
+
+        // boottime: the boot as a Unix epoch, the same for every quote of this boot (Keylime resets IMA state when it changes).
+        long boot = r.GetProperty("boottime").GetInt64();
+        long now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        Assert.InRange(boot, now - Environment.TickCount64 / 1000 - 5, now);
+        await Task.Delay(1100);
+        (st, body) = await GetAsync($"/v2.1/quotes/integrity?nonce=abc124&mask={mask}&partial=1");
+        Assert.Equal(HttpStatusCode.OK, st);
+        Assert.Equal(boot, body.GetProperty("results").GetProperty("boottime").GetInt64());
+        Assert.Equal(AgentService.ReadBootTime(), boot);
     }
 
     [Fact]

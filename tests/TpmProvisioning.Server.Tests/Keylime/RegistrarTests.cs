@@ -74,18 +74,81 @@ public sealed class RegistrarTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
     }
 
     [Fact]
-    public async Task VersionIsOpenAndAdvertisesOnly21()
+    public async Task VersionAdvertises20To25AndEveryServedVersionAnswers()
     {
         var (status, body) = await s.SendAsync(HttpMethod.Get, "/version");
         Assert.Equal(HttpStatusCode.OK, status);
         AssertEnvelope(body, 200);
         Assert.Equal("Success", body.GetProperty("status").GetString());
-        Assert.Equal("2.1", body.GetProperty("results").GetProperty("current_version").GetString());
-        Assert.Equal(["2.1"], body.GetProperty("results").GetProperty("supported_versions").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal("2.5", body.GetProperty("results").GetProperty("current_version").GetString());
+        string[] served = ["2.0", "2.1", "2.2", "2.3", "2.4", "2.5"];
+        Assert.Equal(served, body.GetProperty("results").GetProperty("supported_versions").EnumerateArray().Select(e => e.GetString()));
 
-        var (old, oldBody) = await s.SendAsync(HttpMethod.Get, "/v1.0/agents/", tenant: true);
-        Assert.Equal(HttpStatusCode.BadRequest, old);
-        AssertEnvelope(oldBody, 400);
+        foreach (var v in served)
+        {
+            var (st, list) = await s.SendAsync(HttpMethod.Get, $"/v{v}/agents/", tenant: true);
+            Assert.Equal(HttpStatusCode.OK, st);
+            Assert.Equal(JsonValueKind.Array, list.GetProperty("results").GetProperty("uuids").ValueKind);
+        }
+        foreach (var v in new[] { "1.0", "2.6", "3.0" })
+        {
+            var (old, oldBody) = await s.SendAsync(HttpMethod.Get, $"/v{v}/agents/", tenant: true);
+            Assert.Equal(HttpStatusCode.BadRequest, old);
+            AssertEnvelope(oldBody, 400);
+        }
+    }
+
+    /// <summary>
+    /// rust-keylime's agent (keylime/src/registrar_client.rs): GET /version, then POST /v{current_version}/agents/{uuid} with
+    /// its Register struct (iak_cert and idevid_cert serialized as null), then activation by PUT /v{version}/agents/{uuid}
+    /// (not .../activate) with the JSON body {"auth_tag":"&lt;hex HMAC-SHA384&gt;"}.
+    /// </summary>
+    [Fact]
+    public async Task RustKeylimesActivationCallActivates()
+    {
+        string id = Guid.NewGuid().ToString();
+        using var dev = tpm.Open();
+        var keys = Keys(dev);
+        var (_, version) = await s.SendAsync(HttpMethod.Get, "/version");
+        string v = version.GetProperty("results").GetProperty("current_version").GetString()!;
+        string register = "{\"aik_tpm\":\"" + Convert.ToBase64String(keys.AkPublic) + "\",\"ek_tpm\":\"" + Convert.ToBase64String(keys.EkPublic)
+            + "\",\"ekcert\":\"" + Convert.ToBase64String(keys.EkCertificate!) + "\",\"iak_cert\":null,\"idevid_cert\":null,\"ip\":\"127.0.0.1\",\"mtls_cert\":\"disabled\",\"port\":9002}";
+        var (st, body) = await s.SendAsync(HttpMethod.Post, $"/v{v}/agents/{id}", register);
+        Assert.Equal(HttpStatusCode.OK, st);
+        var blob = body.GetProperty("results").GetProperty("blob").GetString()!;
+        string tag = RegistrarClient.SolveChallenge(dev, keys, id, blob);
+        Assert.Matches("^[0-9a-f]{96}$", tag);
+        Assert.Equal(HttpStatusCode.NotFound, (await s.SendAsync(HttpMethod.Get, $"/v{v}/agents/{id}", tenant: true)).Status);
+
+        using var req = new HttpRequestMessage(HttpMethod.Put, $"{s.Url}/v{v}/agents/{id}")
+        {
+            Content = new StringContent("{\"auth_tag\":\"" + tag + "\"}", System.Text.Encoding.UTF8, "application/json"),
+        };
+        using var resp = await s.Anonymous.SendAsync(req);
+        var text = await resp.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+        AssertEnvelope(JsonDocument.Parse(text).RootElement, 200);
+        using var tenant = s.RegistrarClient(tenant: true);
+        var view = await tenant.GetAsync(id);
+        Assert.Equal(1, view.RegCount);
+
+        // Keylime's POST .../activate runs the same activation: a re-registration activates through it (regcount 2).
+        (st, body) = await s.SendAsync(HttpMethod.Post, $"/v2.0/agents/{id}", register.Replace("9002", "9004"));
+        Assert.Equal(HttpStatusCode.OK, st);
+        tag = RegistrarClient.SolveChallenge(dev, keys, id, body.GetProperty("results").GetProperty("blob").GetString()!);
+        (st, _) = await s.SendAsync(HttpMethod.Post, $"/v2.0/agents/{id}/activate", "{\"auth_tag\":\"" + tag + "\"}");
+        Assert.Equal(HttpStatusCode.OK, st);
+        view = await tenant.GetAsync(id);
+        Assert.Equal((2, 9004), (view.RegCount, view.Port));
+
+        // A wrong tag on rust-keylime's route is refused like on .../activate, and the active registration is kept.
+        (st, body) = await s.SendAsync(HttpMethod.Post, $"/v{v}/agents/{id}", register);
+        Assert.Equal(HttpStatusCode.OK, st);
+        (st, _) = await s.SendAsync(HttpMethod.Put, $"/v{v}/agents/{id}", "{\"auth_tag\":\"" + new string('a', 96) + "\"}");
+        Assert.Equal(HttpStatusCode.BadRequest, st);
+        view = await tenant.GetAsync(id);
+        Assert.Equal((2, 9004), (view.RegCount, view.Port));
+        await tenant.DeleteAsync(id);
     }
 
     [Fact]
@@ -158,7 +221,7 @@ public sealed class RegistrarTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
         using (var dev = tpm.Open())
         {
             var keys = Keys(dev);
-            Assert.Equal("2.1", (await plain.GetVersionAsync()).CurrentVersion);
+            Assert.Equal(KeylimeApi.LatestVersion, (await plain.GetVersionAsync()).CurrentVersion);
             await plain.RegisterAndActivateAsync(dev, keys, new AgentIdentity { AgentId = id, Ip = "127.0.0.1", Port = 9002, MtlsCertificatePem = "disabled" });
         }
         // Reading, listing and deleting: refused on the plain port, served on the TLS port with a client certificate.

@@ -51,6 +51,8 @@ public sealed partial class VerifierService : IAsyncDisposable
 
     /// <summary>The address and port the verifier reports as <c>verifier_ip</c>/<c>verifier_port</c>.</summary>
     public string ContactIp { get; set; } = "127.0.0.1";
+    /// <summary>This verifier's id (<see cref="VerifierSettings.VerifierId"/>), Keylime's <c>verifier_id</c>.</summary>
+    public string VerifierId => _settings.VerifierId;
     public int ContactPort { get; set; }
 
     /// <summary>How many agents are being watched now.</summary>
