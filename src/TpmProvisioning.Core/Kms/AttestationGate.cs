@@ -234,8 +234,8 @@ public sealed class KeyReleaseService(KmsEngine engine, IAttestationGate gate)
             using var inner = JsonDocument.Parse(msg);
             var root = inner.RootElement;
             string? S(string n) => root.TryGetProperty(n, out var v) ? v.ValueKind == JsonValueKind.String ? v.GetString() : v.ValueKind == JsonValueKind.Null ? null : v.GetRawText() : null;
-            var agent = S("agent_id");
-            if (root.ValueKind != JsonValueKind.Object || string.IsNullOrEmpty(agent))
+            var agent = root.ValueKind == JsonValueKind.Object ? S("agent_id") : null;
+            if (string.IsNullOrEmpty(agent))
                 throw new KmsException(KmsErrorKind.InvalidArgument, "msg", "the notice names no agent_id");
             return new RevocationNotice(agent, S("type"), S("event_id"), msg);
         }

@@ -1,0 +1,95 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using TpmProvisioning.Attestation.Verifier;
+using TpmProvisioning.Kms;
+using TpmProvisioning.Tpm;
+
+namespace TpmProvisioning.Tests.Fuzz;
+
+/// <summary>
+/// Inputs afl-fuzz found (tests/fuzz, <c>build.ps1 Fuzz</c>) that made a parser or its caller throw something other than its
+/// documented bad-input error. Each input is the crashing one as the fuzzer saved it.
+/// </summary>
+public sealed class FuzzRegressionTests
+{
+    /// <summary>
+    /// tpm-public crash: the swtpm AK with a few modulus bytes changed, so the modulus has a small factor. .NET imports it, BouncyCastle's
+    /// RsaKeyParameters then threw ArgumentException out of <see cref="PreparedAk"/>.
+    /// </summary>
+    private const string AkWithSmallFactorModulus =
+        "ARgAAQALAAUAcgAAABAAFAALCAAAAAAAAQDTbArIgSZTmUY3PBj54QweFVF0z6aFg++AdwHT6cfcj9LfdFEQiOTQx66JuccPJ/ewTxrHP0XQ7vchm5R1HKQANi4ZwGwHCqg2vIY4ObQXUwkmGV4UQjORWLbdWrWDcjYXw99czEeL0w57Q2tjGSI/CFZixRXQkIbg2qHfmo1sXaUGKhDEbQON6Er9xFHRSP1GuCUfS7anVumqeafcGxzowTWqFv3GSdFrKS3HVE8mbWYO43XTaqoDYCNJLOnRhsVbmOzBu/LK9vLoiHDlSQb6XmFvrsL7QYdxMzOQFTwLp8NexIeCNplkHhtINW5tErANsGMeRW9Ge0ODwTZ6p3U1";
+
+    [Fact]
+    public void PreparingAnAkWhoseModulusIsNoRsaKeyIsACryptographicError()
+    {
+        var pub = TpmPublic.ParseTpm2B(Convert.FromBase64String(AkWithSmallFactorModulus));
+        Assert.Empty(pub.RestrictedSigningKeyProblems());
+        var ex = Assert.Throws<CryptographicException>(() => PreparedAk.Create(pub));
+        Assert.Contains("not valid", ex.Message);
+    }
+
+    /// <summary>
+    /// verifier-agent crash (as saved, duplicate-looking members and all): the body passed every check, so the verifier answered 200
+    /// and its watch then failed on the first quote with "internal.exception" when it prepared the AK. It must be a 400 naming ak_tpm.
+    /// </summary>
+    private const string VerifierBodyWithUnusableAk = """
+        {
+          "v": "3HZMmIEc6yyjfoxdCwcOgPk/6X1GuNG+tlCmNgqBM/I=",
+          "cloudagent_ip": "127.0.0.1",
+          "cloudagent_port": 9002,
+          "ty": "{\"\"}",
+          "ak_tpm": "ARgAAQALAAUAcgAAABAAFAALCAAAAAAAAQDjZ4J2HO7ekIONAX/eYIzt7ziiVAqE/1D7I9oEwIE88dIfqH0FQLJAg8u3+ZOgsJDQr9HiMhZRPhv8hRuia8ULdAomyOFA1cVzlBF+xcBUEemOIofbvcBNAoTY/x49r8LpqAEUBBiUeOniQbjfRaV2S5cEAA92wHLQAPLF9Sbf3zNxCnbhtRkEi6C3NYl8/FJqyu5Z9vvwEBBOFFTPasAxMtPm6a+Z5KJ4rDflipfaVcUvTKLIBRI7wkuXqhTR8BeIBiK9upQ3iBo+FbYjWSf+BaN+wodMNgPbzxyL+tuxVqiPefBbv+sTWVxmYfo5i84FlbNOAW3APH8c+jZ3tgbt",
+            "runtime_policy_name": null,
+          "runtime_policy": "",
+          "ru": "",
+          "runtimstate": "nuvl",
+          "ima_sign_verification_keys": "[]",
+          "metadata": "{\"\"}",
+          "revgs": [
+            "a1"
+          ],
+          "accept_tpm_encryption_algs": [
+            "ecc",
+            "rsa"
+          ],
+          "": [ ],
+          "supported_version": "2.0"
+        }
+        """;
+
+    [Fact]
+    public void TheVerifierRefusesAnAkItCouldNotVerifyQuotesWith()
+    {
+        var config = VerifierAgentRequest.Parse(Encoding.UTF8.GetBytes(VerifierBodyWithUnusableAk), requireMtls: false, out var error);
+        Assert.Null(config);
+        Assert.StartsWith("ak_tpm: not a usable public key", error);
+    }
+
+    [Fact]
+    public void TheVerifierStillAcceptsTheSameBodyWithARealAk()
+    {
+        var body = JsonNode.Parse(VerifierBodyWithUnusableAk)!.AsObject();
+        body["ak_tpm"] = Software.SwtpmQuoteFixtures.AkPub;
+        var config = VerifierAgentRequest.Parse(Encoding.UTF8.GetBytes(body.ToJsonString()), requireMtls: false, out var error);
+        Assert.True(config is not null, error);
+    }
+
+    /// <summary>
+    /// kms-bodies crash: a correctly signed revocation notice whose <c>msg</c> is JSON but not an object (<c>44</c>) threw
+    /// InvalidOperationException from JsonElement.TryGetProperty, which the KMS role answers with 500. It is a bad notice (400).
+    /// </summary>
+    [Theory]
+    [InlineData("44")]
+    [InlineData("[\"agent_id\"]")]
+    [InlineData("\"agent_id\"")]
+    [InlineData("null")]
+    public void ASignedNoticeWhoseMessageIsNotAnObjectIsInvalid(string msg)
+    {
+        using var rsa = RSA.Create(2048);
+        var sig = rsa.SignData(Encoding.UTF8.GetBytes(msg), HashAlgorithmName.SHA256, RSASignaturePadding.Pss);
+        var notice = new JsonObject { ["msg"] = msg, ["signature"] = Convert.ToBase64String(sig) }.ToJsonString();
+        var ex = Assert.Throws<KmsException>(() => KeyReleaseService.VerifyRevocation(Encoding.UTF8.GetBytes(notice), rsa.ExportSubjectPublicKeyInfoPem()));
+        Assert.Equal(KmsErrorKind.InvalidArgument, ex.Kind);
+    }
+}
