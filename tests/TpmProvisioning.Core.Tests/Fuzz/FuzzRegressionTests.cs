@@ -1,5 +1,10 @@
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
+using Microsoft.Data.Sqlite;
+using TpmProvisioning.Attestation;
+using TpmProvisioning.Pki;
+using TpmProvisioning.Storage;
 using System.Text.Json.Nodes;
 using TpmProvisioning.Attestation.Verifier;
 using TpmProvisioning.Kms;
@@ -91,5 +96,67 @@ public sealed class FuzzRegressionTests
         var notice = new JsonObject { ["msg"] = msg, ["signature"] = Convert.ToBase64String(sig) }.ToJsonString();
         var ex = Assert.Throws<KmsException>(() => KeyReleaseService.VerifyRevocation(Encoding.UTF8.GetBytes(notice), rsa.ExportSubjectPublicKeyInfoPem()));
         Assert.Equal(KmsErrorKind.InvalidArgument, ex.Kind);
+    }
+
+    /// <summary>
+    /// registrar-registration crash (the corpus entry <c>seed-ek-empty-modulus</c>, replayed through the harness): an RSA EK whose unique
+    /// field is empty passed the EK checks, and MakeCredential's InvalidOperationException escaped RegisterAsync (a 500).
+    /// </summary>
+    private static readonly string RegistrationWithEmptyEkModulus =
+        """{"ek_tpm": "ADoAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAAA", "aik_tpm": "ARgAAQALAAUAcgAAABAAFAALCAAAAAAAAQDTbArIgSZTmQw3PBj54UYeFVF0z6aFg++AdwHT6cfcj9LfdFEQiOTQx66JuccPJ/ewTxrHP0XQ7vchm5R1HKQANi4ZwGwHCqg2vIY4ObQXUwkmGV4UQjORWLbdWrWDcjYXw99czEeL0w57Q2tjGSI/CFZixRXQkIbg4KHfmo1sXaUGKhDEbQON6Er9xFHRSP1GuCUfS7anVumqeafcGxzowTWqFv3GSdFrKS3HVE8mbWYO43XTaqoDYCNJLOnRhsVbmOzBu/LK9vLoiHDlSQb6XmFvrsL7QYdxMzOQFTwLp8NexIeCNplkHhtINW5tErANsGMeRW9Ge0ODwTZ6p3U1"}""";
+
+    [Fact]
+    public void MakeCredentialForAnEkWithoutAKeyIsAnArgumentError()
+    {
+        var ek = TpmPublic.ParseTpm2B(Convert.FromBase64String(System.Text.Json.JsonDocument.Parse(RegistrationWithEmptyEkModulus).RootElement.GetProperty("ek_tpm").GetString()!));
+        Assert.Empty(ek.Modulus);
+        var ex = Assert.Throws<ArgumentException>(() => Credential.MakeCredential(ek, Convert.FromBase64String(Software.SwtpmQuoteFixtures.AkName), new byte[32]));
+        Assert.Contains("no usable key", ex.Message);
+    }
+
+    [Fact]
+    public async Task TheRegistrarRefusesAnEkWithoutAKey()
+    {
+        await using var scratch = await RegistrarScratch.CreateAsync();
+        var outcome = await scratch.Service.RegisterAsync(Guid.NewGuid().ToString(), Encoding.UTF8.GetBytes(RegistrationWithEmptyEkModulus));
+        Assert.Equal(400, outcome.Status);
+        Assert.Contains("ek_tpm", outcome.Message);
+    }
+
+    [Fact]
+    public async Task TheRegistrarRefusesAnEkWithoutAKeyNextToAnEkCertificate()
+    {
+        await using var scratch = await RegistrarScratch.CreateAsync();
+        using var rsa = RSA.Create(2048);
+        using var cert = new CertificateRequest("CN=TPM EK", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1)
+            .CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        var body = JsonNode.Parse(RegistrationWithEmptyEkModulus)!.AsObject();
+        body["ekcert"] = Convert.ToBase64String(cert.RawData);
+        var outcome = await scratch.Service.RegisterAsync(Guid.NewGuid().ToString(), Encoding.UTF8.GetBytes(body.ToJsonString()));
+        Assert.Equal(400, outcome.Status);
+        Assert.StartsWith("ek_tpm: no usable public key", outcome.Message);
+    }
+
+    private sealed class RegistrarScratch : IAsyncDisposable
+    {
+        private readonly string _dir = Directory.CreateTempSubdirectory("tpmprov-fuzzreg-").FullName;
+        private SqliteStore _store = null!;
+        public RegistrarService Service { get; private set; } = null!;
+
+        public static async Task<RegistrarScratch> CreateAsync()
+        {
+            var s = new RegistrarScratch();
+            s._store = await SqliteStore.OpenAsync(Path.Combine(s._dir, "store.db"));
+            s.Service = new RegistrarService(s._store, (EkTrustStore?)null, new RegistrarSettings { VerifyEkCertificateChain = false });
+            return s;
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            _store.Dispose();
+            SqliteConnection.ClearAllPools();
+            try { Directory.Delete(_dir, true); } catch (IOException) { }
+            return ValueTask.CompletedTask;
+        }
     }
 }
