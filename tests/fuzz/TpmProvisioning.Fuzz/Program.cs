@@ -105,6 +105,7 @@ public static class Targets
         new ProvisioningRequestTarget(),
         new RegistrarRegistrationTarget(),
         new VerifierAgentTarget(),
+        new VerifierPoliciesTarget(),
         new KmsBodiesTarget(),
     ];
 
