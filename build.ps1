@@ -7,7 +7,7 @@
       Bootstrap  install what is missing: Debian packages swtpm, swtpm-tools, tpm2-tools, softhsm2, postgresql, afl++ (as root), Pester from NuGet
       Build      Release build; assembles out/TpmProvisioning/<version>/ with manifest, format files, assemblies and MAML help
       Docs       generate MAML help from docs/cmdlets into the built module
-      Test       Bootstrap + Build, then xunit and Pester; ends with one line "N passed, N failed"
+      Test       Bootstrap + Build, then xunit, Pester and a short run of each fuzz target; ends with one line "N passed, N failed"
       Demo       Bootstrap + Build, then walks the chain that exists on a software TPM and SQLite, printing what happens
       Bench      Release benchmarks (BenchmarkDotNet), numbers printed and saved under out/bench
       Fuzz       SharpFuzz + afl++ over the parsers (tests/fuzz): -FuzzSeconds per target (default 300), one after another; fails on any crash or hang
@@ -31,7 +31,7 @@ param(
     [switch] $UpdateCorpus,
     # Test: skip the short fuzzing pass, or change its afl-fuzz seconds per target.
     [switch] $SkipFuzz,
-    [int] $FuzzTestSeconds = 8
+    [int] $FuzzTestSeconds = 6
 )
 
 $ErrorActionPreference = 'Stop'
