@@ -316,7 +316,7 @@ function Update-FuzzCorpus([string] $Harness, [string[]] $Names) {
         $files = @(Get-ChildItem $min -File -ErrorAction Ignore | Where-Object { $_.Length -le 16KB })
         if ($files.Count -eq 0) { Write-Warning "${name}: afl-cmin kept nothing; corpus unchanged"; continue }
         $corpus = Join-Path $Root "tests/fuzz/corpus/$name"
-        Get-ChildItem $corpus -File | Where-Object Name -notlike 'seed-*' | Remove-Item
+        Get-ChildItem $corpus -File | Where-Object { $_.Name -notlike 'seed-*' -and $_.Name -notlike 'crash-*' } | Remove-Item
         foreach ($f in $files) {
             $hash = (Get-FileHash $f.FullName -Algorithm SHA256).Hash.Substring(0, 16).ToLowerInvariant()
             Copy-Item $f.FullName (Join-Path $corpus "min-$hash")

@@ -4,6 +4,8 @@ using System.Text;
 using Microsoft.Data.Sqlite;
 using TpmProvisioning.Attestation;
 using TpmProvisioning.Pki;
+using TpmProvisioning.Provisioning;
+using TpmProvisioning.Tests.Provisioning;
 using TpmProvisioning.Storage;
 using System.Text.Json.Nodes;
 using TpmProvisioning.Attestation.Verifier;
@@ -172,5 +174,46 @@ public sealed class FuzzRegressionTests
     {
         var ex = Assert.Throws<TpmFormatException>(() => KeylimeQuote.Parse(quote));
         Assert.Contains("part is empty", ex.Message);
+    }
+
+    // ------------------------------------------------------------------ provisioning-request crashes (kept in tests/fuzz/corpus)
+
+    private static string FuzzFile(string relative)
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            var p = Path.Combine(d.FullName, "tests", "fuzz", relative);
+            if (File.Exists(p)) return p;
+        }
+        throw new FileNotFoundException("tests/fuzz/" + relative);
+    }
+
+    /// <summary>A provisioning service trusting the fuzz harness's manufacturer, with the crashing body as the harness sends it.</summary>
+    private static async Task<ProvisioningOutcome> ProvisionCrashAsync(string crash)
+    {
+        var root = X509CertificateLoader.LoadCertificateFromFile(FuzzFile("data/provisioning-ek-root.der"));
+        var issuer = X509CertificateLoader.LoadCertificateFromFile(FuzzFile("data/provisioning-ek-issuer.der"));
+        await using var h = await ProvisioningHarness.CreateAsync(trust: new EkTrustStore([root], [issuer]));
+        var request = System.Text.Json.JsonSerializer.Deserialize(File.ReadAllBytes(FuzzFile("corpus/provisioning-request/" + crash)), ProvisioningJsonContext.Default.ProvisioningRequest)!;
+        request.ApiKey = h.Key.Key;
+        return await h.Service.ProvisionAsync(request);
+    }
+
+    /// <summary>A CSR whose key names an EC curve OpenSSL does not know: signature verification threw PlatformNotSupportedException (500).</summary>
+    [Fact]
+    public async Task ACsrOnAnUnknownCurveIsRefused()
+    {
+        var outcome = await ProvisionCrashAsync("crash-csr-unknown-curve");
+        Assert.Equal(400, outcome.Status);
+        Assert.Equal("csr: signature does not verify", outcome.Error);
+    }
+
+    /// <summary>An EK certificate whose basicConstraints extension does not decode: the CA check threw CryptographicException (500).</summary>
+    [Fact]
+    public async Task AnEkCertificateWithAMalformedBasicConstraintsIsRefused()
+    {
+        var outcome = await ProvisionCrashAsync("crash-ekcert-bad-basic-constraints");
+        Assert.Equal(400, outcome.Status);
+        Assert.Equal("ek_cert: its basicConstraints extension is malformed", outcome.Error);
     }
 }
