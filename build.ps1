@@ -313,7 +313,10 @@ function Update-FuzzCorpus([string] $Harness, [string[]] $Names) {
         $env:TPMPROV_FUZZ_WORK = Join-Path $FuzzOut "work/$name"
         & afl-cmin -i $queue -o $min -t 10000 -m none -- $dotnet $Harness $name *> (Join-Path $FuzzOut "cmin-$name.log")
         $env:TPMPROV_FUZZ_WORK = $null
-        $files = @(Get-ChildItem $min -File -ErrorAction Ignore | Where-Object { $_.Length -le 16KB })
+        # Small files first, at most 256 KiB per target: the corpus is committed.
+        $budget = 256KB
+        $files = @(Get-ChildItem $min -File -ErrorAction Ignore | Where-Object { $_.Length -le 16KB } | Sort-Object Length, Name |
+            Where-Object { $budget -ge $_.Length -and ($budget -= $_.Length) -ge 0 })
         if ($files.Count -eq 0) { Write-Warning "${name}: afl-cmin kept nothing; corpus unchanged"; continue }
         $corpus = Join-Path $Root "tests/fuzz/corpus/$name"
         Get-ChildItem $corpus -File | Where-Object { $_.Name -notlike 'seed-*' -and $_.Name -notlike 'crash-*' } | Remove-Item
