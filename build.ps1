@@ -167,6 +167,7 @@ function Invoke-Test {
     }
     if (-not $SkipFuzz) {
         Write-Step "Test: fuzz targets (committed corpus replayed in-process, then $FuzzTestSeconds s of afl-fuzz each)"
+        $script:FuzzOut = Join-Path $results 'fuzz'   # apart from out/fuzz, where a long Fuzz run may be going on
         foreach ($r in (Invoke-FuzzPass -Seconds $FuzzTestSeconds)) {
             if ($r.Passed) { $passed += 1 } else { $failed += 1 }
         }
