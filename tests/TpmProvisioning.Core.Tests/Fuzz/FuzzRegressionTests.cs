@@ -3,6 +3,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using TpmProvisioning.Attestation;
+using TpmProvisioning.Attestation.Measurements;
 using TpmProvisioning.Pki;
 using TpmProvisioning.Provisioning;
 using TpmProvisioning.Tests.Provisioning;
@@ -215,5 +216,41 @@ public sealed class FuzzRegressionTests
         var outcome = await ProvisionCrashAsync("crash-ekcert-bad-basic-constraints");
         Assert.Equal(400, outcome.Status);
         Assert.Equal("ek_cert: its basicConstraints extension is malformed", outcome.Error);
+    }
+
+    // ------------------------------------------------------------------ verifier-policies: a member given twice
+
+    /// <summary>
+    /// verifier-policies crash (<c>crash-mb-refstate-duplicate-pcr</c>, PCR "2" twice): JsonObject threw ArgumentException on first
+    /// enumeration, out of MeasuredBootPolicy.Parse and out of the verifier's mb_refstate validation (which expects FormatException).
+    /// </summary>
+    [Fact]
+    public void AMeasuredBootRefstateWithAMemberTwiceIsMalformed()
+    {
+        var json = File.ReadAllText(FuzzFile("corpus/verifier-policies/crash-mb-refstate-duplicate-pcr"))[1..];
+        Assert.Throws<FormatException>(() => MeasuredBootPolicy.Parse(json));
+    }
+
+    [Fact]
+    public void TheVerifierRefusesSuchARefstateWithA400Reason()
+    {
+        var refstate = File.ReadAllText(FuzzFile("corpus/verifier-policies/crash-mb-refstate-duplicate-pcr"))[1..];
+        var body = new JsonObject
+        {
+            ["cloudagent_ip"] = "127.0.0.1", ["cloudagent_port"] = 9002, ["ak_tpm"] = Software.SwtpmQuoteFixtures.AkPub, ["mtls_cert"] = "disabled",
+            ["mb_refstate"] = refstate,
+        };
+        var config = VerifierAgentRequest.Parse(Encoding.UTF8.GetBytes(body.ToJsonString()), requireMtls: false, out var error);
+        Assert.True(config is not null, error);
+        var reasons = MeasurementChecks.Default.OfType<IConfigValidator>().Select(c => c.Validate(config!)).Where(r => r is not null).ToList();
+        Assert.Contains(reasons, r => r!.StartsWith("mb_refstate:", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void ARuntimePolicyOrKeyringWithAMemberTwiceIsMalformed()
+    {
+        Assert.Throws<FormatException>(() => RuntimePolicy.Parse("""{"meta":{"version":1},"digests":{"/a":["aa"]},"digests":{"/b":["bb"]}}"""));
+        Assert.Throws<FormatException>(() => RuntimePolicy.Parse("""{"meta":{"version":1},"ima":{"log_hash_alg":"sha1","log_hash_alg":"sha256"}}"""));
+        Assert.Throws<FormatException>(() => ImaSignatureKeys.FromKeylimeKeyring("""{"pubkeys":[],"pubkeys":[]}"""));
     }
 }
