@@ -200,11 +200,16 @@ public sealed class FuzzRegressionTests
         return await h.Service.ProvisionAsync(request);
     }
 
-    /// <summary>A CSR whose key names an EC curve OpenSSL does not know: signature verification threw PlatformNotSupportedException (500).</summary>
-    [Fact]
-    public async Task ACsrOnAnUnknownCurveIsRefused()
+    /// <summary>
+    /// A CSR whose key names an EC curve OpenSSL does not know, or a key algorithm .NET does not know: signature verification threw
+    /// PlatformNotSupportedException / NotSupportedException (500).
+    /// </summary>
+    [Theory]
+    [InlineData("crash-csr-unknown-curve")]
+    [InlineData("crash-csr-unknown-key-algorithm")]
+    public async Task ACsrWhoseKeyCannotBeUsedIsRefused(string crash)
     {
-        var outcome = await ProvisionCrashAsync("crash-csr-unknown-curve");
+        var outcome = await ProvisionCrashAsync(crash);
         Assert.Equal(400, outcome.Status);
         Assert.Equal("csr: signature does not verify", outcome.Error);
     }
