@@ -218,7 +218,10 @@ public sealed partial class RegistrarService
                 KeyIdentity certKey;
                 try { certKey = KeyIdentity.FromSubjectPublicKeyInfo(cert.PublicKey.ExportSubjectPublicKeyInfo()); }
                 catch (FormatException ex) { return new("ekcert: " + ex.Message); }
-                if (!KeyIdentity.FromTpmPublic(ek).Equals(certKey)) return new("ek_tpm: must contain the same public key found in ekcert");
+                KeyIdentity ekKey;
+                try { ekKey = KeyIdentity.FromTpmPublic(ek); }
+                catch (Exception ex) when (ex is InvalidOperationException or NotSupportedException or CryptographicException) { return new("ek_tpm: no usable public key: " + ex.Message); }
+                if (!ekKey.Equals(certKey)) return new("ek_tpm: must contain the same public key found in ekcert");
                 if (_settings.VerifyEkCertificateChain)
                 {
                     if (_trust is null) return new("ekcert: no trusted TPM manufacturer is configured");

@@ -58,8 +58,11 @@ public sealed class EkTrustStore
     {
         ArgumentNullException.ThrowIfNull(ekCertificate);
         if (_roots.Count == 0) return EkChainResult.Fail("no trusted TPM manufacturer root is configured");
-        if (ekCertificate.Extensions.OfType<X509BasicConstraintsExtension>().FirstOrDefault() is { CertificateAuthority: true })
-            return EkChainResult.Fail("is a CA certificate, not an EK certificate");
+        bool isCa;
+        // Extensions decode lazily: a malformed basicConstraints throws here, and is a bad certificate.
+        try { isCa = ekCertificate.Extensions.OfType<X509BasicConstraintsExtension>().FirstOrDefault() is { CertificateAuthority: true }; }
+        catch (CryptographicException) { return EkChainResult.Fail("its basicConstraints extension is malformed"); }
+        if (isCa) return EkChainResult.Fail("is a CA certificate, not an EK certificate");
         using var chain = new X509Chain();
         var p = chain.ChainPolicy;
         p.TrustMode = X509ChainTrustMode.CustomRootTrust;

@@ -524,8 +524,10 @@ public sealed class ProvisioningService
         CertificateRequest csr;
         try { csr = CertificateRequest.LoadSigningRequest(der, HashAlgorithmName.SHA256, CertificateRequestLoadOptions.SkipSignatureValidation); }
         catch (CryptographicException) { throw Bad("csr", "not a DER PKCS#10 request"); }
+        // A key algorithm .NET does not know (NotSupportedException), or a curve OpenSSL does not know (PlatformNotSupportedException):
+        // that CSR cannot be verified either.
         try { CertificateRequest.LoadSigningRequest(der, HashAlgorithmName.SHA256); }
-        catch (CryptographicException) { throw Bad("csr", "signature does not verify"); }
+        catch (Exception ex) when (ex is CryptographicException or NotSupportedException) { throw Bad("csr", "signature does not verify"); }
         KeyIdentity csrKey;
         try { csrKey = KeyIdentity.FromSubjectPublicKeyInfo(csr.PublicKey.ExportSubjectPublicKeyInfo()); }
         catch (FormatException ex) { throw Bad("csr", "its public key cannot be read: " + ex.Message); }

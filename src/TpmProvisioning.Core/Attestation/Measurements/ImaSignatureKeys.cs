@@ -148,8 +148,10 @@ public sealed class ImaSignatureKeys
         if (string.IsNullOrWhiteSpace(text)) return;
         try
         {
-            var node = JsonNode.Parse(text);
-            if (node is JsonValue v && v.TryGetValue<string>(out var inner)) node = JsonNode.Parse(inner);
+            // A member given twice is malformed (JsonObject would throw ArgumentException on first access otherwise).
+            var options = new JsonDocumentOptions { AllowDuplicateProperties = false };
+            var node = JsonNode.Parse(text, documentOptions: options);
+            if (node is JsonValue v && v.TryGetValue<string>(out var inner)) node = JsonNode.Parse(inner, documentOptions: options);
             if (node is not JsonObject obj) throw new FormatException("verification-keys: not a JSON object.");
             var pubkeys = obj["pubkeys"] as JsonArray ?? throw new FormatException("verification-keys: 'pubkeys' is not an array.");
             var keyids = obj["keyids"] as JsonArray;

@@ -41,7 +41,7 @@ public sealed class MeasuredBootPolicy
     {
         ArgumentNullException.ThrowIfNull(json);
         JsonNode? root;
-        try { root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 32 }); }
+        try { root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false }); }
         catch (JsonException e) { throw new FormatException($"Measured boot refstate is not valid JSON: {e.Message}"); }
         if (root is not JsonObject obj) throw new FormatException("Measured boot refstate: the top level is not a JSON object.");
         var p = new MeasuredBootPolicy();

@@ -143,7 +143,7 @@ public sealed class RuntimePolicy
     {
         ArgumentNullException.ThrowIfNull(json);
         JsonNode? root;
-        try { root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 64 }); }
+        try { root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 64, AllowDuplicateProperties = false }); }
         catch (JsonException e) { throw new FormatException($"Runtime policy is not valid JSON: {e.Message}"); }
         if (root is not JsonObject obj) throw new FormatException("Runtime policy: the top level is not a JSON object.");
         var p = new RuntimePolicy();

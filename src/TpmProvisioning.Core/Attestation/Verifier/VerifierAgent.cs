@@ -353,8 +353,12 @@ public static class VerifierAgentRequest
             var pub = Tpm.TpmPublic.ParseTpm2B(ak);
             var problems = pub.RestrictedSigningKeyProblems();
             if (problems.Count > 0) return "ak_tpm: not a TPM-resident restricted signing key (" + string.Join("; ", problems) + ")";
+            // The watch prepares this key to verify every quote: a key that cannot be prepared is refused now, not failed later.
+            using var prepared = Tpm.PreparedAk.Create(pub);
         }
         catch (Tpm.TpmFormatException ex) { return "ak_tpm: not a TPM2B_PUBLIC (" + ex.Message + ")"; }
+        catch (Exception ex) when (ex is InvalidOperationException or NotSupportedException or System.Security.Cryptography.CryptographicException)
+        { return "ak_tpm: not a usable public key (" + ex.Message + ")"; }
         if (c.MtlsCert is null or "" or "disabled")
         {
             if (requireMtls) return "mTLS certificate for agent is required!";

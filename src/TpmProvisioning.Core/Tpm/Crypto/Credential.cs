@@ -42,7 +42,20 @@ public static class Credential
 
     private static readonly byte[] IdentityLabel = "IDENTITY\0"u8.ToArray();
 
-    /// <summary>Protects <paramref name="secret"/> (at most the EK nameAlg's digest size) for the object <paramref name="objectName"/> under the EK.</summary>
+    /// <summary>
+    /// The EK's key; an EK public area whose unique field holds no key (empty modulus or point, a coordinate longer than the curve)
+    /// is a bad argument, like its other parameters.
+    /// </summary>
+    private static T UsableKey<T>(TpmPublic ek, Func<TpmPublic, T> get)
+    {
+        try { return get(ek); }
+        catch (InvalidOperationException ex) { throw new ArgumentException("The EK public area holds no usable key: " + ex.Message, "ekPublic", ex); }
+    }
+
+    /// <summary>
+    /// Protects <paramref name="secret"/> (at most the EK nameAlg's digest size) for the object <paramref name="objectName"/> under the EK.
+    /// Throws <see cref="ArgumentException"/> for an EK or inputs it cannot use, <see cref="NotSupportedException"/> for an unsupported nameAlg or curve.
+    /// </summary>
     public static CredentialBlob MakeCredential(TpmPublic ekPublic, byte[] objectName, byte[] secret)
     {
         ArgumentNullException.ThrowIfNull(ekPublic);
@@ -60,12 +73,12 @@ public static class Credential
         if (ekPublic.IsRsa)
         {
             seed = RandomNumberGenerator.GetBytes(digestSize);
-            var p = ekPublic.ToRsaParameters();
+            var p = UsableKey(ekPublic, static k => k.ToRsaParameters());
             encSecret = RsaOaepEncrypt(p.Modulus!, p.Exponent!, seed, hashAlg, IdentityLabel);
         }
         else
         {
-            using var ek = ekPublic.GetECDiffieHellmanPublicKey();
+            using var ek = UsableKey(ekPublic, static k => k.GetECDiffieHellmanPublicKey());
             using var eph = ECDiffieHellman.Create(TpmPublic.ToECCurve(ekPublic.Curve));
             var q = eph.ExportParameters(false).Q;
             byte[] z = eph.DeriveRawSecretAgreement(ek.PublicKey);

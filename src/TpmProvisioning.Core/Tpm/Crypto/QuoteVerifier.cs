@@ -90,7 +90,13 @@ public sealed class PreparedAk : IDisposable
         {
             _rsa = pub.GetRsaPublicKey();
             var p = pub.ToRsaParameters();
-            _bcRsa = new RsaKeyParameters(false, new BcBigInteger(1, p.Modulus), new BcBigInteger(1, p.Exponent));
+            // BouncyCastle refuses moduli no RSA key has (even, small factors) with ArgumentException: that is a bad key, not a bad call.
+            try { _bcRsa = new RsaKeyParameters(false, new BcBigInteger(1, p.Modulus), new BcBigInteger(1, p.Exponent)); }
+            catch (ArgumentException ex)
+            {
+                _rsa.Dispose();
+                throw new CryptographicException("The RSA public key is not valid: " + ex.Message, ex);
+            }
             KeySizeBytes = p.Modulus!.Length;
         }
         else
@@ -100,7 +106,10 @@ public sealed class PreparedAk : IDisposable
         }
     }
 
-    /// <summary>Parses the AK public area into a verifier. Throws <see cref="NotSupportedException"/> for curves or key types .NET cannot verify.</summary>
+    /// <summary>
+    /// Parses the AK public area into a verifier. Throws <see cref="NotSupportedException"/> for curves or key types .NET cannot verify,
+    /// <see cref="InvalidOperationException"/> for an empty modulus or point, <see cref="CryptographicException"/> for a key that is not valid.
+    /// </summary>
     public static PreparedAk Create(TpmPublic akPublic)
     {
         ArgumentNullException.ThrowIfNull(akPublic);

@@ -71,6 +71,8 @@ public sealed class KeylimeQuote
         }
         var buf = new byte[s.Length / 4 * 3 + 3];
         if (!Convert.TryFromBase64Chars(s, buf, out int m)) throw new TpmFormatException($"Keylime quote: {what} part is not base64.");
+        // Only whitespace decodes to nothing: as empty as an empty part.
+        if (m == 0) throw new TpmFormatException($"Keylime quote: {what} part is empty.");
         return buf[..m];
     }
 }
