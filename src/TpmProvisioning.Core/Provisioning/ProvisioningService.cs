@@ -130,7 +130,11 @@ public sealed class ProvisioningService
                 p.EkFingerprint = Convert.ToHexString(SHA256.HashData(ekCertDer));
                 p.EkSubject = ekCert.Subject;
                 p.EkIssuer = ekCert.Issuer;
-                await watch.LogAsync($"EK certificate: serial {ekCert.SerialNumber}, subject '{ekCert.Subject}', issuer '{ekCert.Issuer}', SHA-256 {p.EkFingerprint}, valid {ekCert.NotBefore.ToUniversalTime():yyyy-MM-dd} to {ekCert.NotAfter.ToUniversalTime():yyyy-MM-dd}", ct).ConfigureAwait(false);
+                // .NET decodes the validity lazily: a certificate that loaded may still hold dates that do not decode.
+                DateTime notBefore, notAfter;
+                try { (notBefore, notAfter) = (ekCert.NotBefore, ekCert.NotAfter); }
+                catch (CryptographicException) { throw Bad("ek_cert", "its validity dates do not decode"); }
+                await watch.LogAsync($"EK certificate: serial {ekCert.SerialNumber}, subject '{ekCert.Subject}', issuer '{ekCert.Issuer}', SHA-256 {p.EkFingerprint}, valid {notBefore.ToUniversalTime():yyyy-MM-dd} to {notAfter.ToUniversalTime():yyyy-MM-dd}", ct).ConfigureAwait(false);
                 var chain = _trust().Validate(ekCert);
                 if (!chain.Trusted) throw Bad("ek_cert", chain.Problem ?? "not trusted");
                 await watch.LogAsync($"EK certificate chain: trusted, root '{chain.Root?.Subject}' (SHA-256 {(chain.Root is null ? "-" : Convert.ToHexString(SHA256.HashData(chain.Root.RawData)))})", ct).ConfigureAwait(false);

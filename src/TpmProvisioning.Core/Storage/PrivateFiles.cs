@@ -76,6 +76,7 @@ public static class PrivateFiles
         return changed;
     }
 
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     private static void Tighten(string path, List<string> changed)
     {
         try

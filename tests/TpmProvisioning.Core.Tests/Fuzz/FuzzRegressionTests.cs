@@ -223,6 +223,18 @@ public sealed class FuzzRegressionTests
         Assert.Equal("ek_cert: its basicConstraints extension is malformed", outcome.Error);
     }
 
+    /// <summary>
+    /// An EK certificate whose validity dates do not decode (found by the short pass once the station's device log wrote them):
+    /// reading NotBefore threw CryptographicException (500).
+    /// </summary>
+    [Fact]
+    public async Task AnEkCertificateWithUndecodableValidityIsRefused()
+    {
+        var outcome = await ProvisionCrashAsync("crash-ekcert-bad-validity");
+        Assert.Equal(400, outcome.Status);
+        Assert.Equal("ek_cert: its validity dates do not decode", outcome.Error);
+    }
+
     // ------------------------------------------------------------------ verifier-policies: a member given twice
 
     /// <summary>
