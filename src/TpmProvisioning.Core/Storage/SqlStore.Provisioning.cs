@@ -178,20 +178,7 @@ public abstract partial class SqlStore
                     ("time_ms >= @since", "since", query.Since?.ToUnixTimeMilliseconds()),
                     ("time_ms <= @until", "until", query.Until?.ToUnixTimeMilliseconds()))
                 + Newest(cmd, query.Limit),
-                r => new ManufacturingRecord
-                {
-                    Id = r.GetInt64(0),
-                    Time = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(1)),
-                    Serial = r.GetString(2),
-                    Vendor = r.GetString(3),
-                    DeviceName = r.GetString(4),
-                    DeviceVersion = r.GetString(5),
-                    EkFingerprint = r.GetString(6),
-                    AkName = r.GetString(7),
-                    AkCertificateSerial = r.GetString(8),
-                    AkCertificate = r.GetFieldValue<byte[]>(9),
-                    ApiKeyId = r.GetString(10),
-                }, ct).ConfigureAwait(false));
+                ReadManufacturingRow, ct).ConfigureAwait(false));
     }
 
     public Task<long> CountManufacturingRecordsAsync(CancellationToken ct = default) =>

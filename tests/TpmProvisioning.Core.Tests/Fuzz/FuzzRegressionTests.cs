@@ -235,6 +235,18 @@ public sealed class FuzzRegressionTests
         Assert.Equal("ek_cert: its validity dates do not decode", outcome.Error);
     }
 
+    /// <summary>
+    /// verifier-policies crash found by the short afl pass of <c>build.ps1 Test</c> (<c>crash-keyring-unknown-curve</c>): an ima-sig
+    /// keyring key on an EC curve OpenSSL does not know threw PlatformNotSupportedException instead of the keyring's FormatException.
+    /// </summary>
+    [Fact]
+    public void AKeyringKeyOnAnUnknownCurveIsMalformed()
+    {
+        var keyring = File.ReadAllText(FuzzFile("corpus/verifier-policies/crash-keyring-unknown-curve"))[1..];
+        var ex = Assert.Throws<FormatException>(() => TpmProvisioning.Attestation.Measurements.ImaSignatureKeys.FromKeylimeKeyring(keyring));
+        Assert.Contains("Not an RSA or EC public key", ex.Message);
+    }
+
     // ------------------------------------------------------------------ verifier-policies: a member given twice
 
     /// <summary>

@@ -130,7 +130,9 @@ public sealed class ImaSignatureKeys
                 var q = ec.ExportParameters(false).Q;
                 idSource = [0x04, .. q.X!, .. q.Y!];
             }
-            catch (CryptographicException e)
+            // An EC key on a curve OpenSSL does not know is PlatformNotSupportedException, an unknown algorithm NotSupportedException:
+            // both mean "not a key this verifier can use", as a malformed one does.
+            catch (Exception e) when (e is CryptographicException or PlatformNotSupportedException or NotSupportedException)
             {
                 ec?.Dispose();
                 throw new FormatException($"Not an RSA or EC public key or certificate: {e.Message}");
