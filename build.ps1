@@ -189,7 +189,9 @@ function Invoke-Test {
     if (-not $SkipFuzz) {
         Write-Step "Test: fuzz targets (committed corpus replayed in-process, then $FuzzTestSeconds s of afl-fuzz each)"
         $script:FuzzOut = Join-Path $results 'fuzz'   # apart from out/fuzz, where a long Fuzz run may be going on
-        foreach ($r in (Invoke-FuzzPass -Seconds $FuzzTestSeconds)) {
+        # The committed corpus must replay clean every time; what the few seconds of afl-fuzz newly find is reported loudly but
+        # not counted, so the test run stays the same on every machine (build.ps1 Fuzz counts every finding).
+        foreach ($r in (Invoke-FuzzPass -Seconds $FuzzTestSeconds -Advisory)) {
             if ($r.Passed) { $passed += 1 } else { $failed += 1 }
         }
     }
@@ -262,7 +264,7 @@ function Read-AflStats([string] $Path) {
 }
 
 # Runs one target: the committed corpus in-process (any unexpected exception fails), then afl-fuzz for $Seconds.
-function Invoke-FuzzTarget([string] $Harness, [string] $Name, [int] $Seconds, [bool] $HaveAfl) {
+function Invoke-FuzzTarget([string] $Harness, [string] $Name, [int] $Seconds, [bool] $HaveAfl, [bool] $Advisory = $false) {
     $corpus = Join-Path $Root "tests/fuzz/corpus/$Name"
     $findings = Join-Path $FuzzOut "findings/$Name"
     $work = Join-Path $FuzzOut "work/$Name"
@@ -311,16 +313,22 @@ function Invoke-FuzzTarget([string] $Harness, [string] $Name, [int] $Seconds, [b
         if (Test-Path $work) { Remove-Item $work -Recurse -Force -ErrorAction Ignore }
     }
     $result.Passed = $result.Crashes -eq 0 -and $result.Hangs -eq 0
+    if ($Advisory -and -not $result.Passed -and $result.Note -eq '') {
+        # Only afl's new findings are left here (a corpus that crashes, or afl that did not run, sets a note and still fails).
+        Write-Warning "$Name`: afl-fuzz found $($result.Crashes) new crash(es) and $($result.Hangs) hang(s) in this short pass; inputs under $findings. Not counted in this run: fix the parser, keep the input in tests/fuzz/corpus/$Name with a regression test, and run build.ps1 Fuzz."
+        $result.Passed = $true
+        $result.Note = 'NEW FINDINGS (see warning)'
+    }
     Write-Host ("    {0,-24} {1}  replayed {2}, {3:N0} execs in {4} s ({5:N0}/s), corpus {6}, crashes {7}, hangs {8} {9}" -f $Name, $(if ($result.Passed) { 'ok  ' } else { 'FAIL' }), $result.Replayed, $result.Execs, $result.Seconds, $result.ExecsPerSec, $result.Corpus, $result.Crashes, $result.Hangs, $result.Note)
     return $result
 }
 
 # Every target, one after another (afl-fuzz takes a core each; the machine is shared).
-function Invoke-FuzzPass([int] $Seconds) {
+function Invoke-FuzzPass([int] $Seconds, [switch] $Advisory) {
     $harness = Initialize-Fuzz
     $haveAfl = [bool](Get-Command afl-fuzz -ErrorAction Ignore)
     if (-not $haveAfl) { Write-Warning 'afl-fuzz is missing (Debian package afl++; ./build.ps1 Bootstrap as root installs it): replaying the corpus only.' }
-    $results = foreach ($name in Get-FuzzTargetNames $harness) { Invoke-FuzzTarget $harness $name $Seconds $haveAfl }
+    $results = foreach ($name in Get-FuzzTargetNames $harness) { Invoke-FuzzTarget $harness $name $Seconds $haveAfl $Advisory.IsPresent }
     return $results
 }
 
