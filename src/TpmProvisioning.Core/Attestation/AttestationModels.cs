@@ -76,7 +76,9 @@ public sealed record AgentRegistration
             {
                 if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
                 if (v.ValueKind != JsonValueKind.String) { err ??= $"{name}: must be a string"; return null; }
-                return v.GetString();
+                // A lone surrogate escape (\uDF00) is valid JSON but no text: reading it throws InvalidOperationException.
+                try { return v.GetString(); }
+                catch (InvalidOperationException) { err ??= $"{name}: not valid text (a lone surrogate escape)"; return null; }
             }
             string? e = null;
             var reg = new AgentRegistration

@@ -130,7 +130,12 @@ internal sealed partial class KmsRole : IRoleModule
     internal static string? Str(JsonElement obj, string name, ref string? error)
     {
         if (!obj.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
-        if (v.ValueKind == JsonValueKind.String) return v.GetString();
+        if (v.ValueKind == JsonValueKind.String)
+        {
+            // A lone surrogate escape (\uDF00) is valid JSON but no text: reading it throws InvalidOperationException.
+            try { return v.GetString(); }
+            catch (InvalidOperationException) { error ??= $"{name}: not valid text (a lone surrogate escape)"; return null; }
+        }
         error ??= $"{name}: must be a string";
         return null;
     }

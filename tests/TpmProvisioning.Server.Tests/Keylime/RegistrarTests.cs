@@ -381,6 +381,7 @@ public sealed class RegistrarTests : IClassFixture<SwtpmFixture>, IAsyncLifetime
             ($"/v2.1/agents/{id}", Body(keys, o => o["ip"] = "https://127.0.0.1:9002/"), "URL as ip"),
             ($"/v2.1/agents/{id}", Body(keys, o => o["ip"] = new string('a', 5000)), "5000-character ip"),
             ($"/v2.1/agents/{id}", Body(keys, o => o["ip"] = "999.1.1.1"), "not an IPv4 address"),
+            ($"/v2.1/agents/{id}", Body(keys).Replace("\"ip\":\"127.0.0.1\"", "\"ip\":\"\\uDF00\""), "lone surrogate escape (found by the short afl pass)"),
             ($"/v2.1/agents/{id}", Body(keys, o => o["mtls_cert"] = "-----BEGIN CERTIFICATE-----\nAAAAAAAAAAAAAAAAAAAA\n-----END CERTIFICATE-----\n"), "garbage mtls_cert"),
             ($"/v2.1/agents/{id}", Body(keys, o => o["mtls_cert"] = "not a certificate"), "mtls_cert not PEM"),
             ($"/v2.1/agents/{id}", "[1,2,3]", "not an object"),
