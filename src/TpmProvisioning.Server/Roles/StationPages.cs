@@ -9,11 +9,11 @@ namespace TpmProvisioning.Server.Roles;
 /// The station's server-rendered pages: plain HTML with inline style, no asset from outside the server (factory networks are
 /// often air-gapped). Every value is HTML-encoded. The devices page refreshes itself over <c>/ws/devices</c>.
 /// </summary>
-internal static class StationPages
+internal static partial class StationPages
 {
-    private static string E(string? s) => WebUtility.HtmlEncode(s ?? "");
+    internal static string E(string? s) => WebUtility.HtmlEncode(s ?? "");
 
-    private static string Layout(string title, string body, StationRole.Caller? caller) => $$"""
+    internal static string Layout(string title, string body, StationRole.Caller? caller) => $$"""
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><title>{{E(title)}} - TpmProvisioning station</title>
         <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -27,7 +27,7 @@ internal static class StationPages
         pre{background:#fff;border:1px solid #d0d7de;padding:10px;overflow:auto;font-size:13px}
         .muted{color:#57606a}
         </style></head><body>
-        <header><b>TpmProvisioning station</b><a href="/devices">Devices</a><a href="/customisation/list-scripts">Scripts</a><a href="/options/get">Options</a><a href="/auditlog">Audit log</a>
+        <header><b>TpmProvisioning station</b><a href="/devices">Devices</a><a href="/api/v2/manufacturing">Manufacturing</a><a href="/images/list">Images</a><a href="/customisation/list-scripts">Scripts</a><a href="/options/get">Options</a><a href="/auditlog">Audit log</a>
         <span class="muted" style="margin-left:auto">{{E(caller?.Actor ?? "")}}</span></header>
         <main><h1>{{E(title)}}</h1>
         {{body}}
