@@ -285,6 +285,8 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             };
         }
 
+        // Parameters given here win over settings persisted by the options surface (docs/configuration.md).
+        TpmProvisioning.Configuration.SettingsCatalog.MarkExplicit(options, MyInvocation.BoundParameters.Keys);
         WriteVerbose($"ASP.NET Core shared framework: {AssemblyResolver.AspNetCoreFramework.Found}");
         IServerHost host;
         try

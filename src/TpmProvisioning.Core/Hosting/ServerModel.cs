@@ -79,6 +79,11 @@ public sealed class ServerOptions
     public Kms.KmsSettings Kms { get; set; } = new();
     /// <summary>Settings of the station surface (hook time limit, script size cap, public dashboard, script runner).</summary>
     public Station.StationSettings Station { get; set; } = new();
+    /// <summary>
+    /// Names of settings (docs/configuration.md) given explicitly at start: a value persisted by the options surface does not
+    /// replace them. Start-ProvisioningServer fills it from its bound parameters.
+    /// </summary>
+    public ISet<string> ExplicitSettings { get; } = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
 }
 
 /// <summary>A CA trusted for client certificates in the given roles (<see cref="ServerOptions.TrustedClientCas"/>).</summary>

@@ -25,6 +25,8 @@ public sealed class StationSettings
     public Uri? Verifier { get; set; }
     /// <summary>How often the station looks for registrations and the verifier's verdicts (REGISTERED, ATTESTING, ATTESTATION-FAILED).</summary>
     public TimeSpan WatchInterval { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>The firmware catalogue (one folder per device family); null means <c>&lt;DataPath&gt;/station/firmware</c>.</summary>
+    public string? FirmwareDirectory { get; set; }
 }
 
 /// <summary>A station failure with its HTTP status and the original's error code (<c>DEVICE_NOT_FOUND</c>, ...).</summary>

@@ -23,7 +23,8 @@ public sealed class StationScripts
     }
 
     public string Directory { get; }
-    public int MaxBytes { get; }
+    /// <summary>Largest script accepted; a running server's options surface may change it.</summary>
+    public int MaxBytes { get; set; }
 
     /// <summary>Hook names of the flow, in stage order.</summary>
     public static IReadOnlyList<string> HookNames { get; } = HookStages.All.Select(s => $"{Flow}-{s.Name}").ToList();

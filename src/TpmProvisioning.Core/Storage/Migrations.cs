@@ -204,6 +204,14 @@ public static class Migrations
                 image_sha256 {text}
             );
             """),
+        new(8, "settings: persisted configuration of the product (options surface), read at server start", """
+            CREATE TABLE server_settings (
+                name {text} NOT NULL PRIMARY KEY,
+                value {text} NOT NULL,
+                updated_ms {bigint} NOT NULL,
+                updated_by {text}
+            );
+            """),
     ];
 
     public static int Latest => All[^1].Version;

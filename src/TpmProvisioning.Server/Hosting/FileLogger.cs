@@ -17,7 +17,10 @@ internal sealed class FileLoggerProvider : ILoggerProvider
     private const int RingSize = 2000;
 
     private readonly string _directory;
-    private readonly LogLevel _minLevel;
+    private LogLevel _minLevel;
+
+    /// <summary>The minimum level; set once more at start when a persisted setting (SERVER_LOG_LEVEL) says so.</summary>
+    internal LogLevel MinLevel { get => _minLevel; set => _minLevel = value; }
     private readonly ConcurrentQueue<ServerLogEntry> _ring = new();
     private readonly object _fileLock = new();
     private StreamWriter? _writer;

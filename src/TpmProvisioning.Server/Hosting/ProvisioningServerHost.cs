@@ -55,6 +55,19 @@ public sealed class ProvisioningServerHost : IServerHost
 
     public IReadOnlyList<ServerLogEntry> RecentLog(int max) => _log.Recent(max);
 
+    /// <summary>
+    /// Settings persisted by the options surface (docs/configuration.md) replace the defaults in <paramref name="options"/>, except
+    /// those given explicitly at start (<see cref="ServerOptions.ExplicitSettings"/>), which win.
+    /// </summary>
+    private static async Task ApplyPersistedSettingsAsync(IStore store, ServerOptions options, FileLoggerProvider log, CancellationToken ct)
+    {
+        var (applied, skipped) = Configuration.SettingsCatalog.ApplyPersisted(options, await store.GetSettingsAsync(ct).ConfigureAwait(false));
+        log.MinLevel = (LogLevel)(int)options.LogLevel;
+        var logger = log.CreateLogger("TpmProvisioning.Server");
+        if (applied.Count > 0) logger.LogInformation("Stored settings applied: {Names}", string.Join(", ", applied));
+        foreach (var s in skipped) logger.LogWarning("Stored setting not applied: {Why}", s);
+    }
+
     /// <summary>Starts a server. Throws <see cref="ServerStartException"/> with a stable reason when it cannot.</summary>
     public static async Task<IServerHost> StartAsync(ServerOptions options, CancellationToken ct = default)
     {
@@ -103,6 +116,7 @@ public sealed class ProvisioningServerHost : IServerHost
             {
                 throw new ServerStartException("StoreUnavailable", $"The store under '{dataPath}' cannot be opened: {ex.Message}", ex);
             }
+            await ApplyPersistedSettingsAsync(store, options, log, ct).ConfigureAwait(false);
 
             ca = ComponentCa.LoadOrCreate(Path.Combine(dataPath, "ca"));
             foreach (var t in options.TrustedClientCas) ca.TrustClientCa(t.Certificate, t.Roles);

@@ -17,8 +17,14 @@ public sealed class RequestBodyBudget(long capacity)
     private long _inUse;
     private long _peak;
 
-    /// <summary>The budget in bytes.</summary>
-    public long Capacity { get; } = capacity > 0 ? capacity : throw new ArgumentOutOfRangeException(nameof(capacity));
+    private long _capacity = capacity > 0 ? capacity : throw new ArgumentOutOfRangeException(nameof(capacity));
+
+    /// <summary>The budget in bytes; a running server may change it (options surface): reservations already made are kept.</summary>
+    public long Capacity
+    {
+        get => Interlocked.Read(ref _capacity);
+        set => Interlocked.Exchange(ref _capacity, value > 0 ? value : throw new ArgumentOutOfRangeException(nameof(value)));
+    }
     /// <summary>Bytes reserved now.</summary>
     public long InUse => Interlocked.Read(ref _inUse);
     /// <summary>The most bytes ever reserved at once (never more than <see cref="Capacity"/>).</summary>

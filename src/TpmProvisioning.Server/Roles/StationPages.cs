@@ -27,7 +27,7 @@ internal static partial class StationPages
         pre{background:#fff;border:1px solid #d0d7de;padding:10px;overflow:auto;font-size:13px}
         .muted{color:#57606a}
         </style></head><body>
-        <header><b>TpmProvisioning station</b><a href="/devices">Devices</a><a href="/api/v2/manufacturing">Manufacturing</a><a href="/images/list">Images</a><a href="/customisation/list-scripts">Scripts</a><a href="/options/get">Options</a><a href="/auditlog">Audit log</a>
+        <header><b>TpmProvisioning station</b><a href="/devices">Devices</a><a href="/api/v2/manufacturing">Manufacturing</a><a href="/images/list">Images</a><a href="/customisation/list-scripts">Scripts</a><a href="/options/get">Options</a><a href="/options/firmware">Firmware</a><a href="/auditlog">Audit log</a>
         <span class="muted" style="margin-left:auto">{{E(caller?.Actor ?? "")}}</span></header>
         <main><h1>{{E(title)}}</h1>
         {{body}}
@@ -89,13 +89,6 @@ internal static partial class StationPages
 
     public static string Script(StationScript s, StationRole.Caller caller) =>
         Layout("Script " + s.Filename, $"<p>{(s.Exists ? "Saved" : "Not saved yet (template)")}; {(s.Enabled ? "enabled" : "disabled")}.</p><pre>{E(s.Content)}</pre>", caller);
-
-    public static string Options(IReadOnlyDictionary<string, object?> options, StationRole.Caller caller)
-    {
-        var sb = new StringBuilder("<table><tbody>");
-        foreach (var (k, v) in options) sb.Append($"<tr><th>{E(k)}</th><td>{E(Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture))}</td></tr>");
-        return Layout("Options", sb.Append("</tbody></table>").ToString(), caller);
-    }
 
     public static string Audit(IReadOnlyList<AuditEntry> entries, StationRole.Caller caller)
     {

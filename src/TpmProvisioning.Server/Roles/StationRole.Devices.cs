@@ -18,11 +18,12 @@ internal sealed partial class StationRole
     {
         var station = env.Station;
 
-        Route(routes, env, "/api/v2/manufacturing", "GET", Access.Operator, "station.manufacturing.read", async (http, _) =>
+        Route(routes, env, "/api/v2/manufacturing", "GET", Access.Operator, "station.manufacturing.read", async (http, caller) =>
         {
             long offset = QueryLong(http, "offset", 0, long.MaxValue) ?? 0;
             long? limit = QueryLong(http, "limit", 1, MaxManufacturingLimit);
             var rows = await station.PageManufacturingAsync(offset, limit, http.RequestAborted);
+            if (WantsHtml(http)) return Html(StationPages.Manufacturing(rows, offset, caller));
             return JsonOk(rows.Select(ManufacturingJson).ToList());
         });
 

@@ -12,7 +12,7 @@ using TpmProvisioning.Storage;
 
 namespace TpmProvisioning.Server.Roles;
 
-/// <summary>Services, service logs, the audit log, options, sign-in for pages, and <c>/ws/devices</c>.</summary>
+/// <summary>Services, service logs, the audit log, sign-in for pages, and <c>/ws/devices</c> (options: StationRole.Options.cs).</summary>
 internal sealed partial class StationRole
 {
     /// <summary>Service names and the log categories whose lines are theirs.</summary>
@@ -108,26 +108,6 @@ internal sealed partial class StationRole
                 ["offset"] = offset,
                 ["limit"] = limit,
             });
-        });
-
-        Route(routes, env, "/options/get", "GET", Access.Operator, "station.options.read", (http, caller) =>
-        {
-            var s = env.Station.Settings;
-            var options = new Dictionary<string, object?>
-            {
-                ["STATION_HOOK_TIMEOUT_SECONDS"] = (long)s.HookTimeout.TotalSeconds,
-                ["STATION_MAX_SCRIPT_BYTES"] = s.MaxScriptBytes,
-                ["STATION_PUBLIC_DASHBOARD"] = s.PublicDashboard,
-                ["STATION_SCRIPTS_DIRECTORY"] = env.Station.Scripts.Directory,
-                ["STATION_SCRIPT_RUNNER"] = s.ScriptRunner is null ? "none" : "powershell",
-                ["STATION_VERIFIER"] = s.Verifier?.ToString(),
-                ["STATION_IMAGE_NAME"] = s.ImageName,
-                ["STATION_IMAGE_SHA256"] = s.ImageSha256,
-                ["PRIVATE_KEY_API"] = "disabled (TPM-resident keys)",
-                ["SERVER_ROLES"] = info.Roles.ToString(),
-            };
-            if (WantsHtml(http)) return Task.FromResult(Html(StationPages.Options(options, caller)));
-            return Task.FromResult(JsonOk(options));
         });
 
         // Browser sign-in for the read-only pages: the operator token in a form becomes an HttpOnly, SameSite=Strict cookie that
