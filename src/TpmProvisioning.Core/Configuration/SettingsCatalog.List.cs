@@ -123,7 +123,7 @@ public static class SettingsCatalog
                 with { Role = ServerRole.Agent, StartParameters = ["AkHandle"], Minimum = 0x81000000, Maximum = 0x81FFFFFF, Nullable = true, NullMeaning = "the AK persisted on an earlier start, else a new one" },
             S("AGENT_REGISTRAR", Ag, SettingType.Url, R, "The registrar to register with at start.",
                 o => o.Agent.Registrar?.ToString(), (o, v) => o.Agent.Registrar = U(v)) with { Role = ServerRole.Agent, StartParameters = ["Registrar"], Nullable = true, NullMeaning = "no registration" },
-            S("AGENT_REGISTRAR_CA_CERTIFICATE", Ag, SettingType.Path, R, "The CA (PEM file) the registrar's TLS certificate chains to.",
+            S("AGENT_REGISTRAR_CA_CERTIFICATE_PATH", Ag, SettingType.Path, R, "The CA (PEM file) the registrar's TLS certificate chains to.",
                 o => o.Agent.RegistrarCaCertificatePath, (o, v) => o.Agent.RegistrarCaCertificatePath = (string?)v) with { Role = ServerRole.Agent, StartParameters = ["RegistrarCaCertificate"], Nullable = true, NullMeaning = "the system store" },
             S("AGENT_CONTACT_IP", Ag, SettingType.String, R, "Contact address sent to the registrar.",
                 o => o.Agent.ContactIp, (o, v) => o.Agent.ContactIp = (string?)v) with { Role = ServerRole.Agent, Nullable = true, NullMeaning = "the server's contact address" },
