@@ -51,7 +51,7 @@ public static class SettingsCatalog
             S("SERVER_PORT", Srv, SettingType.Integer, O, "The TCP port; 0 picks a free one.",
                 o => (long)o.Port) with { StartParameters = ["Port"], Minimum = 0, Maximum = 65535 },
             S("SERVER_DATA_PATH", Srv, SettingType.Path, O, "The folder of the store, keys, CA, logs and station files.",
-                o => o.DataPath) with { StartParameters = ["DataPath"] },
+                o => o.DataPath) with { StartParameters = ["DataPath"], NullMeaning = "TPMPROV_DATA or the per-user folder" },
             S("SERVER_ROLES", Srv, SettingType.List, O, "The surfaces hosted (Registrar and Verifier cannot share a server).",
                 o => Enum.GetValues<ServerRole>().Where(r => r is not (ServerRole.None or ServerRole.All) && o.Roles.HasFlag(r)).Select(r => r.ToString()).ToList())
                 with { StartParameters = ["Role"], Allowed = roleNames },
@@ -331,8 +331,7 @@ public static class SettingsCatalog
             sb.Append("| Setting | Type | Default | Rule | Applies | Start parameter | Meaning |\n|---|---|---|---|---|---|---|\n");
             foreach (var d in section)
             {
-                string def = SettingDefinition.Format(d.Default) is { Length: > 0 } f ? "`" + f + "`" : "(empty)";
-                if (d.Name == "SERVER_DATA_PATH") def = "TPMPROV_DATA or the per-user folder";
+                string def = SettingDefinition.Format(d.Default) is { Length: > 0 } f ? "`" + f + "`" : Esc(d.NullMeaning ?? "(empty)");
                 sb.Append($"| `{d.Name}` | {d.Type}{(d.Unit is null ? "" : " (" + d.Unit + ")")} | {def} | {Esc(d.Rule)} | {d.Apply} | {(d.StartParameters.Count == 0 ? "" : string.Join(", ", d.StartParameters.Select(p => "`-" + p + "`")))} | {Esc(d.Description)} |\n");
             }
             sb.Append('\n');

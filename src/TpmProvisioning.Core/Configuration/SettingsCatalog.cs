@@ -107,7 +107,7 @@ public sealed record SettingDefinition
     public object? GetValue(ServerOptions options) => _get(options);
 
     /// <summary>The built-in default (a fresh <see cref="ServerOptions"/>).</summary>
-    public object? Default => _get(new ServerOptions { DataPath = "." });
+    public object? Default => Name == "SERVER_DATA_PATH" ? null : _get(new ServerOptions { DataPath = "." });
 
     /// <summary>Sets <paramref name="value"/> (already checked) in <paramref name="options"/>.</summary>
     public void SetValue(ServerOptions options, object? value)

@@ -54,7 +54,7 @@ internal static partial class StationPages
         sb.Append($"<p class=\"muted\">{rows.Count} record(s) from offset {offset}; newest first.</p>");
         sb.Append("<table id=\"records\"><thead><tr><th>Id</th><th>Provisioned (UTC)</th><th>Serial</th><th>Vendor</th><th>Name</th><th>Version</th><th>AK certificate serial</th><th>EK certificate SHA-256</th><th>TPM CA key</th><th>Image</th><th>Agent id</th></tr></thead><tbody>");
         foreach (var r in rows)
-            sb.Append($"<tr class=\"record\"><td>{r.Id}</td><td>{E(StationRole.Ts(r.ProvisionTime))}</td><td><a href=\"/devices/{E(Uri.EscapeDataString(r.Serial))}\">{E(r.Serial)}</a></td><td>{E(r.Vendor)}</td><td>{E(r.Name)}</td><td>{E(r.Version)}</td><td><code>{E(r.AkCertificateSerial)}</code></td><td><code>{E(r.EkFingerprint)}</code></td><td>{E(r.CaKeyLabel)}</td><td>{E(r.ImageName)}</td><td>{E(r.AgentId)}</td></tr>");
+            sb.Append($"<tr class=\"record\"><td>{r.Id}</td><td>{E(StationRole.Ts(r.ProvisionTime))}</td><td><a href=\"/devices/{E(Uri.EscapeDataString(r.Serial))}\">{E(r.Serial)}</a></td><td>{E(r.Vendor)}</td><td>{E(r.Name)}</td><td>{E(r.Version)}</td><td><code>{E(r.AkCertificateSerial)}</code></td><td><code title=\"{E(r.EkFingerprint)}\">{E(r.EkFingerprint.Length > 16 ? r.EkFingerprint[..16] + "…" : r.EkFingerprint)}</code></td><td>{E(r.CaKeyLabel)}</td><td>{E(r.ImageName)}</td><td>{E(r.AgentId)}</td></tr>");
         sb.Append("</tbody></table>");
         return Layout("Manufacturing", sb.ToString(), caller);
     }
