@@ -165,9 +165,29 @@ internal sealed partial class StationRole
         {
             using var doc = JsonDocument.Parse(bytes);
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new StationException(400, "INVALID_JSON", "the body must be a JSON object");
+            if (!AllText(doc.RootElement)) throw new StationException(400, "INVALID_JSON", "the body holds a string that is not valid text (a lone surrogate escape)");
             return doc.RootElement.Clone();
         }
         catch (JsonException) { throw new StationException(400, "INVALID_JSON", "the body is not valid JSON"); }
+    }
+
+    /// <summary>
+    /// Whether every string and property name reads as text: a lone surrogate escape (<c>\uD800</c>) is valid JSON, but reading
+    /// it throws InvalidOperationException, which a handler would turn into a 500.
+    /// </summary>
+    private static bool AllText(JsonElement e)
+    {
+        try
+        {
+            switch (e.ValueKind)
+            {
+                case JsonValueKind.String: _ = e.GetString(); return true;
+                case JsonValueKind.Array: return e.EnumerateArray().All(AllText);
+                case JsonValueKind.Object: return e.EnumerateObject().All(p => p.Name is not null && AllText(p.Value));
+                default: return true;
+            }
+        }
+        catch (InvalidOperationException) { return false; }
     }
 
     /// <summary>The body through the server's shared reader (size cap, server-wide budget, framing errors), in the station's error shape.</summary>

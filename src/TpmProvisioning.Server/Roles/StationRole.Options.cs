@@ -46,10 +46,13 @@ internal sealed partial class StationRole
         Route(routes, env, "/options/validate", "POST", Access.Operator, "station.options.validate", async (http, _) =>
         {
             var body = await ReadJsonObjectAsync(http, MaxOptionsBody);
-            if (!body.TryGetProperty("field", out var f) || f.ValueKind != JsonValueKind.String || f.GetString() is not { Length: > 0 } field)
+            string? field = null;
+            Text(() => field = body.TryGetProperty("field", out var f) && f.ValueKind == JsonValueKind.String ? f.GetString() : null);
+            if (field is not { Length: > 0 })
                 throw new StationException(400, "MISSING_FIELD_NAME", "field: the name of a setting is required (a string)");
             var d = SettingsCatalog.Find(field) ?? throw new StationException(400, SettingError.UnknownField, $"{Clip(field)}: not a setting; see GET /options/get or docs/configuration.md");
-            object? raw = body.TryGetProperty("value", out var v) ? Raw(d.Name, v) : null;
+            object? raw = null;
+            Text(() => raw = body.TryGetProperty("value", out var v) ? Raw(d.Name, v) : null);
             var (value, error) = d.Check(raw);
             var answer = new Dictionary<string, object?> { ["valid"] = error is null, ["field"] = d.Name };
             if (error is null)
@@ -70,11 +73,14 @@ internal sealed partial class StationRole
         {
             var body = await ReadJsonObjectAsync(http, MaxOptionsBody);
             var raw = new List<KeyValuePair<string, object?>>();
-            foreach (var p in body.EnumerateObject())
+            Text(() =>
             {
-                var d = SettingsCatalog.Find(p.Name);
-                raw.Add(new(p.Name, d is null ? null : Raw(d.Name, p.Value)));
-            }
+                foreach (var p in body.EnumerateObject())
+                {
+                    var d = SettingsCatalog.Find(p.Name);
+                    raw.Add(new(p.Name, d is null ? null : Raw(d.Name, p.Value)));
+                }
+            });
             if (raw.Count == 0) throw new StationException(400, "MISSING_REQUIRED_FIELDS", "the body names no setting: send {\"NAME\": value, ...}");
             IReadOnlyList<(SettingDefinition Setting, object? Value)> changes;
             try { changes = SettingsCatalog.CheckAll(raw); }
@@ -143,7 +149,8 @@ internal sealed partial class StationRole
         Route(routes, env, "/options/firmware/set", "POST", Access.Operator, "station.firmware.set", async (http, caller) =>
         {
             var body = await ReadJsonObjectAsync(http, MaxOptionsBody);
-            string? family = Str(body, "family"), version = Str(body, "version");
+            string? family = null, version = null;
+            Text(() => (family, version) = (Str(body, "family"), Str(body, "version")));
             if (version is null) throw new StationException(400, "MISSING_REQUIRED_FIELDS", "version: the firmware version to select is required (family: its device family)");
             var r = await Firmware().SelectAsync(env.Context.Store, family, version, caller.Actor, http.RequestAborted);
             await env.Context.Store.AppendAuditAsync(new AuditEntry
@@ -163,6 +170,13 @@ internal sealed partial class StationRole
         });
     }
 
+    /// <summary>Reads strings of a parsed body: a lone surrogate escape (valid JSON, but no text) is a 400, not a server error.</summary>
+    private static void Text(Action read)
+    {
+        try { read(); }
+        catch (InvalidOperationException) { throw new StationException(400, "INVALID_JSON", "the body holds a string that is not valid text (a lone surrogate escape)"); }
+    }
+
     private static string? Str(JsonElement body, string name)
     {
         if (!body.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
@@ -174,7 +188,8 @@ internal sealed partial class StationRole
     private static object? Raw(string name, JsonElement v) => v.ValueKind switch
     {
         JsonValueKind.String => v.GetString(),
-        JsonValueKind.Number => v.TryGetInt64(out var l) ? l : v.GetDouble(),
+        JsonValueKind.Number => v.TryGetInt64(out var l) ? l : v.TryGetDouble(out var dbl) && double.IsFinite(dbl) ? dbl
+            : throw Refusal(new SettingError(name, SettingError.OutOfRange, $"{name}: {SettingsCatalog.Find(name)!.Rule}", Clip(v.GetRawText()))),
         JsonValueKind.True => true,
         JsonValueKind.False => false,
         JsonValueKind.Null => null,

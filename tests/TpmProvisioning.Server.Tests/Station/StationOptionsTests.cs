@@ -92,8 +92,12 @@ public sealed class StationOptionsTests(StationOptionsFixture fx) : IClassFixtur
         Assert.Equal("READ_ONLY_FIELD", (await V("{\"field\":\"SERVER_PORT\",\"value\":1}")).GetProperty("code").GetString());
         Assert.Equal("UNKNOWN_FIELD", StationTestServer.ErrorCode(await S.PostJsonAsync("/options/validate", "{\"field\":\"RPI_SB_WORKDIR\",\"value\":\"/x\"}"), HttpStatusCode.BadRequest));
         Assert.Equal("MISSING_FIELD_NAME", StationTestServer.ErrorCode(await S.PostJsonAsync("/options/validate", "{\"value\":1}"), HttpStatusCode.BadRequest));
+        Assert.Equal("INVALID_JSON", StationTestServer.ErrorCode(await S.PostJsonAsync("/options/validate", "{\"field\":\"\\uD800\",\"value\":1}"), HttpStatusCode.BadRequest));
+        Assert.Equal("INVALID_JSON", StationTestServer.ErrorCode(await S.PostJsonAsync("/options/validate", "{\"field\":\"STATION_IMAGE_NAME\",\"value\":\"\\uDC00\"}"), HttpStatusCode.BadRequest));
         Assert.Equal("INVALID_JSON", StationTestServer.ErrorCode(await S.PostJsonAsync("/options/validate", "[1]"), HttpStatusCode.BadRequest));
         Assert.Equal("METHOD_NOT_ALLOWED", StationTestServer.ErrorCode(await S.GetAsync("/options/validate"), HttpStatusCode.MethodNotAllowed));
+        // Every station JSON body reader refuses a lone surrogate escape the same way (the part-1 routes too).
+        Assert.Equal("INVALID_JSON", StationTestServer.ErrorCode(await S.PostJsonAsync("/customisation/save-script", "{\"filename\":\"x\",\"content\":\"\\uD800\"}"), HttpStatusCode.BadRequest));
         Assert.Equal(before, await StoredAsync());
         Assert.Equal(TimeSpan.FromSeconds(1800), fx.Options.Station.HookTimeout);
     }
@@ -117,6 +121,9 @@ public sealed class StationOptionsTests(StationOptionsFixture fx) : IClassFixtur
             // All or nothing: the good first value is not applied either.
             ("good then bad", "{\"STATION_HOOK_TIMEOUT_SECONDS\":60,\"STATION_MAX_SCRIPT_BYTES\":12}", "VALUE_OUT_OF_RANGE", "STATION_MAX_SCRIPT_BYTES"),
             ("good then unknown", "{\"STATION_PUBLIC_DASHBOARD\":true,\"NOPE\":1}", "UNKNOWN_FIELD", "NOPE"),
+            ("huge number", "{\"STATION_HOOK_TIMEOUT_SECONDS\":1e400}", "VALUE_OUT_OF_RANGE", "STATION_HOOK_TIMEOUT_SECONDS"),
+            ("lone surrogate value", "{\"STATION_IMAGE_NAME\":\"\\uD800\"}", "INVALID_JSON", "surrogate"),
+            ("lone surrogate name", "{\"\\uDF00\":1}", "INVALID_JSON", "surrogate"),
             ("empty object", "{}", "MISSING_REQUIRED_FIELDS", "name"),
             ("not JSON", "{nope", "INVALID_JSON", "JSON"),
         };
@@ -272,7 +279,8 @@ public sealed class StationOptionsTests(StationOptionsFixture fx) : IClassFixtur
             ("traversal family", () => S.PostJsonAsync("/options/firmware/set", "{\"family\":\"../cm4\",\"version\":\"2025-05-08\"}"), HttpStatusCode.BadRequest, "INVALID_FAMILY"),
             ("traversal version", () => S.PostJsonAsync("/options/firmware/set", "{\"family\":\"cm4\",\"version\":\"../../etc/passwd\"}"), HttpStatusCode.BadRequest, "INVALID_VERSION"),
             ("missing version", () => S.PostJsonAsync("/options/firmware/set", "{\"family\":\"cm4\"}"), HttpStatusCode.BadRequest, "MISSING_REQUIRED_FIELDS"),
-            ("number version", () => S.PostJsonAsync("/options/firmware/set", "{\"family\":\"cm4\",\"version\":20250508}"), HttpStatusCode.BadRequest, "INVALID_PARAMETER"),
+            ("lone surrogate version", () => S.PostJsonAsync("/options/firmware/set", "{\"family\":\"cm4\",\"version\":\"\\uD800\"}"), HttpStatusCode.BadRequest, "INVALID_JSON"),
+                        ("number version", () => S.PostJsonAsync("/options/firmware/set", "{\"family\":\"cm4\",\"version\":20250508}"), HttpStatusCode.BadRequest, "INVALID_PARAMETER"),
             ("unknown notes", () => S.GetAsync("/options/firmware/notes/2024-12-31"), HttpStatusCode.NotFound, "FIRMWARE_NOT_FOUND"),
             ("encoded traversal notes", () => S.GetAsync("/options/firmware/notes/..%2F..%2Fetc%2Fpasswd"), HttpStatusCode.BadRequest, "INVALID_VERSION"),
             ("traversal family notes", () => S.GetAsync("/options/firmware/notes/2025-05-08?family=..%2Fcm4"), HttpStatusCode.BadRequest, "INVALID_FAMILY"),
