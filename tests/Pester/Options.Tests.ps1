@@ -150,3 +150,20 @@ Describe 'Firmware catalogue and work folder' {
         (Clear-ProvisioningWorkDirectory -DataPath $script:Data -Confirm:$false).Files | Should -Be 0
     }
 }
+
+Describe 'Stored settings at the next start' {
+    It 'applies stored values when the server starts again, and an explicit parameter wins' {
+        Set-ProvisioningOption -DataPath $script:Data -Name STATION_HOOK_TIMEOUT_SECONDS -Value 45 -Confirm:$false | Out-Null
+        Set-ProvisioningOption -DataPath $script:Data -Name STATION_PUBLIC_DASHBOARD -Value $true -Confirm:$false | Out-Null
+        $script:Server | Stop-ProvisioningServer -Confirm:$false
+        $script:Server = Start-ProvisioningServer -Name 'options-2' -Port 0 -DataPath $script:Data -Role Station -StationHookTimeout '00:01:00'
+        $remote = @{ Server = $script:Server.Urls[0]; Token = $script:Token.Token; CaCertificate = $script:Server.CaCertificatePath }
+        $o = Get-ProvisioningOption @remote -Name STATION_HOOK_TIMEOUT_SECONDS, STATION_PUBLIC_DASHBOARD, STATION_WATCH_INTERVAL_SECONDS
+        ($o | Where-Object Name -eq STATION_HOOK_TIMEOUT_SECONDS).Value | Should -Be 60       # -StationHookTimeout wins
+        ($o | Where-Object Name -eq STATION_HOOK_TIMEOUT_SECONDS).Source | Should -Be 'start'
+        ($o | Where-Object Name -eq STATION_PUBLIC_DASHBOARD).Value | Should -BeTrue          # stored, applied at start
+        ($o | Where-Object Name -eq STATION_WATCH_INTERVAL_SECONDS).Value | Should -Be 12      # stored earlier for the next start
+        ($o | Where-Object Name -eq STATION_WATCH_INTERVAL_SECONDS).Pending | Should -BeNullOrEmpty
+        (Get-ProvisioningServerLog -InputObject $script:Server | Where-Object Message -like '*Stored settings applied*').Message | Should -BeLike '*STATION_PUBLIC_DASHBOARD*'
+    }
+}
