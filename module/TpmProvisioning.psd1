@@ -44,6 +44,7 @@
         'Set-ProvisioningOption'
         'Test-ProvisioningOption'
         'Get-ProvisioningFirmware'
+        'Set-ProvisioningFirmware'
         'Clear-ProvisioningWorkDirectory'
         'Test-DeviceQrCode'
         'Get-DeviceLabel'

@@ -133,6 +133,20 @@ Describe 'Firmware catalogue and work folder' {
         $e3[0].FullyQualifiedErrorId | Should -BeLike 'INVALID_FAMILY,*'
     }
 
+    It 'selects a release with -WhatIf honoured, and refuses an unknown one without changing the selection' {
+        Set-ProvisioningFirmware @script:Remote -Family cm4 -Version 2025-01-15 -WhatIf
+        (Get-ProvisioningFirmware -DataPath $script:Data | Where-Object Selected) | Should -BeNullOrEmpty
+        $s = Set-ProvisioningFirmware @script:Remote -Family cm4 -Version 2025-01-15 -Confirm:$false
+        $s.Selected | Should -BeTrue
+        Set-ProvisioningFirmware -DataPath $script:Data -Family cm4 -Version 2019-01-01 -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e1
+        $e1[0].FullyQualifiedErrorId | Should -BeLike 'FIRMWARE_NOT_FOUND,*'
+        Set-ProvisioningFirmware @script:Remote -Family cm4 -Version 2019-01-01 -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e2
+        $e2[0].FullyQualifiedErrorId | Should -BeLike 'FIRMWARE_NOT_FOUND,*'
+        (Get-ProvisioningFirmware @script:Remote | Where-Object Selected | ForEach-Object { "$($_.Family)/$($_.Version)" }) | Should -Be 'cm4/2025-01-15'
+        Get-ProvisioningFirmware -DataPath $script:Data -Family cm5 | Set-ProvisioningFirmware -DataPath $script:Data -Confirm:$false | Out-Null
+        (Get-ProvisioningFirmware @script:Remote | Where-Object Selected).Count | Should -Be 2
+    }
+
     It 'clears the work folder only after confirmation, never following a link out of it' {
         $work = Join-Path $script:Data 'station/work'
         New-Item -ItemType Directory -Path (Join-Path $work 'job') -Force | Out-Null

@@ -218,3 +218,36 @@ public sealed class ClearProvisioningWorkDirectoryCommand : StationCmdletBase
             WriteObject(result);
     }
 }
+
+/// <summary>Selects a firmware release for its device family (stored and audited).</summary>
+[Cmdlet(VerbsCommon.Set, "ProvisioningFirmware", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, DefaultParameterSetName = "DataPath")]
+[OutputType(typeof(ProvisioningFirmware))]
+public sealed class SetProvisioningFirmwareCommand : StationCmdletBase
+{
+    /// <summary>The device family (may be left out when only one family has the version).</summary>
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    public string? Family { get; set; }
+
+    /// <summary>The release to select.</summary>
+    [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
+    public string Version { get; set; } = "";
+
+    protected override void ProcessRecord()
+    {
+        string target = $"{(Family is null ? "" : Family + "/")}{Version}" + (Remote ? $" on {Server}" : $" in {ResolvedDataPath}");
+        if (!ShouldProcess(target, "Select firmware release")) return;
+        if (TryRun(async (store, _) =>
+            {
+                var (options, _) = await StoredOptions.LoadAsync(store, ResolvedDataPath);
+                var catalogue = new StationFirmware(options.Station.FirmwareDirectory ?? StationFirmware.DefaultDirectory(ResolvedDataPath));
+                var r = await catalogue.SelectAsync(store, Family, Version, Actor);
+                await store.AppendAuditAsync(new TpmProvisioning.Storage.AuditEntry
+                {
+                    Actor = Actor, Action = "station.firmware.selected", Target = $"{r.Family}/{r.Version}", Source = "local", Outcome = TpmProvisioning.Storage.AuditOutcome.Success,
+                    Detail = $"{r.FileName} sha256={r.Sha256}",
+                });
+                return r;
+            }, c => c.SelectFirmwareAsync(Family, Version), Version, out var selected))
+            WriteObject(selected);
+    }
+}
