@@ -25,6 +25,8 @@ public sealed class StationSettings
     public Uri? Verifier { get; set; }
     /// <summary>How often the station looks for registrations and the verifier's verdicts (REGISTERED, ATTESTING, ATTESTATION-FAILED).</summary>
     public TimeSpan WatchInterval { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>The master key that seals the station's signing keys and PKCS#11 PINs (null: the KMS's or verifier's, or the one set up in the data path).</summary>
+    public Kms.KmsSettings? MasterKey { get; set; }
 }
 
 /// <summary>A station failure with its HTTP status and the original's error code (<c>DEVICE_NOT_FOUND</c>, ...).</summary>
