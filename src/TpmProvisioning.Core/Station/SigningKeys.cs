@@ -56,6 +56,8 @@ public sealed record Pkcs11TokenInfo
     public string? Model { get; init; }
     public string? Manufacturer { get; init; }
     public string? SerialNumber { get; init; }
+    /// <summary>False for an empty slot's uninitialised token (SoftHSM always offers one).</summary>
+    public bool Initialized { get; init; }
     public bool PinConfigured { get; init; }
     /// <summary>True when the stored PIN logged in, so private objects are listed too.</summary>
     public bool LoggedIn { get; init; }
@@ -606,7 +608,8 @@ public sealed partial class SigningKeyService : IDisposable
                 try { pin = Ring.Open(stored.Pin, PinRow(path, label)); }
                 catch (KmsException) { pin = null; }
             }
-            var (objects, loggedIn) = RunToken(() => Pkcs11Token.WithLibrary(path, lib =>
+            bool initialized = info.TokenFlags.TokenInitialized;
+            var (objects, loggedIn) = !initialized ? (new List<Pkcs11ObjectInfo>(), false) : RunToken(() => Pkcs11Token.WithLibrary(path, lib =>
             {
                 var s = lib.GetSlotList(SlotsType.WithTokenPresent).First(x => x.SlotId == slot);
                 using var session = s.OpenSession(SessionType.ReadOnly);
@@ -623,7 +626,7 @@ public sealed partial class SigningKeyService : IDisposable
             result.Add(new Pkcs11TokenInfo
             {
                 Module = path, Slot = slot, Label = label, Model = info.Model?.Trim(), Manufacturer = info.ManufacturerId?.Trim(), SerialNumber = info.SerialNumber?.Trim(),
-                PinConfigured = stored is not null, LoggedIn = loggedIn, Objects = objects,
+                Initialized = initialized, PinConfigured = stored is not null, LoggedIn = loggedIn, Objects = objects,
             });
         }
         return result;
@@ -664,7 +667,7 @@ public sealed partial class SigningKeyService : IDisposable
             bool loaded = false;
             if (exists)
             {
-                try { tokens = Tokens(CheckModule(m)).Select(t => t.Info.Label.Trim()).ToList(); loaded = true; }
+                try { tokens = Tokens(CheckModule(m)).Where(t => t.Info.TokenFlags.TokenInitialized).Select(t => t.Info.Label.Trim()).ToList(); loaded = true; }
                 catch (StationException ex) { error = ex.Message; }
             }
             else error = "the module file does not exist";

@@ -133,7 +133,7 @@ internal sealed partial class StationRole
                 ["tokens"] = tokens.Select(t => new Dictionary<string, object?>
                 {
                     ["slot"] = t.Slot, ["label"] = t.Label, ["model"] = t.Model, ["manufacturer"] = t.Manufacturer, ["serial"] = t.SerialNumber,
-                    ["pinConfigured"] = t.PinConfigured, ["loggedIn"] = t.LoggedIn,
+                    ["initialized"] = t.Initialized, ["pinConfigured"] = t.PinConfigured, ["loggedIn"] = t.LoggedIn,
                     ["objects"] = t.Objects.Select(o => new Dictionary<string, object?> { ["class"] = o.Class, ["label"] = o.Label, ["id"] = o.Id, ["keyType"] = o.KeyType }).ToList(),
                 }).ToList(),
             });
