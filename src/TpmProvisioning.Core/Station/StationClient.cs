@@ -35,7 +35,7 @@ public sealed class StationRequestException(int status, string code, string deta
 /// A client of the station's REST surface (docs/rest/station.md) that returns the same objects the engine gives a local caller,
 /// so a cmdlet's <c>-Server</c> and <c>-DataPath</c> output look alike.
 /// </summary>
-public sealed class StationClient : IDisposable
+public sealed partial class StationClient : IDisposable
 {
     private readonly HttpClient _http;
     private readonly Uri _base;
