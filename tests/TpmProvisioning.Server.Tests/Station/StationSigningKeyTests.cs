@@ -201,6 +201,12 @@ public sealed class StationSigningKeyTests : IClassFixture<SigningKeyServerFixtu
             var bad = await S.PostJsonAsync("/options/keys/register-pkcs11", J(new { label = "hsm", module, token_label = StationSoftHsm.Token, key_label = StationSoftHsm.KeyLabel, certificate = hsmCertPem }));
             Assert.Equal(code, StationTestServer.ErrorCode(bad, HttpStatusCode.BadRequest));
         }
+        // A shared library that is not a PKCS#11 module (it has no C_GetFunctionList): the error object too.
+        var notPkcs11 = Path.Combine(System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory(), "libSystem.Native.so");
+        Assert.True(File.Exists(notPkcs11), notPkcs11);
+        var notModule = await S.PostJsonAsync("/options/pkcs11-discover", J(new { module = notPkcs11 }));
+        bool othersMayWrite = (File.GetUnixFileMode(notPkcs11) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0;
+        Assert.Equal(othersMayWrite ? "PKCS11_MODULE_INVALID" : "PKCS11_ERROR", StationTestServer.ErrorCode(notModule, HttpStatusCode.BadRequest));
         Assert.Equal(before, await KeysAsync());
 
         // Register: module, token, key and its CA certificate. Not active yet.
