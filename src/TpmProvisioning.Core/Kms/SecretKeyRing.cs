@@ -86,8 +86,8 @@ public sealed class SecretKeyRing : IDisposable
     }
 
     /// <summary>
-    /// The ring of a data path: the master key the settings choose (or the one already set up in its <c>kms</c> folder, unless it
-    /// needs an HSM PIN that is not given), then the verifier's fallback key file when it exists. Nothing is created unless
+    /// The ring of a data path: the master key the settings choose (or the one already set up in its <c>kms</c> folder; one that
+    /// needs an HSM PIN the settings do not give is a <see cref="KmsException"/>), then the verifier's fallback key file when it exists. Nothing is created unless
     /// <paramref name="settings"/> are given.
     /// </summary>
     public static SecretKeyRing Open(string dataPath, KmsSettings? settings)
@@ -97,8 +97,14 @@ public sealed class SecretKeyRing : IDisposable
         {
             IMasterKeyWrapper? primary = null;
             if (settings is not null) primary = KmsEngine.CreateWrapper(settings, KmsEngineFactory.KmsDirectory(dataPath));
-            else if (KmsEngineFactory.DetectMasterKey(dataPath) is { } kind && kind != MasterKeyKind.Pkcs11)
+            else if (KmsEngineFactory.DetectMasterKey(dataPath) is { } kind)
+            {
+                // An HSM-wrapped master key needs the HSM's PIN, which only the server's settings hold: refuse rather than
+                // fall back to another key (or to plaintext) for secrets that the server seals with its HSM key.
+                if (kind == MasterKeyKind.Pkcs11)
+                    throw new KmsException(KmsErrorKind.Unavailable, null, $"the master key of {dataPath} is wrapped by a PKCS#11 HSM; use the running server (-Server)");
                 primary = KmsEngine.CreateWrapper(new KmsSettings { MasterKey = kind }, KmsEngineFactory.KmsDirectory(dataPath));
+            }
             if (primary is not null) AddFrom(ring, primary);
             var verifierFile = new InsecureFileMasterKey(Path.Combine(dataPath, "verifier"));
             if (File.Exists(verifierFile.Path)) AddFrom(ring, verifierFile);

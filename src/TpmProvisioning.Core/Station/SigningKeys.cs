@@ -103,18 +103,20 @@ public sealed partial class SigningKeyService : IDisposable
 
     private readonly IStore _store;
     private readonly string _tpmCaDirectory;
-    private readonly Lazy<SecretKeyRing> _ring;
+    private readonly Func<SecretKeyRing> _openRing;
+    private readonly object _ringGate = new();
+    private SecretKeyRing? _ring;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly List<TpmCa> _retired = [];
     private volatile CachedCa? _cache;
 
-    /// <param name="ring">Opens the master keys when first needed (a TPM-sealed key talks to the TPM).</param>
+    /// <param name="ring">Opens the master keys when first needed (a TPM-sealed key talks to the TPM); retried after a failure.</param>
     public SigningKeyService(IStore store, string tpmCaDirectory, Func<SecretKeyRing> ring)
     {
         _store = store ?? throw new ArgumentNullException(nameof(store));
         _tpmCaDirectory = tpmCaDirectory ?? throw new ArgumentNullException(nameof(tpmCaDirectory));
         ArgumentNullException.ThrowIfNull(ring);
-        _ring = new Lazy<SecretKeyRing>(ring, LazyThreadSafetyMode.ExecutionAndPublication);
+        _openRing = ring;
     }
 
     public IStore Store => _store;
@@ -124,7 +126,8 @@ public sealed partial class SigningKeyService : IDisposable
     {
         get
         {
-            try { return _ring.Value; }
+            // Opened once; a failure (a TPM that is busy, an HSM that is away) is not kept, so the next call tries again.
+            try { lock (_ringGate) return _ring ??= _openRing(); }
             catch (Exception ex) when (ex is KmsException or IOException or Tpm.TpmException or Pkcs11Exception or CryptographicException)
             {
                 throw new StationException(503, "MASTER_KEY_UNAVAILABLE", "the master key cannot be loaded: " + ex.Message);
@@ -717,7 +720,7 @@ public sealed partial class SigningKeyService : IDisposable
             foreach (var ca in _retired) ca.Dispose();
             _retired.Clear();
         }
-        if (_ring.IsValueCreated) _ring.Value.Dispose();
+        lock (_ringGate) _ring?.Dispose();
         _gate.Dispose();
     }
 }
