@@ -8,7 +8,7 @@
     Description          = 'TPM-rooted device provisioning, Keylime-compatible remote attestation and attestation-gated key release: cmdlets, an in-process REST server and a device agent.'
     PowerShellVersion    = '7.6'
     CompatiblePSEditions = @('Core')
-    FormatsToProcess     = @('TpmProvisioning.format.ps1xml', 'TpmProvisioning.Tpm.format.ps1xml', 'TpmProvisioning.Provisioning.format.ps1xml', 'TpmProvisioning.Attestation.format.ps1xml', 'TpmProvisioning.Kms.format.ps1xml', 'TpmProvisioning.Station.format.ps1xml', 'TpmProvisioning.Options.format.ps1xml')
+    FormatsToProcess     = @('TpmProvisioning.format.ps1xml', 'TpmProvisioning.Tpm.format.ps1xml', 'TpmProvisioning.Provisioning.format.ps1xml', 'TpmProvisioning.Attestation.format.ps1xml', 'TpmProvisioning.Kms.format.ps1xml', 'TpmProvisioning.Station.format.ps1xml', 'TpmProvisioning.Options.format.ps1xml', 'TpmProvisioning.SigningKeys.format.ps1xml')
     CmdletsToExport      = @(
         'Start-ProvisioningServer'
         'Get-ProvisioningServer'
@@ -37,6 +37,15 @@
         'Enable-ProvisioningScript'
         'Disable-ProvisioningScript'
         'Remove-ProvisioningScript'
+        'Get-ProvisioningSigningKey'
+        'Add-ProvisioningSigningKey'
+        'Enable-ProvisioningSigningKey'
+        'Remove-ProvisioningSigningKey'
+        'Register-Pkcs11SigningKey'
+        'Get-Pkcs11Status'
+        'Set-Pkcs11Pin'
+        'Get-ProvisioningSecretStatus'
+        'Protect-ProvisioningSecret'
         'New-StationToken'
         'Get-StationToken'
         'Remove-StationToken'

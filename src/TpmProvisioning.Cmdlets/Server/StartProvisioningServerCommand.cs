@@ -266,7 +266,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
 
         // The master key also seals the verifier's stored tenant secrets: given for a verifier, it applies there too.
         bool masterKeyGiven = KmsSettings is not null || KmsMasterKey is not null || KmsMasterKeyTpm is not null;
-        if ((roles.HasFlag(ServerRole.Kms) || (roles.HasFlag(ServerRole.Verifier) && masterKeyGiven)) && !TryKmsSettings(options)) return;
+        if ((roles.HasFlag(ServerRole.Kms) || ((roles.HasFlag(ServerRole.Verifier) || roles.HasFlag(ServerRole.Station)) && masterKeyGiven)) && !TryKmsSettings(options)) return;
         if (roles.HasFlag(ServerRole.Verifier) && masterKeyGiven && options.Verifier is not null) options.Verifier.MasterKey = options.Kms;
         if (roles.HasFlag(ServerRole.Station))
         {
@@ -282,6 +282,8 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
                 Verifier = StationVerifier,
                 // Hooks are PowerShell: each runs in a runspace of its own, never in this session's.
                 ScriptRunner = new Station.PowerShellScriptRunner(),
+                // The master key also seals the station's signing keys and PKCS#11 PINs.
+                MasterKey = masterKeyGiven ? options.Kms : null,
             };
         }
 

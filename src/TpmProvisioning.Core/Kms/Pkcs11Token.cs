@@ -53,13 +53,7 @@ public static class Pkcs11Token
         ArgumentNullException.ThrowIfNull(settings);
         lock (s_gate)
         {
-            if (!s_libraries.TryGetValue(settings.LibraryPath, out var lib))
-            {
-                if (!File.Exists(settings.LibraryPath))
-                    throw new KmsException(KmsErrorKind.Unavailable, null, $"The PKCS#11 module '{settings.LibraryPath}' does not exist.");
-                lib = Factories.Pkcs11LibraryFactory.LoadPkcs11Library(Factories, settings.LibraryPath, AppType.MultiThreaded);
-                s_libraries[settings.LibraryPath] = lib;
-            }
+            var lib = Load(settings.LibraryPath);
             var slot = lib.GetSlotList(SlotsType.WithTokenPresent).FirstOrDefault(s => s.GetTokenInfo().Label.Trim() == settings.TokenLabel)
                 ?? throw new KmsException(KmsErrorKind.Unavailable, null, $"No PKCS#11 token labelled '{settings.TokenLabel}' in {Path.GetFileName(settings.LibraryPath)}.");
             using var session = slot.OpenSession(SessionType.ReadWrite);
@@ -72,6 +66,25 @@ public static class Pkcs11Token
             try { return op(session); }
             finally { try { session.Logout(); } catch (Pkcs11Exception) { } }
         }
+    }
+
+    /// <summary>Runs <paramref name="op"/> on the module at <paramref name="libraryPath"/> (loaded once per process), serialized with every other call.</summary>
+    public static T WithLibrary<T>(string libraryPath, Func<IPkcs11Library, T> op)
+    {
+        ArgumentNullException.ThrowIfNull(libraryPath);
+        lock (s_gate) return op(Load(libraryPath));
+    }
+
+    private static IPkcs11Library Load(string libraryPath)
+    {
+        if (!s_libraries.TryGetValue(libraryPath, out var lib))
+        {
+            if (!File.Exists(libraryPath))
+                throw new KmsException(KmsErrorKind.Unavailable, null, $"The PKCS#11 module '{libraryPath}' does not exist.");
+            lib = Factories.Pkcs11LibraryFactory.LoadPkcs11Library(Factories, libraryPath, AppType.MultiThreaded);
+            s_libraries[libraryPath] = lib;
+        }
+        return lib;
     }
 
     /// <summary>Secret-key objects with <paramref name="label"/> (CKA_LABEL), or with CKA_ID equal to the hex <paramref name="label"/>.</summary>

@@ -60,6 +60,12 @@ public sealed class ProvisioningService
     public ApiKeyRateLimiter RateLimiter { get; }
     public TpmCa Ca => _ca;
 
+    /// <summary>
+    /// Resolves the CA that signs each request's AK certificate (the station's active signing key, cached until it changes);
+    /// null means the CA given at construction. A <see cref="SigningKeyUnavailableException"/> from it answers 503.
+    /// </summary>
+    public Func<CancellationToken, Task<TpmCa>>? CaSource { get; set; }
+
     /// <summary>A rejection carrying its status, raised inside the checks and turned into an outcome at the top.</summary>
     private sealed class Rejection(int status, string message, int? retryAfter = null) : Exception(message)
     {
@@ -171,7 +177,9 @@ public sealed class ProvisioningService
                 // 8. Issue, protect, record.
                 await watch.EnterAsync("PROVISIONER", DeviceLogType.Provisioner, DeviceStates.ProvisionerStarted, ct).ConfigureAwait(false);
                 await watch.StageAsync(HookStages.ProvisionStarted, ct).ConfigureAwait(false);
-                var (akCertDer, akCertSerial) = await _ca.IssueAkCertificateDerAsync(new AkCertificateRequest
+                var ca = CaSource is null ? _ca : await CaSource(ct).ConfigureAwait(false);
+                ca.SignerTimeout = _settings.SignerTimeout;
+                var (akCertDer, akCertSerial) = await ca.IssueAkCertificateDerAsync(new AkCertificateRequest
                 {
                     AkSubjectPublicKeyInfo = akKey.ToSubjectPublicKeyInfo(),
                     DeviceName = device.Name,
@@ -183,9 +191,9 @@ public sealed class ProvisioningService
                 }, ct).ConfigureAwait(false);
                 p.AkCertificate = akCertDer;
                 p.AkCertificateSerial = akCertSerial;
-                p.CaKeyLabel = _ca.Signer.Description;
-                p.CaFingerprint = Convert.ToHexString(SHA256.HashData(_ca.Certificate.RawData));
-                await watch.LogAsync($"AK certificate issued: serial {akCertSerial}, SHA-256 {Convert.ToHexString(SHA256.HashData(akCertDer))}, by '{_ca.Certificate.Subject}' (key {p.CaKeyLabel}, CA SHA-256 {p.CaFingerprint})", ct).ConfigureAwait(false);
+                p.CaKeyLabel = ca.Signer.Description;
+                p.CaFingerprint = Convert.ToHexString(SHA256.HashData(ca.Certificate.RawData));
+                await watch.LogAsync($"AK certificate issued: serial {akCertSerial}, SHA-256 {Convert.ToHexString(SHA256.HashData(akCertDer))}, by '{ca.Certificate.Subject}' (key {p.CaKeyLabel}, CA SHA-256 {p.CaFingerprint})", ct).ConfigureAwait(false);
                 await watch.StageAsync(HookStages.CertificateIssued, ct).ConfigureAwait(false);
 
                 var secret = RandomNumberGenerator.GetBytes(ProvisioningEnvelope.SecretBytes);
@@ -244,6 +252,10 @@ public sealed class ProvisioningService
                 Status = 503, Error = "the provisioning store is unavailable; retry later", RetryAfterSeconds = _settings.UnavailableRetryAfterSeconds,
                 ApiKeyId = actor == "-" ? null : actor,
             };
+        }
+        catch (SigningKeyUnavailableException ex)
+        {
+            outcome = new ProvisioningOutcome { Status = 503, Error = "the TPM CA signing key is unavailable: " + ex.Message, RetryAfterSeconds = _settings.UnavailableRetryAfterSeconds, ApiKeyId = actor == "-" ? null : actor };
         }
         catch (CertificateSignerTimeoutException)
         {

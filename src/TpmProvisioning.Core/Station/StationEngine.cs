@@ -27,6 +27,8 @@ public sealed class StationSettings
     public TimeSpan WatchInterval { get; set; } = TimeSpan.FromSeconds(5);
     /// <summary>The firmware catalogue (one folder per device family); null means <c>&lt;DataPath&gt;/station/firmware</c>.</summary>
     public string? FirmwareDirectory { get; set; }
+    /// <summary>The master key that seals the station's signing keys and PKCS#11 PINs (null: the KMS's or verifier's, or the one set up in the data path).</summary>
+    public Kms.KmsSettings? MasterKey { get; set; }
 }
 
 /// <summary>A station failure with its HTTP status and the original's error code (<c>DEVICE_NOT_FOUND</c>, ...).</summary>

@@ -212,6 +212,34 @@ public static class Migrations
                 updated_by {text}
             );
             """),
+        new(9, "station: signing keys (TPM CA keys: sealed PEM or PKCS#11) and sealed PKCS#11 PINs", """
+            CREATE TABLE station_signing_keys (
+                label {text} NOT NULL PRIMARY KEY,
+                kind {text} NOT NULL,
+                algorithm {text} NOT NULL,
+                key_size INTEGER NOT NULL,
+                fingerprint {text} NOT NULL,
+                certificate_pem {text} NOT NULL,
+                private_key {text},
+                wrap_key_id {text},
+                pkcs11_module {text},
+                pkcs11_token {text},
+                pkcs11_key_label {text},
+                pkcs11_key_id {text},
+                active INTEGER NOT NULL,
+                created_ms {bigint} NOT NULL,
+                updated_ms {bigint} NOT NULL
+            );
+            CREATE UNIQUE INDEX ux_station_signing_keys_active ON station_signing_keys (active) WHERE active = 1;
+            CREATE TABLE station_pkcs11_pins (
+                module {text} NOT NULL,
+                token {text} NOT NULL,
+                pin_sealed {text} NOT NULL,
+                wrap_key_id {text},
+                updated_ms {bigint} NOT NULL,
+                PRIMARY KEY (module, token)
+            );
+            """),
     ];
 
     public static int Latest => All[^1].Version;

@@ -31,12 +31,16 @@ internal sealed class ProvisioningRole : IRoleModule
             // The station, when it shares the server, watches every provisioning (states, logs, hook stages).
             Service = { Observer = sp.GetService<Station.StationService>() },
         });
+        // The active signing key (station options/keys) signs each request's AK certificate; the TPM CA is the default.
+        StationRole.AddSigningKeys(services, context);
     }
 
     public void Map(IEndpointRouteBuilder routes, ServerContext context)
     {
         // Resolved now so a broken TPM CA or trust folder fails the start, not the first request.
         var endpoint = routes.ServiceProvider.GetRequiredService<ProvisioningEndpoint>();
+        var keys = routes.ServiceProvider.GetRequiredService<Station.SigningKeyService>();
+        endpoint.Service.CaSource = ct => keys.ResolveAsync(endpoint.Service.Ca, ct);
         routes.MapPost(Route, (HttpContext http) => endpoint.HandleAsync(http, null));
         routes.MapPost(NamespacedRoute, (HttpContext http, string @namespace) => endpoint.HandleAsync(http, @namespace));
     }

@@ -33,6 +33,7 @@ internal sealed partial class StationRole : IRoleModule
     {
         services.AddSingleton(sp => new StationService(context.Store, context.Options.Station ?? new StationSettings(), context.Info.DataPath));
         services.AddSingleton(sp => new StationHub(sp.GetRequiredService<StationService>()));
+        AddSigningKeys(services, context);
     }
 
     public void Map(IEndpointRouteBuilder routes, ServerContext context)
@@ -51,6 +52,7 @@ internal sealed partial class StationRole : IRoleModule
         MapScripts(routes, env);
         MapMisc(routes, env);
         MapOptions(routes, env);
+        MapKeys(routes, env);
     }
 
     /// <summary>What the station's handlers share.</summary>
