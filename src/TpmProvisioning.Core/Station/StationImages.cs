@@ -85,6 +85,12 @@ public sealed class StationImages
         if (name[0] == '.') return "an image name must not start with '.'";
         if (name.Trim().Length != name.Length) return "an image name must not start or end with a space";
         if (Path.IsPathRooted(name) || name.Contains(':')) return "an image name must not be a path";
+        // A name that still decodes to a path (double encoding) is refused rather than taken literally.
+        if (name.Contains('%'))
+        {
+            string decoded = Uri.UnescapeDataString(name);
+            if (decoded != name && NameProblem(decoded) is not null) return "an image name must not hide a path in percent-encoding";
+        }
         return null;
     }
 

@@ -50,6 +50,7 @@ internal sealed partial class StationRole : IRoleModule
         MapDevices(routes, env);
         MapScripts(routes, env);
         MapMisc(routes, env);
+        MapImages(routes, env);
     }
 
     /// <summary>What the station's handlers share.</summary>
