@@ -80,6 +80,7 @@ function Invoke-Bootstrap {
     Write-Step 'Bootstrap: checking prerequisites'
     if ($IsLinux) {
         $wanted = [ordered]@{ swtpm = 'swtpm'; swtpm_setup = 'swtpm-tools'; tpm2_quote = 'tpm2-tools'; 'softhsm2-util' = 'softhsm2'; pg_ctlcluster = 'postgresql'; chromium = 'chromium'; 'afl-fuzz' = 'afl++' }
+        $wanted['sfdisk'] = 'fdisk' # the station's image analysis is checked against sfdisk
         $missing = @($wanted.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) -and -not (Test-Path "/usr/bin/$_") -and -not (Test-Path "/usr/sbin/$_") } | ForEach-Object { $wanted[$_] })
         if ($missing.Count -gt 0) {
             $isRoot = (& id -u) -eq '0'

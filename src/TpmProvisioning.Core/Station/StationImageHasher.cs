@@ -7,7 +7,7 @@ namespace TpmProvisioning.Station;
 /// <summary>The hash state of one image: <c>complete</c> with <see cref="Sha256"/>, <c>pending</c> with <see cref="Progress"/>, <c>error</c>, or <c>none</c>.</summary>
 public sealed record ImageHashState(string Name, string Status, string? Sha256, double Progress, string? Error)
 {
-    public int ProgressPercent => (int)Math.Floor(Progress * 100);
+    public int ProgressPercent => (int)Math.Floor(Progress * 100 + 1e-9);
 }
 
 /// <summary>
@@ -94,7 +94,7 @@ public sealed class StationImageHasher
     /// The cached hash, or the running job, or a new job started now. <paramref name="subscriber"/> (when given) is attached before
     /// a new job starts, so it hears every step; dispose the returned handle to detach.
     /// </summary>
-    public (ImageHashState State, Job? Job, IDisposable Subscription) GetOrStart(string? name, Action<ImageHashState>? subscriber = null)
+    public (ImageHashState State, Job? Job, IDisposable Subscription) GetOrStart(string? name, Action<ImageHashState>? subscriber = null, Action<ImageHashState>? first = null)
     {
         string full = _images.Resolve(name, true, out var info);
         if (info is DirectoryInfo || (info!.Attributes & FileAttributes.Directory) != 0)
@@ -106,7 +106,12 @@ public sealed class StationImageHasher
         bool start = false;
         lock (_gate)
         {
-            if (CachedLocked(name!, size, mtime) is { } sha) return (new ImageHashState(name!, "complete", sha, 1, null), null, Nothing.Instance);
+            if (CachedLocked(name!, size, mtime) is { } sha)
+            {
+                var done = new ImageHashState(name!, "complete", sha, 1, null);
+                first?.Invoke(done);
+                return (done, null, Nothing.Instance);
+            }
             if (!_jobs.TryGetValue(name!, out job!) || job.Size != size || job.Mtime != mtime)
             {
                 if (job is not null) job.Cancel.Cancel();
@@ -117,8 +122,10 @@ public sealed class StationImageHasher
             if (subscriber is not null) job.Changed += subscriber;
         }
         IDisposable sub = subscriber is null ? Nothing.Instance : new Unsubscribe(job, subscriber);
+        var state = new ImageHashState(name!, "pending", null, job.Progress, null);
+        first?.Invoke(state); // before the job can report a step, so a new job's first answer comes first
         if (start) _ = Task.Run(() => RunAsync(job, full));
-        return (new ImageHashState(name!, "pending", null, job.Progress, null), job, sub);
+        return (state, job, sub);
     }
 
     /// <summary>Hashes the image now (sharing a running job) and returns the hex SHA-256.</summary>
@@ -154,14 +161,17 @@ public sealed class StationImageHasher
             // The file must be the one whose stamp the job started with.
             var f = new FileInfo(path);
             if (!f.Exists || Stamp(f) != (job.Size, job.Mtime)) throw new IOException("the file changed while it was hashed");
+            bool current;
             lock (_gate)
             {
-                if (_jobs.TryGetValue(job.Name, out var j) && j == job)
+                current = _jobs.TryGetValue(job.Name, out var j) && j == job;
+                if (current)
                 {
                     _jobs.Remove(job.Name);
                     _cache[job.Name] = (job.Size, job.Mtime, sha);
                 }
             }
+            if (current)
             try
             {
                 var dir = Directory.CreateDirectory(Path.Combine(_images.Directory, CacheFolder));

@@ -184,7 +184,9 @@ internal sealed partial class StationRole
         if (http.Request.HasFormContentType)
         {
             if (http.Request.ContentLength is null or > 16 * 1024) throw new StationException(413, "PAYLOAD_TOO_LARGE", "the form may be at most 16 KiB");
-            var form = await http.Request.ReadFormAsync(http.RequestAborted);
+            IFormCollection form;
+            try { form = await http.Request.ReadFormAsync(http.RequestAborted); }
+            catch (InvalidDataException ex) { throw new StationException(400, "FORM_PARSE_ERROR", "the form cannot be read: " + ex.Message); }
             return form[field].Count == 1 ? form[field][0] : form[field].Count > 1 ? throw new StationException(400, "INVALID_IMAGE_NAME", $"{field}: given more than once") : null;
         }
         if ((http.Request.ContentType ?? "").StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
@@ -307,9 +309,8 @@ internal sealed partial class StationRole
                 }
                 try
                 {
-                    var (state, job, sub) = images.Hasher.GetOrStart(name, s => outbox.Writer.TryWrite(Frame(s)));
+                    var (_, _, sub) = images.Hasher.GetOrStart(name, s => outbox.Writer.TryWrite(Frame(s)), first: s => outbox.Writer.TryWrite(Frame(s)));
                     subscriptions.Add(sub);
-                    outbox.Writer.TryWrite(Frame(state));
                 }
                 catch (StationException ex)
                 {
