@@ -35,7 +35,7 @@ internal static partial class StationPages
             function open(){ws=new WebSocket((location.protocol==='https:'?'wss://':'ws://')+location.host+'/ws/sha256');
             ws.onopen=function(){document.getElementById('live').textContent='live';while(queue.length)ws.send(queue.shift());};
             ws.onmessage=function(m){var d=JSON.parse(m.data);var r=row(d.image_name);if(!r)return;var bar=r.querySelector('progress.hashbar'),pct=r.querySelector('.pct'),sha=r.querySelector('.sha');
-            if(d.status==='pending'){bar.style.display='';var p=d.progress_percent||0;bar.value=p;pct.textContent=p+'%';sha.textContent='calculating';}
+            if(d.status==='pending'){bar.style.display='';var p=d.progress_percent||0;bar.value=p;pct.textContent=p+'%';sha.textContent='calculating';(window.hashProgress=window.hashProgress||[]).push(p);}
             else if(d.status==='complete'){bar.style.display='';bar.value=100;pct.textContent='100%';sha.innerHTML='';var c=document.createElement('code');c.textContent=d.sha256;sha.appendChild(c);r.setAttribute('data-sha256',d.sha256);}
             else if(d.status==='error'){pct.textContent='error: '+(d.error||'');}};}
             function send(msg){if(!ws)open();if(ws.readyState===1)ws.send(msg);else queue.push(msg);}

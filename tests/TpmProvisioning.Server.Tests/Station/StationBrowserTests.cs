@@ -22,7 +22,7 @@ public sealed class StationBrowserTests : IClassFixture<SwtpmFixture>
     public StationBrowserTests(SwtpmFixture tpm) => _tpm = tpm;
 
     /// <summary>A headless Chromium with its own profile and a DevTools port chosen by Chromium; stopped by its process id.</summary>
-    private sealed class Browser : IAsyncDisposable
+    internal sealed class Browser : IAsyncDisposable
     {
         private readonly Process _process;
         private readonly string _profile = Directory.CreateTempSubdirectory("tpmprov-chromium-").FullName;
