@@ -221,6 +221,8 @@ function Invoke-Bench {
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'provisioning', '--duration', '15') | Out-Null
     Write-Step 'Bench: the verifier watching a fleet of 2000 agents over HTTPS (load test)'
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'verifier', '--agents', '2000', '--duration', '20') | Out-Null
+    Write-Step 'Bench: image SHA-256 over /get-image-sha256 against sha256sum (1 GiB file, same run)'
+    Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'image-hash', '--size-mib', '1024') | Out-Null
     Write-Host "    summaries: $(Join-Path $out '*.md')"
 }
 
