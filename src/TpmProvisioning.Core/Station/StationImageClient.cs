@@ -158,7 +158,8 @@ public sealed class StationImageClient : IDisposable
                     try { await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", CancellationToken.None).ConfigureAwait(false); } catch (WebSocketException) { }
                     return new ImageHashState(name, "complete", S(m, "sha256"), 1, null);
                 default:
-                    throw new StationRequestException(400, S(m, "code") ?? "SHA256_ERROR", S(m, "error") ?? "the hash failed");
+                    string code = S(m, "code") ?? "SHA256_ERROR";
+                    throw new StationRequestException(code switch { "IMAGE_NOT_FOUND" => 404, "SHA256_ERROR" => 500, _ => 400 }, code, S(m, "error") ?? "the hash failed");
             }
         }
     }
