@@ -80,6 +80,7 @@ function Invoke-Bootstrap {
     Write-Step 'Bootstrap: checking prerequisites'
     if ($IsLinux) {
         $wanted = [ordered]@{ swtpm = 'swtpm'; swtpm_setup = 'swtpm-tools'; tpm2_quote = 'tpm2-tools'; 'softhsm2-util' = 'softhsm2'; pg_ctlcluster = 'postgresql'; chromium = 'chromium'; 'afl-fuzz' = 'afl++' }
+        $wanted['sfdisk'] = 'fdisk' # the station's image analysis is checked against sfdisk
         $missing = @($wanted.Keys | Where-Object { -not (Get-Command $_ -ErrorAction Ignore) -and -not (Test-Path "/usr/bin/$_") -and -not (Test-Path "/usr/sbin/$_") } | ForEach-Object { $wanted[$_] })
         if ($missing.Count -gt 0) {
             $isRoot = (& id -u) -eq '0'
@@ -220,6 +221,8 @@ function Invoke-Bench {
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'provisioning', '--duration', '15') | Out-Null
     Write-Step 'Bench: the verifier watching a fleet of 2000 agents over HTTPS (load test)'
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'verifier', '--agents', '2000', '--duration', '20') | Out-Null
+    Write-Step 'Bench: image SHA-256 over /get-image-sha256 against sha256sum (1 GiB file, same run)'
+    Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'image-hash', '--size-mib', '1024') | Out-Null
     Write-Host "    summaries: $(Join-Path $out '*.md')"
 }
 

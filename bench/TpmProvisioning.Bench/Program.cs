@@ -26,7 +26,7 @@ public static class Program
         bool strict = list.Remove("--strict");
         string artifacts = Path.GetFullPath(OptionValue(list, "--artifacts", "-a") ?? "BenchmarkDotNet.Artifacts");
         // Load tests are not micro-benchmarks: `--load provisioning [--duration S] [--concurrency N] [--devices N]`,
-        // `--load verifier [--duration S] [--agents N] [--interval S]`.
+        // `--load verifier [--duration S] [--agents N] [--interval S]`, `--load image-hash [--size-mib N]`.
         if (OptionValue(list, "--load") is { } load)
         {
             if (load == "verifier")
@@ -34,7 +34,9 @@ public static class Program
                     TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "20")),
                     int.Parse(OptionValue(list, "--agents") ?? "500"),
                     TimeSpan.FromSeconds(double.Parse(OptionValue(list, "--interval") ?? "2", System.Globalization.CultureInfo.InvariantCulture)), Console.Out).GetAwaiter().GetResult();
-            if (load != "provisioning") { Console.Error.WriteLine($"Unknown load test '{load}' (known: provisioning, verifier)."); return 1; }
+            if (load == "image-hash")
+                return Load.ImageHashLoad.RunAsync(artifacts, int.Parse(OptionValue(list, "--size-mib") ?? "1024"), strict, Console.Out).GetAwaiter().GetResult();
+            if (load != "provisioning") { Console.Error.WriteLine($"Unknown load test '{load}' (known: provisioning, verifier, image-hash)."); return 1; }
             return Load.ProvisioningLoad.RunAsync(artifacts,
                 TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "10")),
                 int.Parse(OptionValue(list, "--concurrency") ?? "16"),

@@ -520,7 +520,14 @@ public sealed class NewAttestationPolicyCommand : TpmCmdletBase
     [Parameter]
     public string[]? Path { get; set; }
 
-    /// <summary>With -Path: the path the tree has on the device (e.g. / for an image mounted at /mnt/image).</summary>
+    /// <summary>
+    /// Station images whose artefacts become the runtime policy: an artefact folder or a tar/zip archive (a path), or the output of
+    /// Get-ProvisioningImage -Analyze. Each file's path on the device (-PathPrefix, default /, joined with its path in the image) maps to its SHA-256.
+    /// </summary>
+    [Parameter(ValueFromPipeline = true)]
+    public object[]? Image { get; set; }
+
+    /// <summary>With -Path or -Image: the path the tree has on the device (e.g. / for an image mounted at /mnt/image).</summary>
     [Parameter]
     public string? PathPrefix { get; set; }
 
@@ -552,6 +559,20 @@ public sealed class NewAttestationPolicyCommand : TpmCmdletBase
                 if (rp is null) rp = part;
                 else foreach (var (path, digests) in part.Digests) foreach (var d in digests) rp.AddDigest(path, d);
             }
+            foreach (var item in Image ?? [])
+            {
+                var analysis = (item is PSObject ps ? ps.BaseObject : item) switch
+                {
+                    global::TpmProvisioning.Station.ImageAnalysis a => a,
+                    FileSystemInfo fsi => global::TpmProvisioning.Station.StationImageAnalyzer.AnalyzePath(fsi.FullName),
+                    string s => global::TpmProvisioning.Station.StationImageAnalyzer.AnalyzePath(GetUnresolvedProviderPathFromPSPath(s)),
+                    var other => throw new ArgumentException($"-Image takes an artefact folder or archive path, or Get-ProvisioningImage -Analyze output, not {other?.GetType().Name ?? "null"}."),
+                };
+                foreach (var skipped in analysis.Skipped) WriteWarning($"Not in the runtime policy ({analysis.Name}): {skipped}");
+                var part = global::TpmProvisioning.Station.StationImageAnalyzer.ToRuntimePolicy(analysis, PathPrefix, Exclude);
+                if (rp is null) rp = part;
+                else foreach (var (path, digests) in part.Digests) foreach (var d in digests) rp.AddDigest(path, d);
+            }
             if (rp is not null)
             {
                 runtime = rp.ToJson();
@@ -560,9 +581,9 @@ public sealed class NewAttestationPolicyCommand : TpmCmdletBase
             if (EventLog is not null)
                 refstate = global::TpmProvisioning.Attestation.Measurements.MeasuredBootPolicy.FromEventLog(File.ReadAllBytes(GetUnresolvedProviderPathFromPSPath(EventLog)), bank).ToJson();
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or ArgumentException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or ArgumentException or global::TpmProvisioning.Station.StationException)
         {
-            WriteError(new ErrorRecord(ex, ex is FormatException ? "InvalidMeasurementInput" : "MeasurementInputUnreadable", ex is FormatException ? ErrorCategory.InvalidData : ErrorCategory.ReadError, ImaLog ?? EventLog ?? (object?)Path));
+            WriteError(new ErrorRecord(ex, ex is FormatException or global::TpmProvisioning.Station.StationException ? "InvalidMeasurementInput" : "MeasurementInputUnreadable", ex is FormatException or global::TpmProvisioning.Station.StationException ? ErrorCategory.InvalidData : ErrorCategory.ReadError, ImaLog ?? EventLog ?? (object?)Path ?? Image));
             return;
         }
         if (Pcr.Length == 0)

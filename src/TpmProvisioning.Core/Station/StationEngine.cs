@@ -21,6 +21,10 @@ public sealed class StationSettings
     /// <summary>The image assigned to devices provisioned here, copied into their manufacturing records; null when none.</summary>
     public string? ImageName { get; set; }
     public string? ImageSha256 { get; set; }
+    /// <summary>The images folder; null means <c>&lt;DataPath&gt;/station/images</c>.</summary>
+    public string? ImagesDirectory { get; set; }
+    /// <summary>Largest image <c>/upload-image</c> accepts (413 above); default 64 GiB.</summary>
+    public long MaxImageBytes { get; set; } = StationImages.DefaultMaxBytes;
     /// <summary>The Keylime verifier whose attestation state device details show (read as the KMS gate reads it); null for none.</summary>
     public Uri? Verifier { get; set; }
     /// <summary>How often the station looks for registrations and the verifier's verdicts (REGISTERED, ATTESTING, ATTESTATION-FAILED).</summary>

@@ -22,6 +22,7 @@ public sealed partial class StationService : IProvisioningObserver
         Settings = settings ?? new StationSettings();
         Scripts = new StationScripts(Settings.ScriptsDirectory ?? Path.Combine(Path.GetFullPath(dataPath), "station", "scripts"), Settings.MaxScriptBytes);
         Tokens = new StationTokenManager(store);
+        _dataPath = dataPath;
         Started = DateTimeOffset.UtcNow;
     }
 
@@ -60,10 +61,11 @@ public sealed partial class StationService : IProvisioningObserver
         }
         if (state == DeviceStates.ProvisionerFinished && progress?.Record is { Id: > 0 } record)
         {
+            var image = await ImageForDeviceAsync(progress.Vendor, progress.DeviceName, progress.DeviceVersion, ct).ConfigureAwait(false);
             await _store.UpsertStationRecordInfoAsync(new StationRecordInfo
             {
                 RecordId = record.Id, EkIssuer = progress.EkIssuer, CaKeyLabel = progress.CaKeyLabel, CaFingerprint = progress.CaFingerprint,
-                ImageName = Settings.ImageName, ImageSha256 = Settings.ImageSha256,
+                ImageName = image.Name, ImageSha256 = image.Sha256,
             }, ct).ConfigureAwait(false);
         }
     }

@@ -239,6 +239,20 @@ public static class Migrations
                 updated_ms {bigint} NOT NULL,
                 PRIMARY KEY (module, token)
             );
+            );
+            """),
+        new(10, "station: images assigned to device families", """
+            CREATE TABLE station_image_assignments (
+                id {id},
+                image_name {text} NOT NULL,
+                image_sha256 {text} NOT NULL,
+                vendor {text},
+                name_pattern {text},
+                version_pattern {text},
+                created_ms {bigint} NOT NULL,
+                actor {text}
+            );
+            CREATE INDEX ix_station_image_assignments_image ON station_image_assignments (image_name);
             """),
     ];
 

@@ -53,6 +53,7 @@ internal sealed partial class StationRole : IRoleModule
         MapMisc(routes, env);
         MapOptions(routes, env);
         MapKeys(routes, env);
+        MapImages(routes, env);
     }
 
     /// <summary>What the station's handlers share.</summary>
