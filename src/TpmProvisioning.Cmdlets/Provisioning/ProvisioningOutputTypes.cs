@@ -1,0 +1,74 @@
+using System.Management.Automation;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+
+namespace TpmProvisioning.Cmdlets;
+
+/// <summary>
+/// One device of a <c>New-TpmProvisioning</c> batch. Every property is a string or a number, so the object survives
+/// <c>Export-Csv</c>/<c>ConvertTo-Json</c> and an imported row binds by property name to the next cmdlet
+/// (<c>Get-ManufacturingRecord</c>, <c>Get-IntegrityQuote</c>, <c>Register-AttestationAgent</c>). The certificate object itself is
+/// <see cref="AkCertificate"/> (hidden from exports; its PEM and thumbprints are beside it).
+/// </summary>
+public sealed class DeviceProvisioningResult
+{
+    /// <summary>The input row this result belongs to (1 = the first device given).</summary>
+    public int Row { get; init; }
+    /// <summary><c>Provisioned</c>, or <c>AlreadyProvisioned</c> when a re-run found the device's AK and valid certificate and changed nothing.</summary>
+    public string Status { get; init; } = "";
+    public string Serial { get; init; } = "";
+    public string DeviceName { get; init; } = "";
+    public string Vendor { get; init; } = "";
+    public string Version { get; init; } = "";
+    /// <summary>The TPM connection string the device was provisioned through.</summary>
+    public string Tpm { get; init; } = "";
+    /// <summary>Persistent handle of the AK, as <c>0x81000002</c> (binds to <c>-AkHandle</c>).</summary>
+    public string AkHandle { get; init; } = "";
+    /// <summary>The AK's TPM Name, upper-case hex.</summary>
+    public string AkName { get; init; } = "";
+    /// <summary>The AK certificate's serial number, upper-case hex (the manufacturing record's AkCertificateSerial).</summary>
+    public string AkCertificateSerial { get; init; } = "";
+    /// <summary>SHA-1 thumbprint of the AK certificate (as in the certificate stores), upper-case hex.</summary>
+    public string AkCertificateThumbprint { get; init; } = "";
+    /// <summary>The AK certificate, PEM.</summary>
+    public string AkCertificatePem { get; init; } = "";
+    /// <summary>SHA-256 of the EK certificate's DER, upper-case hex (the server's EK fingerprint).</summary>
+    public string EkThumbprint { get; init; } = "";
+    /// <summary>The server that provisioned it.</summary>
+    public string Server { get; init; } = "";
+    /// <summary>The AK certificate as an object (hidden from Export-Csv; use AkCertificatePem in files).</summary>
+    [Hidden]
+    public X509Certificate2? AkCertificate { get; init; }
+
+    internal static DeviceProvisioningResult From(Provisioning.DeviceProvisioningResult r, int row, string tpm) => new()
+    {
+        Row = row,
+        Status = r.AlreadyProvisioned ? "AlreadyProvisioned" : "Provisioned",
+        Serial = r.Serial,
+        DeviceName = r.DeviceName,
+        Vendor = r.Vendor,
+        Version = r.Version,
+        Tpm = tpm,
+        AkHandle = OutputFormat.Handle(r.AkHandle),
+        AkName = r.AkName,
+        AkCertificateSerial = r.AkCertificate.SerialNumber,
+        AkCertificateThumbprint = r.AkCertificate.Thumbprint,
+        AkCertificatePem = OutputFormat.Pem(r.AkCertificate.RawData),
+        EkThumbprint = r.EkThumbprint,
+        Server = r.Server,
+        AkCertificate = r.AkCertificate,
+    };
+}
+
+/// <summary>The one way the module writes handles, certificates and states into output objects.</summary>
+public static class OutputFormat
+{
+    /// <summary>A TPM handle as <c>0x81000002</c>.</summary>
+    public static string Handle(uint handle) => $"0x{handle:x8}";
+
+    /// <summary>A DER certificate as PEM.</summary>
+    public static string Pem(byte[] der) => PemEncoding.WriteString("CERTIFICATE", der);
+
+    /// <summary>SHA-1 thumbprint (the certificate stores' Thumbprint), upper-case hex.</summary>
+    public static string Thumbprint(byte[] der) => Convert.ToHexString(SHA1.HashData(der));
+}
