@@ -77,7 +77,7 @@ try {
     Write-DemoStep 'Provision the device: EK-checked AK certificate, delivered encrypted to this TPM (POST /api/tpm/tpm/provision)'
     $device = New-TpmProvisioning -Server $server.Urls[0] -ApiKey $key.Key -SkipCertificateCheck -TpmCaCertificate $tpmCaPem `
         -Tpm $sim.ConnectionString -DeviceName 'demo-sensor-01' -Serial 'SN-DEMO-0001' -Vendor 'Contoso' -Version '1.0' -Confirm:$false
-    Write-Fact 'AK handle' ('0x{0:x8}' -f $device.AkHandle)
+    Write-Fact 'AK handle' $device.AkHandle
     Write-Fact 'AK certificate' $device.AkCertificate.Subject
     $chain2 = [System.Security.Cryptography.X509Certificates.X509Chain]::new()
     $chain2.ChainPolicy.TrustMode = 'CustomRootTrust'; $chain2.ChainPolicy.RevocationMode = 'NoCheck'
