@@ -227,7 +227,7 @@ public sealed class RemoveProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 
 /// <summary>Lists manufacturing records: one per successful provisioning.</summary>
 [Cmdlet(VerbsCommon.Get, "ManufacturingRecord", DefaultParameterSetName = "DataPath")]
-[OutputType(typeof(ManufacturingRecord))]
+[OutputType(typeof(ManufacturingRecordInfo))]
 public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
 {
     /// <summary>A running station to read instead of a data path (its /api/v2/manufacturing route).</summary>
@@ -246,12 +246,12 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
     [Parameter(ParameterSetName = "Server")]
     public X509Certificate2? ClientCertificate { get; set; }
 
-    /// <summary>Device serial number.</summary>
-    [Parameter(Position = 0)]
+    /// <summary>Device serial number (binds by property name, so New-TpmProvisioning results and their CSV exports pipe in).</summary>
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     public string? Serial { get; set; }
 
     /// <summary>Device vendor.</summary>
-    [Parameter]
+    [Parameter(ValueFromPipelineByPropertyName = true)]
     public string? Vendor { get; set; }
 
     /// <summary>Records made with this API key id.</summary>
@@ -274,7 +274,7 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
             var remote = Station.StationRemote.Run(this, Server!, Token, CaCertificate, ClientCertificate, c => c.GetManufacturingRecordsAsync(0, null));
             // The station pages newest first; the filters apply to what it returns.
             WriteObject(remote.Where(r => (Serial is null || r.Serial == Serial) && (Vendor is null || r.Vendor == Vendor) && (ApiKeyId is null || r.ApiKeyId == ApiKeyId)
-                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last), enumerateCollection: true);
+                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last).Select(r => ManufacturingRecordInfo.From(r, null, null)), enumerateCollection: true);
             return;
         }
         using var store = OpenExistingStore();
@@ -283,7 +283,8 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
         {
             Serial = Serial, Vendor = Vendor, ApiKeyId = ApiKeyId, Since = Since is { } s ? new DateTimeOffset(s) : null, Limit = Last,
         }));
-        WriteObject(records, enumerateCollection: true);
+        var agents = records.Count == 0 ? new Dictionary<string, string>() : Run(ManufacturingRecordInfo.AgentsByEkAsync(store));
+        WriteObject(records.Select(r => ManufacturingRecordInfo.From(r, agents.GetValueOrDefault(r.EkFingerprint), ResolvedDataPath)), enumerateCollection: true);
     }
 }
 

@@ -72,3 +72,54 @@ public static class OutputFormat
     /// <summary>SHA-1 thumbprint (the certificate stores' Thumbprint), upper-case hex.</summary>
     public static string Thumbprint(byte[] der) => Convert.ToHexString(SHA1.HashData(der));
 }
+
+/// <summary>
+/// A manufacturing record as <c>Get-ManufacturingRecord</c> writes it: strings and numbers only (the certificate as PEM and
+/// thumbprint; the DER bytes in the hidden <see cref="AkCertificate"/>), with the agent id the registrar knows the device by.
+/// </summary>
+public sealed class ManufacturingRecordInfo
+{
+    public long Id { get; init; }
+    public DateTimeOffset Time { get; init; }
+    public string Serial { get; init; } = "";
+    public string Vendor { get; init; } = "";
+    public string DeviceName { get; init; } = "";
+    public string DeviceVersion { get; init; } = "";
+    /// <summary>SHA-256 of the EK certificate's DER, upper-case hex.</summary>
+    public string EkFingerprint { get; init; } = "";
+    /// <summary>The AK's TPM Name, upper-case hex.</summary>
+    public string AkName { get; init; } = "";
+    /// <summary>The AK certificate's serial number, upper-case hex.</summary>
+    public string AkCertificateSerial { get; init; } = "";
+    /// <summary>SHA-1 thumbprint of the AK certificate, upper-case hex.</summary>
+    public string AkCertificateThumbprint { get; init; } = "";
+    /// <summary>The AK certificate, PEM.</summary>
+    public string AkCertificatePem { get; init; } = "";
+    public string ApiKeyId { get; init; } = "";
+    /// <summary>The Keylime agent id registered with this device's EK (registrar rows in the same store), or null.</summary>
+    public string? AgentId { get; init; }
+    /// <summary>The data path read (binds to the -DataPath of the next cmdlet), or null for a remote station.</summary>
+    public string? DataPath { get; init; }
+    /// <summary>The AK certificate, DER (hidden from Export-Csv; use AkCertificatePem in files).</summary>
+    [Hidden]
+    public byte[] AkCertificate { get; init; } = [];
+
+    internal static ManufacturingRecordInfo From(Storage.ManufacturingRecord r, string? agentId, string? dataPath) => new()
+    {
+        Id = r.Id, Time = r.Time, Serial = r.Serial, Vendor = r.Vendor, DeviceName = r.DeviceName, DeviceVersion = r.DeviceVersion,
+        EkFingerprint = r.EkFingerprint, AkName = r.AkName, AkCertificateSerial = r.AkCertificateSerial,
+        AkCertificateThumbprint = r.AkCertificate.Length == 0 ? "" : OutputFormat.Thumbprint(r.AkCertificate),
+        AkCertificatePem = r.AkCertificate.Length == 0 ? "" : OutputFormat.Pem(r.AkCertificate),
+        ApiKeyId = r.ApiKeyId, AgentId = agentId, DataPath = dataPath, AkCertificate = r.AkCertificate,
+    };
+
+    /// <summary>Registered agent ids by the SHA-256 (upper-case hex) of the EK certificate they registered (as the station matches them).</summary>
+    internal static async Task<Dictionary<string, string>> AgentsByEkAsync(Storage.IStore store, CancellationToken ct = default)
+    {
+        var map = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var id in await store.ListRegistrarAgentIdsAsync(ct).ConfigureAwait(false))
+            if (await store.GetRegistrarAgentAsync(id, ct).ConfigureAwait(false) is { EkCert: { } ek })
+                map[Convert.ToHexString(SHA256.HashData(ek))] = id;
+        return map;
+    }
+}
