@@ -30,8 +30,8 @@ public sealed class AttestationAgent
     public X509Certificate2? EkCertificate { get; init; }
     /// <summary>The agent's mTLS certificate (PEM), when registered.</summary>
     public string? MtlsCertificate { get; init; }
-    /// <summary>Persistent AK handle on the device (known to Register-AttestationAgent only).</summary>
-    public uint? AkHandle { get; init; }
+    /// <summary>Persistent AK handle on the device as 0x81000002 (known to Register-AttestationAgent only; binds to -AkHandle).</summary>
+    public string? AkHandle { get; init; }
     /// <summary>Name of the AK, hex.</summary>
     public string AkName { get; init; } = "";
     /// <summary>The manufacturing serial of the device with this agent's EK (with -DataPath: the provisioning store's record).</summary>
@@ -200,12 +200,12 @@ public sealed class RegisterAttestationAgentCommand : RegistrarCmdletBase
                     ? AttestationAgent.From(view with { AgentId = id }, registrar) is var a ? new AttestationAgent
                     {
                         AgentId = a.AgentId, Registrar = a.Registrar, RegCount = a.RegCount, Ip = a.Ip, Port = a.Port, AikTpm = a.AikTpm, EkTpm = a.EkTpm,
-                        EkCertificate = a.EkCertificate, MtlsCertificate = a.MtlsCertificate, AkName = a.AkName, AkHandle = akHandle,
+                        EkCertificate = a.EkCertificate, MtlsCertificate = a.MtlsCertificate, AkName = a.AkName, AkHandle = OutputFormat.Handle(akHandle),
                     } : null
                     : new AttestationAgent
                     {
                         AgentId = id, Registrar = registrar, Ip = ContactIp, Port = ContactPort, AikTpm = Convert.ToBase64String(keys.AkPublic),
-                        EkTpm = Convert.ToBase64String(keys.EkPublic), AkHandle = akHandle, AkName = TpmCmdletBase.Hex(ak.Name),
+                        EkTpm = Convert.ToBase64String(keys.EkPublic), AkHandle = OutputFormat.Handle(akHandle), AkName = TpmCmdletBase.Hex(ak.Name),
                         EkCertificate = keys.EkCertificate is null ? null : X509CertificateLoader.LoadCertificate(keys.EkCertificate),
                     };
             }

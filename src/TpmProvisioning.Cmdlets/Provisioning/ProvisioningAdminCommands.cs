@@ -166,9 +166,12 @@ public sealed class GetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 [OutputType(typeof(ApiKeyInfo))]
 public sealed class SetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 {
-    /// <summary>The key id (binds from Get-ProvisioningApiKey output).</summary>
+    /// <summary>The API key id (binds from Get-ProvisioningApiKey output, whose KeyId property the alias takes).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    public string KeyId { get; set; } = "";
+    [Alias("KeyId")]
+    public string ApiKeyId { get; set; } = "";
+
+    private string KeyId => ApiKeyId;
 
     /// <summary>$true to accept the key, $false to refuse it (403).</summary>
     [Parameter]
@@ -211,9 +214,12 @@ public sealed class SetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 [Cmdlet(VerbsCommon.Remove, "ProvisioningApiKey", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 public sealed class RemoveProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 {
-    /// <summary>The key id (binds from Get-ProvisioningApiKey output).</summary>
+    /// <summary>The API key id (binds from Get-ProvisioningApiKey output, whose KeyId property the alias takes).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    public string KeyId { get; set; } = "";
+    [Alias("KeyId")]
+    public string ApiKeyId { get; set; } = "";
+
+    private string KeyId => ApiKeyId;
 
     protected override void ProcessRecord()
     {
@@ -410,7 +416,8 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
 {
     /// <summary>PEM file with the CA certificate.</summary>
     [Parameter(Mandatory = true, Position = 0)]
-    public string CertificatePath { get; set; } = "";
+    [Alias("CertificatePath")]
+    public string Path { get; set; } = "";
 
     /// <summary>PEM file with the CA's private key (PKCS#8 or EC/RSA PRIVATE KEY).</summary>
     [Parameter(Mandatory = true, Position = 1)]
@@ -427,7 +434,7 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
         if (!ShouldProcess(dir, "Import the TPM CA")) return;
         try
         {
-            var cert = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(CertificatePath));
+            var cert = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(Path));
             var key = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(KeyPath));
             using var ca = TpmCa.Import(dir, cert, key, Force);
             Audit("provision.tpmca.import", ca.Certificate.Thumbprint, ca.Certificate.Subject);
@@ -435,7 +442,7 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or System.Security.Cryptography.CryptographicException or InvalidOperationException)
         {
-            WriteError(new ErrorRecord(ex, "TpmCaImportFailed", ErrorCategory.InvalidData, CertificatePath));
+            WriteError(new ErrorRecord(ex, "TpmCaImportFailed", ErrorCategory.InvalidData, Path));
         }
     }
 }
