@@ -36,8 +36,8 @@ public sealed class DeviceProvisioningResult
     public string EkThumbprint { get; init; } = "";
     /// <summary>The server that provisioned it.</summary>
     public string Server { get; init; } = "";
-    /// <summary>The AK certificate as an object (hidden from Export-Csv; use AkCertificatePem in files).</summary>
-    [Hidden]
+    /// <summary>The AK certificate as an object (hidden from Export-Csv and ConvertTo-Json; use AkCertificatePem in files).</summary>
+    [Hidden, Newtonsoft.Json.JsonIgnore]
     public X509Certificate2? AkCertificate { get; init; }
 
     internal static DeviceProvisioningResult From(Provisioning.DeviceProvisioningResult r, int row, string tpm) => new()
@@ -100,8 +100,8 @@ public sealed class ManufacturingRecordInfo
     public string? AgentId { get; init; }
     /// <summary>The data path read (binds to the -DataPath of the next cmdlet), or null for a remote station.</summary>
     public string? DataPath { get; init; }
-    /// <summary>The AK certificate, DER (hidden from Export-Csv; use AkCertificatePem in files).</summary>
-    [Hidden]
+    /// <summary>The AK certificate, DER (hidden from Export-Csv and ConvertTo-Json; use AkCertificatePem in files).</summary>
+    [Hidden, Newtonsoft.Json.JsonIgnore]
     public byte[] AkCertificate { get; init; } = [];
 
     internal static ManufacturingRecordInfo From(Storage.ManufacturingRecord r, string? agentId, string? dataPath) => new()
