@@ -8,12 +8,14 @@ BeforeAll {
     $script:Work = Join-Path ([IO.Path]::GetTempPath()) ("tpmprov-pester-fleet-" + [guid]::NewGuid())
     New-Item -ItemType Directory -Path $script:Work | Out-Null
     $script:Data = Join-Path $script:Work 'data'
-    $script:SimA = Start-TpmSimulator -Name 'fleet-a' -Fast
+    # -Fast simulators share one template state (one EK): one of each gives two distinct devices.
+    $script:SimA = Start-TpmSimulator -Name 'fleet-a'
     $script:SimB = Start-TpmSimulator -Name 'fleet-b' -Fast
     # Provisioning and registrar on one data path: records and registered agents share the store, so they link.
+    # The manufacturer CAs go in before the start, so the first request already finds them.
+    Add-TpmManufacturerCa -DataPath $script:Data -Path $script:SimA.ManufacturerRootPath -Confirm:$false | Out-Null
+    Add-TpmManufacturerCa -DataPath $script:Data -Path $script:SimA.ManufacturerIssuerPath -Intermediate -Confirm:$false | Out-Null
     $script:Server = Start-ProvisioningServer -Name 'fleet' -Port 0 -DataPath $script:Data -Role Provisioning, Registrar
-    $script:Server | Add-TpmManufacturerCa -Path $script:SimA.ManufacturerRootPath -Confirm:$false | Out-Null
-    $script:Server | Add-TpmManufacturerCa -Path $script:SimA.ManufacturerIssuerPath -Intermediate -Confirm:$false | Out-Null
     $script:Key = $script:Server | New-ProvisioningApiKey -Name 'fleet-plant' -Vendor 'Contoso' -Confirm:$false
     $script:TpmCaPem = Join-Path $script:Work 'tpmca.pem'
     $script:Server | Export-TpmCa -Path $script:TpmCaPem -Confirm:$false | Out-Null
