@@ -58,6 +58,19 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
         Get-AttestationAgent -Verifier $script:Ver.Urls[0] @script:VerCommon | Test-AgentAttestation @script:VerCommon | Where-Object { -not $_.Passed } | Should -BeNullOrEmpty
     }
 
+    It 'Test-AgentAttestation fans out with -ThrottleLimit and answers in input order with Row and one set of state names' {
+        $ids = @('00000000-0000-0000-0000-00000000000a', $script:Registered.AgentId, '00000000-0000-0000-0000-00000000000b')
+        $r = @(Test-AgentAttestation -Verifier $script:Ver.Urls[0] @script:VerCommon -AgentId $ids -ThrottleLimit 3 -ErrorAction SilentlyContinue -ErrorVariable e)
+        $r.AgentId | Should -Be $ids
+        $r.Row | Should -Be @(1, 2, 3)
+        $r.State | Should -Be @('NOT_WATCHED', 'GET_QUOTE', 'NOT_WATCHED')
+        $r[0].FailureSummary | Should -Match '^verifier\.unknown_agent: '
+        @($e).Count | Should -Be 2
+        $csv = $r | ConvertTo-Csv | Out-String
+        $csv | Should -Not -Match 'System\.'
+        $csv | Should -Match 'verifier\.unknown_agent'
+    }
+
     It 'Test-AgentAttestation directly: a fresh quote judged here passes the right policy and names PCR 15 under a wrong one' {
         $ok = $script:Registered | Test-AgentAttestation -ClientCertificate $script:AgentClient -Policy $script:Zero15
         $ok.Passed | Should -BeTrue -Because (($ok.Failures | ForEach-Object ToString) -join '; ')
