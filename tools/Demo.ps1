@@ -34,7 +34,7 @@ try {
     Write-Fact 'PCR banks' (($info.ActivePcrBanks | ForEach-Object { "$_".ToLowerInvariant() }) -join ', ')
 
     Write-DemoStep 'Read the endorsement key and check its certificate chains to the manufacturer root'
-    $ek = $sim | Get-TpmEndorsementKey -Kind Rsa2048
+    $ek = $sim | Get-TpmEndorsementKey -EkKind Rsa2048
     Write-Fact 'EK' "$($ek.Algorithm), Name $($ek.Name.Substring(0, 20))..."
     Write-Fact 'EK certificate issuer' $ek.Issuer
     $chain = [System.Security.Cryptography.X509Certificates.X509Chain]::new()
@@ -77,7 +77,7 @@ try {
     Write-DemoStep 'Provision the device: EK-checked AK certificate, delivered encrypted to this TPM (POST /api/tpm/tpm/provision)'
     $device = New-TpmProvisioning -Server $server.Urls[0] -ApiKey $key.Key -SkipCertificateCheck -TpmCaCertificate $tpmCaPem `
         -Tpm $sim.ConnectionString -DeviceName 'demo-sensor-01' -Serial 'SN-DEMO-0001' -Vendor 'Contoso' -Version '1.0' -Confirm:$false
-    Write-Fact 'AK handle' ('0x{0:x8}' -f $device.AkHandle)
+    Write-Fact 'AK handle' $device.AkHandle
     Write-Fact 'AK certificate' $device.AkCertificate.Subject
     $chain2 = [System.Security.Cryptography.X509Certificates.X509Chain]::new()
     $chain2.ChainPolicy.TrustMode = 'CustomRootTrust'; $chain2.ChainPolicy.RevocationMode = 'NoCheck'
@@ -194,7 +194,7 @@ try {
     Write-Fact 'KMS listening on' ($kms.Urls -join ', ')
     $kdkBytes = [byte[]]::new(32); [Security.Cryptography.RandomNumberGenerator]::Fill($kdkBytes)
     $kdk = ConvertTo-SecureString ([Convert]::ToBase64String($kdkBytes)) -AsPlainText -Force
-    $provider = New-KmsProvider -Server $kms.Urls[0] -Credential $kmsAdmin -CaCertificate $server.CaCertificatePath -Name 'fleet-disks' -KeyId 'kid-2026' -KeyDerivationKey $kdk -Confirm:$false
+    $provider = New-KmsProvider -Server $kms.Urls[0] -Credential $kmsAdmin -CaCertificate $server.CaCertificatePath -Name 'fleet-disks' -ProviderKeyId 'kid-2026' -KeyDerivationKey $kdk -Confirm:$false
     Write-Fact 'provider (vSphere API)' ("{0}, key id {1}" -f $provider.Name, $provider.KeyId)
     $db = Get-Content -Raw -AsByteStream (Join-Path $kmsData 'tpmprovisioning.db')
     $needle = [Text.Encoding]::ASCII.GetBytes([Convert]::ToBase64String($kdkBytes))

@@ -32,7 +32,7 @@ Describe 'Register-, Get-, Remove-AttestationAgent' {
         $a.AgentId | Should -Match '^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$'
         $a.EkCertificate.Issuer | Should -Match 'swtpm-localca'
         $name = Join-Path $script:Work 'ak.name'
-        & tpm2_readpublic -T $script:Sim.ConnectionString -c ('0x{0:x8}' -f $a.AkHandle) -n $name 2>&1 | Out-Null
+        & tpm2_readpublic -T $script:Sim.ConnectionString -c $a.AkHandle -n $name 2>&1 | Out-Null
         ([Convert]::ToHexString([IO.File]::ReadAllBytes($name))).ToLowerInvariant() | Should -Be $a.AkName
         $script:Agent = $a
     }

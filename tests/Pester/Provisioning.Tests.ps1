@@ -86,7 +86,7 @@ Describe 'New-TpmProvisioning' {
         [void]$chain.ChainPolicy.CustomTrustStore.Add($ca)
         $chain.Build($r.AkCertificate) | Should -BeTrue
         $pem = Join-Path $script:Work 'ak.pem'
-        & tpm2_readpublic -T $script:Sim.ConnectionString -c ('0x{0:x8}' -f $r.AkHandle) -f pem -o $pem 2>&1 | Out-Null
+        & tpm2_readpublic -T $script:Sim.ConnectionString -c $r.AkHandle -f pem -o $pem 2>&1 | Out-Null
         $LASTEXITCODE | Should -Be 0
         $akSpki = [Convert]::ToBase64String($r.AkCertificate.PublicKey.ExportSubjectPublicKeyInfo())
         (Get-Content -Raw $pem) -replace '-----[A-Z ]+-----|\s', '' | Should -Be $akSpki

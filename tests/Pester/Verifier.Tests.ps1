@@ -42,9 +42,9 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
         $deadline = [DateTime]::UtcNow.AddSeconds(30)
         do { Start-Sleep -Milliseconds 200; $s = Get-AttestationAgent -Verifier $script:Ver.Urls[0] @script:VerCommon } until ($s.AttestationCount -ge 3 -or [DateTime]::UtcNow -gt $deadline)
         $s.AttestationCount | Should -BeGreaterOrEqual 3
-        $s.State | Should -Be 'GetQuote'
+        $s.State | Should -Be 'GET_QUOTE'
         $s.StateCode | Should -Be 3
-        "$($s.AttestationStatus)" | Should -Be 'Pass'
+        "$($s.AttestationStatus)" | Should -Be 'PASS'
         $s.Verifier | Should -Not -BeNullOrEmpty
     }
 
@@ -58,6 +58,19 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
         Get-AttestationAgent -Verifier $script:Ver.Urls[0] @script:VerCommon | Test-AgentAttestation @script:VerCommon | Where-Object { -not $_.Passed } | Should -BeNullOrEmpty
     }
 
+    It 'Test-AgentAttestation fans out with -ThrottleLimit and answers in input order with Row and one set of state names' {
+        $ids = @('00000000-0000-0000-0000-00000000000a', $script:Registered.AgentId, '00000000-0000-0000-0000-00000000000b')
+        $r = @(Test-AgentAttestation -Verifier $script:Ver.Urls[0] @script:VerCommon -AgentId $ids -ThrottleLimit 3 -ErrorAction SilentlyContinue -ErrorVariable e)
+        $r.AgentId | Should -Be $ids
+        $r.Row | Should -Be @(1, 2, 3)
+        $r.State | Should -Be @('NOT_WATCHED', 'GET_QUOTE', 'NOT_WATCHED')
+        $r[0].FailureSummary | Should -Match '^verifier\.unknown_agent: '
+        @($e).Count | Should -Be 2
+        $csv = $r | ConvertTo-Csv | Out-String
+        $csv | Should -Not -Match 'System\.'
+        $csv | Should -Match 'verifier\.unknown_agent'
+    }
+
     It 'Test-AgentAttestation directly: a fresh quote judged here passes the right policy and names PCR 15 under a wrong one' {
         $ok = $script:Registered | Test-AgentAttestation -ClientCertificate $script:AgentClient -Policy $script:Zero15
         $ok.Passed | Should -BeTrue -Because (($ok.Failures | ForEach-Object ToString) -join '; ')
@@ -69,11 +82,11 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
         $script:Registered | Test-AgentAttestation -ClientCertificate $script:AgentClient -Policy $script:Bad15 -Quiet | Should -BeFalse
     }
 
-    It 'an unreachable agent gives Passed $false, State Unreachable and an AgentUnreachable error' {
+    It 'an unreachable agent gives Passed $false, State FAILED and an AgentUnreachable error' {
         $l = [Net.Sockets.TcpListener]::new([Net.IPAddress]::Loopback, 0); $l.Start(); $dead = $l.LocalEndpoint.Port; $l.Stop()
         $r = $script:Registered | Test-AgentAttestation -Port $dead -ClientCertificate $script:AgentClient -ErrorAction SilentlyContinue -ErrorVariable e
         $r.Passed | Should -BeFalse
-        $r.State | Should -Be 'Unreachable'
+        $r.State | Should -Be 'FAILED'
         $e[0].FullyQualifiedErrorId | Should -BeLike 'AgentUnreachable,*'
     }
 
@@ -92,8 +105,8 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
         (Get-AttestationAgent -Verifier $script:Ver.Urls[0] @script:VerCommon).StateCode | Should -BeIn 3, 4, 5, 6
         Stop-AgentAttestation -Verifier $script:Ver.Urls[0] -AgentId $id @script:VerCommon -Confirm:$false
         $s = Get-AttestationAgent -Verifier $script:Ver.Urls[0] @script:VerCommon
-        $s.State | Should -Be 'TenantFailed'
-        "$($s.AttestationStatus)" | Should -Be 'Fail'
+        $s.State | Should -Be 'TENANT_FAILED'
+        "$($s.AttestationStatus)" | Should -Be 'FAIL'
         Test-AgentAttestation -Verifier $script:Ver.Urls[0] @script:VerCommon -Quiet | Should -BeFalse
         # -Quiet: an agent the verifier does not know is a $false, nothing else (no error record).
         $quietErrors = $null

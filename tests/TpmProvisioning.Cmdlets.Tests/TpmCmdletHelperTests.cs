@@ -30,6 +30,8 @@ public class TpmCmdletHelperTests
     [InlineData("81000010", 0x81000010u)]
     [InlineData(0x10, 0x10u)]
     [InlineData("16", 16u)]
+    [InlineData("2164260866", 0x81000002u)] // a handle exported as a number and read back from a CSV
+    [InlineData("0x81000002", 0x81000002u)] // as output objects write it
     public void HandleTransformationTakesWhatAdminsType(object input, uint expected) =>
         Assert.Equal(expected, new TpmHandleTransformationAttribute().Transform(null!, input));
 

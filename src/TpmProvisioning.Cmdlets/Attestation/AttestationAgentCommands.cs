@@ -30,10 +30,14 @@ public sealed class AttestationAgent
     public X509Certificate2? EkCertificate { get; init; }
     /// <summary>The agent's mTLS certificate (PEM), when registered.</summary>
     public string? MtlsCertificate { get; init; }
-    /// <summary>Persistent AK handle on the device (known to Register-AttestationAgent only).</summary>
-    public uint? AkHandle { get; init; }
+    /// <summary>Persistent AK handle on the device as 0x81000002 (known to Register-AttestationAgent only; binds to -AkHandle).</summary>
+    public string? AkHandle { get; init; }
     /// <summary>Name of the AK, hex.</summary>
     public string AkName { get; init; } = "";
+    /// <summary>The manufacturing serial of the device with this agent's EK (with -DataPath: the provisioning store's record).</summary>
+    public string? Serial { get; init; }
+    /// <summary>The manufacturing device name, with -DataPath.</summary>
+    public string? DeviceName { get; init; }
 
     internal static AttestationAgent From(RegistrarAgentView v, string registrar)
     {
@@ -196,12 +200,12 @@ public sealed class RegisterAttestationAgentCommand : RegistrarCmdletBase
                     ? AttestationAgent.From(view with { AgentId = id }, registrar) is var a ? new AttestationAgent
                     {
                         AgentId = a.AgentId, Registrar = a.Registrar, RegCount = a.RegCount, Ip = a.Ip, Port = a.Port, AikTpm = a.AikTpm, EkTpm = a.EkTpm,
-                        EkCertificate = a.EkCertificate, MtlsCertificate = a.MtlsCertificate, AkName = a.AkName, AkHandle = akHandle,
+                        EkCertificate = a.EkCertificate, MtlsCertificate = a.MtlsCertificate, AkName = a.AkName, AkHandle = OutputFormat.Handle(akHandle),
                     } : null
                     : new AttestationAgent
                     {
                         AgentId = id, Registrar = registrar, Ip = ContactIp, Port = ContactPort, AikTpm = Convert.ToBase64String(keys.AkPublic),
-                        EkTpm = Convert.ToBase64String(keys.EkPublic), AkHandle = akHandle, AkName = TpmCmdletBase.Hex(ak.Name),
+                        EkTpm = Convert.ToBase64String(keys.EkPublic), AkHandle = OutputFormat.Handle(akHandle), AkName = TpmCmdletBase.Hex(ak.Name),
                         EkCertificate = keys.EkCertificate is null ? null : X509CertificateLoader.LoadCertificate(keys.EkCertificate),
                     };
             }
@@ -239,6 +243,51 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
     [Parameter(Mandatory = true)]
     public X509Certificate2? ClientCertificate { get; set; }
 
+    /// <summary>
+    /// A provisioning server's data path: each agent is shown with the serial and device name of the manufacturing record whose EK
+    /// it registered (matched by the EK certificate's SHA-256; with -Verifier, through the registrar rows of that store).
+    /// </summary>
+    [Parameter]
+    public string? DataPath { get; set; }
+
+    private DeviceLookup? _devices;
+
+    protected override void BeginProcessing()
+    {
+        if (DataPath is null) return;
+        var file = Defaults.StoreFile(GetUnresolvedProviderPathFromPSPath(DataPath));
+        if (!File.Exists(file)) { ThrowTerminatingError(Defaults.StoreNotFound(GetUnresolvedProviderPathFromPSPath(DataPath))); return; }
+        try
+        {
+            using var store = SqliteStore.OpenAsync(file).GetAwaiter().GetResult();
+            _devices = DeviceLookup.LoadAsync(store).GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (ex is not PipelineStoppedException)
+        {
+            ThrowTerminatingError(new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, DataPath));
+        }
+    }
+
+    private AttestationAgent Link(AttestationAgent a)
+    {
+        if (_devices is null || a.EkCertificate is null) return a;
+        var r = _devices.ByEk(Convert.ToHexString(SHA256.HashData(a.EkCertificate.RawData)));
+        return r is null ? a : new AttestationAgent
+        {
+            AgentId = a.AgentId, Registrar = a.Registrar, RegCount = a.RegCount, Ip = a.Ip, Port = a.Port, AikTpm = a.AikTpm, EkTpm = a.EkTpm,
+            EkCertificate = a.EkCertificate, MtlsCertificate = a.MtlsCertificate, AkHandle = a.AkHandle, AkName = a.AkName,
+            Serial = r.Serial, DeviceName = r.DeviceName,
+        };
+    }
+
+    private VerifierAgent Link(VerifierAgent a)
+    {
+        var r = _devices?.ByAgent(a.AgentId);
+        if (r is null) return a;
+        var ps = a.WithDevice(r.Serial, r.DeviceName);
+        return ps;
+    }
+
     protected override void ProcessRecord()
     {
         if (ParameterSetName == "Verifier") { ListVerifier(); return; }
@@ -249,7 +298,7 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
         catch (Exception ex) when (IsExpected(ex)) { WriteError(RegistrarError(ex, registrar)); return; }
         foreach (var id in ids)
         {
-            try { WriteObject(AttestationAgent.From(client.GetAsync(id).GetAwaiter().GetResult() with { AgentId = id }, registrar)); }
+            try { WriteObject(Link(AttestationAgent.From(client.GetAsync(id).GetAwaiter().GetResult() with { AgentId = id }, registrar))); }
             catch (Exception ex) when (IsExpected(ex)) { WriteError(RegistrarError(ex, id)); }
         }
     }
@@ -267,13 +316,13 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
             {
                 foreach (var id in AgentId)
                 {
-                    try { WriteObject(VerifierAgent.From(id, client.GetAsync(id).GetAwaiter().GetResult(), Verifier!)); }
+                    try { WriteObject(Link(VerifierAgent.From(id, client.GetAsync(id).GetAwaiter().GetResult(), Verifier!))); }
                     catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierCmdletBase.VerifierError(ex, id)); }
                 }
                 return;
             }
             foreach (var (id, status) in client.ListStatusAsync().GetAwaiter().GetResult())
-                WriteObject(VerifierAgent.From(id, status, Verifier!));
+                WriteObject(Link(VerifierAgent.From(id, status, Verifier!)));
         }
         catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierCmdletBase.VerifierError(ex, Verifier)); }
     }
@@ -351,5 +400,26 @@ public sealed class NewProvisioningClientCertificateCommand : ProvisioningDataCm
         File.WriteAllBytes(target, pfx);
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(target, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         WriteObject(new FileInfo(target));
+    }
+}
+
+/// <summary>Manufacturing records of one store by EK fingerprint and by the agent id registered with that EK.</summary>
+internal sealed class DeviceLookup
+{
+    private readonly Dictionary<string, ManufacturingRecord> _byEk = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Dictionary<string, ManufacturingRecord> _byAgent = new(StringComparer.Ordinal);
+
+    public ManufacturingRecord? ByEk(string ekSha256) => _byEk.GetValueOrDefault(ekSha256);
+    public ManufacturingRecord? ByAgent(string agentId) => _byAgent.GetValueOrDefault(agentId);
+
+    public static async Task<DeviceLookup> LoadAsync(IStore store)
+    {
+        var l = new DeviceLookup();
+        // Oldest first, so the newest record of a device wins.
+        foreach (var r in (await store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { Limit = 1_000_000 }).ConfigureAwait(false)).Reverse())
+            l._byEk[r.EkFingerprint] = r;
+        foreach (var (ek, agent) in await ManufacturingRecordInfo.AgentsByEkAsync(store).ConfigureAwait(false))
+            if (l._byEk.TryGetValue(ek, out var r)) l._byAgent[agent] = r;
+        return l;
     }
 }

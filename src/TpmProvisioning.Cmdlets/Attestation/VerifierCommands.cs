@@ -13,19 +13,26 @@ public sealed class VerifierAgent
     public string AgentId { get; init; } = "";
     /// <summary>The verifier asked (binds to Test-AgentAttestation -Verifier).</summary>
     public Uri? Verifier { get; init; }
-    /// <summary>The operational state (Keylime's number and name).</summary>
-    public OperationalState State { get; init; }
+    /// <summary>The operational state by Keylime's name (GET_QUOTE, INVALID_QUOTE, ...; see <see cref="AttestationStateNames"/>).</summary>
+    public string State { get; init; } = "";
     /// <summary>Keylime's number of <see cref="State"/>.</summary>
-    public int StateCode => (int)State;
+    public int StateCode { get; init; }
     /// <summary>PASS for GET_QUOTE..PROVIDE_V_RETRY, FAIL for FAILED, INVALID_QUOTE and TENANT_FAILED, PENDING otherwise.</summary>
-    public AttestationStatus AttestationStatus { get; init; }
+    public string AttestationStatus { get; init; } = "";
     public long AttestationCount { get; init; }
     public DateTimeOffset? LastReceivedQuote { get; init; }
     public DateTimeOffset? LastSuccessfulAttestation { get; init; }
     public int? SeverityLevel { get; init; }
     public string? LastEventId { get; init; }
-    /// <summary>The failed checks of the last judgement.</summary>
+    /// <summary>The failed checks of the last judgement (objects; hidden from Export-Csv, which gets <see cref="FailureSummary"/>).</summary>
+    [Hidden]
     public AttestationFailure[] Failures { get; init; } = [];
+    /// <summary>The failed checks as one string: <c>event_id: reason</c>, separated by <c>; </c>. Empty when none failed.</summary>
+    public string FailureSummary => AttestationStateNames.Summary(Failures);
+    /// <summary>The manufacturing serial of the device whose AK this agent uses, when the store knows it (-DataPath).</summary>
+    public string? Serial { get; init; }
+    /// <summary>The manufacturing device name, when the store knows it.</summary>
+    public string? DeviceName { get; init; }
     public string Ip { get; init; } = "";
     public int Port { get; init; }
     public string HashAlg { get; init; } = "";
@@ -37,13 +44,22 @@ public sealed class VerifierAgent
     /// <summary>Start-AgentAttestation -Payload: true once the agent proved it derived the payload key (keys/verify); null without a payload.</summary>
     public bool? PayloadVerified { get; init; }
 
+    internal VerifierAgent WithDevice(string serial, string deviceName) => new()
+    {
+        AgentId = AgentId, Verifier = Verifier, State = State, StateCode = StateCode, AttestationStatus = AttestationStatus,
+        AttestationCount = AttestationCount, LastReceivedQuote = LastReceivedQuote, LastSuccessfulAttestation = LastSuccessfulAttestation,
+        SeverityLevel = SeverityLevel, LastEventId = LastEventId, Failures = Failures, Serial = serial, DeviceName = deviceName, Ip = Ip, Port = Port,
+        HashAlg = HashAlg, EncAlg = EncAlg, SignAlg = SignAlg, TpmPolicy = TpmPolicy, HasRuntimePolicy = HasRuntimePolicy, HasMbRefstate = HasMbRefstate,
+        PayloadVerified = PayloadVerified,
+    };
+
     internal static DateTimeOffset? Time(long unix) => unix > 0 ? DateTimeOffset.FromUnixTimeSeconds(unix) : null;
 
     internal static VerifierAgent From(string id, VerifierAgentStatus s, Uri verifier, bool? payloadVerified = null) => new()
     {
         PayloadVerified = payloadVerified,
-        AgentId = id, Verifier = verifier, State = (OperationalState)s.OperationalState,
-        AttestationStatus = OperationalStates.Status((OperationalState)s.OperationalState), AttestationCount = s.AttestationCount,
+        AgentId = id, Verifier = verifier, State = OperationalStates.KeylimeName((OperationalState)s.OperationalState), StateCode = s.OperationalState,
+        AttestationStatus = AttestationStateNames.Status(OperationalStates.Status((OperationalState)s.OperationalState)), AttestationCount = s.AttestationCount,
         LastReceivedQuote = Time(s.LastReceivedQuote), LastSuccessfulAttestation = Time(s.LastSuccessfulAttestation), SeverityLevel = s.SeverityLevel,
         LastEventId = s.LastEventId, Failures = [.. s.Failures], Ip = s.Ip, Port = s.Port, HashAlg = s.HashAlg, EncAlg = s.EncAlg, SignAlg = s.SignAlg,
         TpmPolicy = s.TpmPolicy, HasRuntimePolicy = s.HasRuntimePolicy != 0, HasMbRefstate = s.HasMbRefstate != 0,
@@ -55,9 +71,18 @@ public sealed class AttestationTestResult
 {
     public string AgentId { get; init; } = "";
     public bool Passed { get; init; }
-    /// <summary>The verifier's state name, or Attested/Failed/Unreachable for a direct check.</summary>
+    /// <summary>
+    /// Keylime's state name (<see cref="AttestationStateNames"/>): the verifier's, or for a direct check GET_QUOTE (the quote passed),
+    /// INVALID_QUOTE (it failed a check) or FAILED (no quote could be had).
+    /// </summary>
     public string State { get; init; } = "";
+    /// <summary>The failed checks (objects; hidden from Export-Csv, which gets <see cref="FailureSummary"/>).</summary>
+    [Hidden]
     public AttestationFailure[] Failures { get; init; } = [];
+    /// <summary>The failed checks as one string: <c>event_id: reason</c>, separated by <c>; </c>. Empty when all passed.</summary>
+    public string FailureSummary => AttestationStateNames.Summary(Failures);
+    /// <summary>The input row (1 = the first agent checked by this call), so results can be matched to what was asked.</summary>
+    public int Row { get; init; }
     /// <summary>When the judged quote was taken (direct check) or last passed (verifier).</summary>
     public DateTimeOffset? QuoteTime { get; init; }
     /// <summary>verifier or agent: where the verdict came from.</summary>
@@ -371,8 +396,26 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
     [Parameter]
     public SwitchParameter Quiet { get; set; }
 
+    /// <summary>How many agents are checked at once (verifier reads or direct quotes). Default 8.</summary>
+    [Parameter]
+    [ValidateRange(1, 256)]
+    public int ThrottleLimit { get; set; } = 8;
+
     private bool _all = true;
     private bool _any;
+
+    /// <summary>One agent to check: run on a worker; what it reports is written in input order.</summary>
+    private sealed class Check(int row, string agentId, Action<Check> body)
+    {
+        public int Row { get; } = row;
+        public string AgentId { get; } = agentId;
+        public readonly List<object> Output = new();
+        public void Execute() => body(this);
+    }
+
+    private readonly List<Check> _checks = new();
+    private readonly List<IDisposable> _owned = new();
+    private Check? _current;
 
     protected override void ProcessRecord()
     {
@@ -382,22 +425,90 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
 
     protected override void EndProcessing()
     {
+        try { RunChecks(); }
+        finally
+        {
+            foreach (var d in _owned) d.Dispose();
+            _owned.Clear();
+        }
         if (Quiet) WriteObject(_any && _all);
     }
 
-    /// <summary>An error about one agent; with -Quiet it is not written: the final boolean carries the failure.</summary>
-    private void Report(ErrorRecord error)
+    /// <summary>Runs the queued checks, at most -ThrottleLimit at once; writes each agent's result in input order as soon as it and every earlier one are done.</summary>
+    private void RunChecks()
     {
-        _all = false;
-        if (!Quiet) WriteError(error);
+        if (_checks.Count == 0) return;
+        var done = new System.Collections.Concurrent.BlockingCollection<Check>();
+        var worker = Task.Run(() =>
+        {
+            try
+            {
+                Parallel.ForEach(_checks, new ParallelOptions { MaxDegreeOfParallelism = ThrottleLimit }, c =>
+                {
+                    try { c.Execute(); }
+                    catch (Exception ex) when (ex is not OutOfMemoryException)
+                    {
+                        c.Output.Add(new ErrorRecord(ex, "AttestationCheckFailed", ErrorCategory.NotSpecified, c.AgentId));
+                        c.Output.Add(new AttestationTestResult { AgentId = c.AgentId, Row = c.Row, Passed = false, State = AttestationStateNames.Unknown, Source = "verifier",
+                            Failures = [new() { EventId = "internal.error", Reason = ex.Message }] });
+                    }
+                    done.Add(c);
+                });
+            }
+            finally { done.CompleteAdding(); }
+        });
+        var ready = new SortedDictionary<int, Check>();
+        int next = 1, finished = 0;
+        var progress = new ProgressRecord(1, "Checking attestation", $"0 of {_checks.Count}");
+        foreach (var c in done.GetConsumingEnumerable())
+        {
+            finished++;
+            if (!Quiet)
+            {
+                progress.StatusDescription = $"{finished} of {_checks.Count}";
+                progress.CurrentOperation = c.AgentId;
+                progress.PercentComplete = (int)(100L * finished / _checks.Count);
+                WriteProgress(progress);
+            }
+            ready[c.Row] = c;
+            while (ready.Remove(next, out var r)) { Flush(r); next++; }
+        }
+        worker.GetAwaiter().GetResult();
+        foreach (var r in ready.Values) Flush(r);
+        if (!Quiet)
+        {
+            progress.RecordType = ProgressRecordType.Completed;
+            WriteProgress(progress);
+        }
     }
 
-    private void Emit(AttestationTestResult r)
+    private void Flush(Check c)
     {
-        _any = true;
-        _all &= r.Passed;
-        if (!Quiet) WriteObject(r);
+        foreach (var o in c.Output)
+        {
+            if (o is ErrorRecord e)
+            {
+                // An error about one agent; with -Quiet it is not written: the final boolean carries the failure.
+                _all = false;
+                if (!Quiet) WriteError(e);
+            }
+            else if (o is AttestationTestResult r)
+            {
+                _any = true;
+                _all &= r.Passed;
+                if (!Quiet) WriteObject(r);
+            }
+        }
     }
+
+    private void Queue(string agentId, Action<Check> body) => _checks.Add(new Check(_checks.Count + 1, agentId, body));
+
+    private static void Report(Check c, ErrorRecord error) => c.Output.Add(error);
+
+    private static void Emit(Check c, AttestationTestResult r) => c.Output.Add(new AttestationTestResult
+    {
+        AgentId = r.AgentId, Passed = r.Passed, State = r.State, Failures = r.Failures, QuoteTime = r.QuoteTime, Source = r.Source, Row = c.Row,
+    });
 
     protected override void BeginProcessing()
     {
@@ -407,36 +518,39 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
 
     private void TestViaVerifier()
     {
-        using var client = VerifierClient(Verifier!);
+        var client = VerifierClient(Verifier!);
+        _owned.Add(client);
         IReadOnlyList<string> ids;
         try { ids = AgentId is { Length: > 0 } ? AgentId : client.ListAsync().GetAwaiter().GetResult(); }
         // Not a verdict on any agent: the verifier itself could not be asked. Written even with -Quiet, so a scheduled check can tell
         // "an agent failed" from "nothing could be checked".
         catch (Exception ex) when (IsExpected(ex)) { _all = false; WriteError(VerifierError(ex, Verifier)); return; }
-        foreach (var id in ids)
+        var maxAge = MaxAge;
+        foreach (var agent in ids) Queue(agent, c =>
         {
+            string id = c.AgentId;
             VerifierAgentStatus s;
             try { s = client.GetAsync(id).GetAwaiter().GetResult(); }
             catch (Exception ex) when (IsExpected(ex))
             {
-                Report(VerifierError(ex, id));
+                Report(c, VerifierError(ex, id));
                 bool unknown = ex is KeylimeRequestException { StatusCode: 404 };
-                Emit(new AttestationTestResult { AgentId = id, Passed = false, State = unknown ? "NotWatched" : "Unknown", Source = "verifier",
+                Emit(c, new AttestationTestResult { AgentId = id, Passed = false, State = unknown ? AttestationStateNames.NotWatched : AttestationStateNames.Unknown, Source = "verifier",
                     Failures = [new() { EventId = unknown ? "verifier.unknown_agent" : "verifier.unreachable", Reason = ex.Message }] });
-                continue;
+                return;
             }
             var state = (OperationalState)s.OperationalState;
             var failures = new List<AttestationFailure>(s.Failures);
             bool pass = OperationalStates.Status(state) == AttestationStatus.Pass;
             var last = VerifierAgent.Time(s.LastSuccessfulAttestation);
-            if (pass && (last is null || DateTimeOffset.UtcNow - last > MaxAge))
+            if (pass && (last is null || DateTimeOffset.UtcNow - last > maxAge))
             {
                 pass = false;
-                failures.Add(new() { EventId = "verifier.stale", Reason = last is null ? "The verifier has no passing quote yet." : $"The last passing quote is {(int)(DateTimeOffset.UtcNow - last.Value).TotalSeconds} s old (more than {MaxAge.TotalSeconds} s)." });
+                failures.Add(new() { EventId = "verifier.stale", Reason = last is null ? "The verifier has no passing quote yet." : $"The last passing quote is {(int)(DateTimeOffset.UtcNow - last.Value).TotalSeconds} s old (more than {maxAge.TotalSeconds} s)." });
             }
             if (!pass && failures.Count == 0) failures.Add(new() { EventId = s.LastEventId ?? "verifier.state", Reason = $"The verifier reports {OperationalStates.KeylimeName(state)}." });
-            Emit(new AttestationTestResult { AgentId = id, Passed = pass, State = OperationalStates.KeylimeName(state), Failures = [.. failures], QuoteTime = last, Source = "verifier" });
-        }
+            Emit(c, new AttestationTestResult { AgentId = id, Passed = pass, State = OperationalStates.KeylimeName(state), Failures = [.. failures], QuoteTime = last, Source = "verifier" });
+        });
     }
 
     private void TestDirect()
@@ -466,31 +580,37 @@ public sealed class TestAgentAttestationCommand : VerifierCmdletBase
             if (check.Validate(config) is { } invalid) { ThrowTerminatingError(new ErrorRecord(new ArgumentException(invalid), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy)); return; }
         var tpmPolicy = TpmPolicy.TryParse(policy, out var perr);
         if (tpmPolicy is null) { ThrowTerminatingError(new ErrorRecord(new ArgumentException(perr), "InvalidPolicy", ErrorCategory.InvalidArgument, Policy)); return; }
-        PreparedAk ak;
-        try { ak = PreparedAk.FromTpm2B(Convert.FromBase64String(AikTpm!)); }
-        catch (Exception ex) when (ex is FormatException or TpmFormatException or NotSupportedException)
+        string ip = Ip!, aikTpm = AikTpm!;
+        int port = Port;
+        var clientCertificate = ClientCertificate;
+        Queue(id, c =>
         {
-            Report(new ErrorRecord(ex, "InvalidAk", ErrorCategory.InvalidData, id));
-            Emit(new AttestationTestResult { AgentId = id, Passed = false, State = "Failed", Source = "agent", Failures = [new() { EventId = "qoute_validation.ak", Reason = ex.Message }] });
-            return;
-        }
-        using (ak)
-        using (var connector = new AgentConnector(ClientCertificate, TimeSpan.FromSeconds(30)))
-        {
-            string nonce = VerifierService.NewNonce();
-            uint mask = QuoteJudge.QuoteMask(config, tpmPolicy, MeasurementChecks.Default);
-            var call = connector.GetIntegrityQuoteAsync(config, nonce, mask, partial: false, 0, default).GetAwaiter().GetResult();
-            if (call.Status != AgentCallStatus.Ok)
+            PreparedAk ak;
+            try { ak = PreparedAk.FromTpm2B(Convert.FromBase64String(aikTpm)); }
+            catch (Exception ex) when (ex is FormatException or TpmFormatException or NotSupportedException)
             {
-                Report(new ErrorRecord(new HttpRequestException($"Agent {id} at {Ip}:{Port}: {call.HttpStatus} {call.Message}"),
-                    call.Status == AgentCallStatus.Unreachable ? "AgentUnreachable" : $"AgentRefused{call.HttpStatus}", ErrorCategory.ConnectionError, id));
-                Emit(new AttestationTestResult { AgentId = id, Passed = false, State = call.Status == AgentCallStatus.Unreachable ? "Unreachable" : "Failed", Source = "agent",
-                    Failures = [new() { EventId = call.Status == AgentCallStatus.Unreachable ? "internal.not_reachable" : "internal.no_quote", Reason = $"{call.HttpStatus} {call.Message}" }] });
+                Report(c, new ErrorRecord(ex, "InvalidAk", ErrorCategory.InvalidData, id));
+                Emit(c, new AttestationTestResult { AgentId = id, Passed = false, State = AttestationStateNames.InvalidQuote, Source = "agent", Failures = [new() { EventId = "qoute_validation.ak", Reason = ex.Message }] });
                 return;
             }
-            var verdict = QuoteJudge.Judge(config, new VerifierAgentProgress(), ak, tpmPolicy, nonce, mask, QuoteResponse.FromJson(call.Results), MeasurementChecks.Default);
-            Emit(new AttestationTestResult { AgentId = id, Passed = verdict.Passed, State = verdict.Passed ? "Attested" : "Failed", Failures = [.. verdict.Failures], QuoteTime = DateTimeOffset.UtcNow, Source = "agent" });
-        }
+            using (ak)
+            using (var connector = new AgentConnector(clientCertificate, TimeSpan.FromSeconds(30)))
+            {
+                string nonce = VerifierService.NewNonce();
+                uint mask = QuoteJudge.QuoteMask(config, tpmPolicy, MeasurementChecks.Default);
+                var call = connector.GetIntegrityQuoteAsync(config, nonce, mask, partial: false, 0, default).GetAwaiter().GetResult();
+                if (call.Status != AgentCallStatus.Ok)
+                {
+                    Report(c, new ErrorRecord(new HttpRequestException($"Agent {id} at {ip}:{port}: {call.HttpStatus} {call.Message}"),
+                        call.Status == AgentCallStatus.Unreachable ? "AgentUnreachable" : $"AgentRefused{call.HttpStatus}", ErrorCategory.ConnectionError, id));
+                    Emit(c, new AttestationTestResult { AgentId = id, Passed = false, State = AttestationStateNames.Failed, Source = "agent",
+                        Failures = [new() { EventId = call.Status == AgentCallStatus.Unreachable ? "internal.not_reachable" : "internal.no_quote", Reason = $"{call.HttpStatus} {call.Message}" }] });
+                    return;
+                }
+                var verdict = QuoteJudge.Judge(config, new VerifierAgentProgress(), ak, tpmPolicy, nonce, mask, QuoteResponse.FromJson(call.Results), MeasurementChecks.Default);
+                Emit(c, new AttestationTestResult { AgentId = id, Passed = verdict.Passed, State = verdict.Passed ? AttestationStateNames.GetQuote : AttestationStateNames.InvalidQuote, Failures = [.. verdict.Failures], QuoteTime = DateTimeOffset.UtcNow, Source = "agent" });
+            }
+        });
     }
 }
 

@@ -16,9 +16,12 @@ public sealed class NewKmsProviderCommand : KmsCmdletBase
     [Alias("Provider")]
     public string Name { get; set; } = "";
 
-    /// <summary>The provider's key id.</summary>
+    /// <summary>The provider's key id (spec 002 key_id; binds from a provider object's KeyId property through the alias).</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    public string KeyId { get; set; } = "";
+    [Alias("KeyId")]
+    public string ProviderKeyId { get; set; } = "";
+
+    private string KeyId => ProviderKeyId;
 
     /// <summary>The key derivation key: base64 of 32 bytes, as a SecureString.</summary>
     [Parameter(Mandatory = true)]
@@ -87,9 +90,12 @@ public sealed class SetKmsProviderCommand : KmsCmdletBase
     [ArgumentCompleter(typeof(KmsProviderNameCompleter))]
     public string Name { get; set; } = "";
 
-    /// <summary>The new key id.</summary>
+    /// <summary>The provider's new key id (spec 002 key_id).</summary>
     [Parameter(Mandatory = true, Position = 1)]
-    public string KeyId { get; set; } = "";
+    [Alias("KeyId")]
+    public string ProviderKeyId { get; set; } = "";
+
+    private string KeyId => ProviderKeyId;
 
     /// <summary>Write the updated provider.</summary>
     [Parameter]

@@ -60,7 +60,11 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
     [TpmHandleTransformation]
     public uint? AkHandle { get; set; }
 
-    /// <summary>Replace an object already at -AkHandle.</summary>
+    /// <summary>
+    /// Provision again a device that is already provisioned (its AK still persisted, its certificate valid): a new AK replaces the
+    /// old one at its handle. Also replaces any other object at -AkHandle. Without it such a device is skipped and reported
+    /// with Status AlreadyProvisioned.
+    /// </summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
 
@@ -124,10 +128,11 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
         var events = new BlockingCollection<object>();
         var cts = new CancellationTokenSource();
         _cts = cts;
-        int done = 0, failed = 0, total = _jobs.Count;
+        int done = 0, failed = 0, skipped = 0, total = _jobs.Count;
         // One queue per TPM: a TPM takes one connection, so its devices go one after another; different TPMs run in parallel.
         var lanes = _jobs.GroupBy(j => j.Tpm ?? "", StringComparer.OrdinalIgnoreCase).Select(g => g.ToList()).ToList();
         var clients = new ConcurrentDictionary<(Uri, string?), ProvisioningClient>();
+        var existing = Force ? ExistingAkPolicy.Replace : ExistingAkPolicy.Reuse;
         var worker = Task.Run(async () =>
         {
             try
@@ -138,6 +143,7 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
                     {
                         ct.ThrowIfCancellationRequested();
                         var reporter = new Reporter(events, job);
+                        object outcome;
                         try
                         {
                             var client = clients.GetOrAdd((job.Server, Namespace), k => new ProvisioningClient(new ProvisioningClientOptions
@@ -147,18 +153,19 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
                             using var dev = TpmDevice.Open(job.Tpm);
                             var result = await client.ProvisionAsync(dev, job.Device, _key!, new DeviceProvisioningOptions
                             {
-                                EkKind = EkKind, AkHandle = job.AkHandle, ReplaceAkHandle = Force, TpmCaCertificate = _tpmCa,
+                                EkKind = EkKind, AkHandle = job.AkHandle, ReplaceAkHandle = Force, TpmCaCertificate = _tpmCa, ExistingAk = existing,
                             }, reporter, ct).ConfigureAwait(false);
-                            Interlocked.Increment(ref done);
-                            events.Add(result);
+                            if (result.AlreadyProvisioned) Interlocked.Increment(ref skipped);
+                            else Interlocked.Increment(ref done);
+                            outcome = DeviceProvisioningResult.From(result, job.Index + 1, job.Tpm ?? "");
                         }
                         catch (OperationCanceledException) when (ct.IsCancellationRequested) { throw; }
                         catch (Exception ex)
                         {
                             Interlocked.Increment(ref failed);
-                            events.Add(ToError(ex, job));
+                            outcome = ToError(ex, job);
                         }
-                        events.Add(new ProgressTick());
+                        events.Add(new Finished(job, outcome));
                     }
                 }).ConfigureAwait(false);
             }
@@ -170,26 +177,50 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
             }
         });
 
+        // Results (and each device's error) are written in input order; progress moves as each device completes.
         var progress = new ProgressRecord(1, "Provisioning devices", $"0 of {total}");
+        var ready = new SortedDictionary<int, object>();
+        int next = 0;
         foreach (var e in events.GetConsumingEnumerable())
         {
             switch (e)
             {
-                case DeviceProvisioningResult r: WriteObject(r); break;
-                case ErrorRecord er: WriteError(er); break;
+                case Finished f:
+                    int finished = done + failed + skipped;
+                    progress.StatusDescription = $"{finished} of {total} ({done} provisioned, {skipped} already provisioned, {failed} failed)";
+                    progress.CurrentOperation = $"{f.Job.Device.Serial}: {(f.Outcome is DeviceProvisioningResult r ? r.Status : "failed")}";
+                    progress.PercentComplete = (int)(100L * finished / total);
+                    WriteProgress(progress);
+                    WriteProgress(new ProgressRecord(DeviceActivityId(f.Job), "Device " + f.Job.Device.Serial, "done") { ParentActivityId = 1, RecordType = ProgressRecordType.Completed });
+                    ready[f.Job.Index] = f.Outcome;
+                    while (ready.Remove(next, out var o))
+                    {
+                        if (o is ErrorRecord er) WriteError(er);
+                        else WriteObject(o);
+                        next++;
+                    }
+                    break;
                 case string v: WriteVerbose(v); break;
                 case WarningText w: WriteWarning(w.Text); break;
-                case ProgressTick:
-                    progress.StatusDescription = $"{done + failed} of {total} ({failed} failed)";
-                    progress.PercentComplete = (int)(100L * (done + failed) / total);
-                    WriteProgress(progress);
+                case DeviceProgress dp:
+                    WriteProgress(new ProgressRecord(DeviceActivityId(dp.Job), "Device " + dp.Job.Device.Serial, dp.Status)
+                    {
+                        ParentActivityId = 1, PercentComplete = Math.Clamp(dp.Percent, 0, 100),
+                    });
                     break;
             }
         }
         worker.GetAwaiter().GetResult();
+        foreach (var o in ready.Values)
+        {
+            if (o is ErrorRecord er) WriteError(er);
+            else WriteObject(o);
+        }
         progress.RecordType = ProgressRecordType.Completed;
         WriteProgress(progress);
     }
+
+    private static int DeviceActivityId(Job job) => 2 + job.Index;
 
     private CancellationTokenSource? _cts;
     protected override void StopProcessing() => _cts?.Cancel();
@@ -218,13 +249,18 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
         };
     }
 
-    private sealed record ProgressTick;
+    private sealed record Finished(Job Job, object Outcome);
+    private sealed record DeviceProgress(Job Job, int Percent, string Status);
     private sealed record WarningText(string Text);
 
     private sealed class Reporter(BlockingCollection<object> events, Job job) : IOperationReporter
     {
         public void Verbose(string message) => events.Add($"{job.Device.Serial}: {message}");
         public void Warning(string message) => events.Add(new WarningText($"{job.Device.Serial}: {message}"));
-        public void Progress(int percent, string status) => events.Add($"{job.Device.Serial}: {status} ({percent}%)");
+        public void Progress(int percent, string status)
+        {
+            events.Add($"{job.Device.Serial}: {status} ({percent}%)");
+            events.Add(new DeviceProgress(job, percent, status));
+        }
     }
 }

@@ -166,9 +166,12 @@ public sealed class GetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 [OutputType(typeof(ApiKeyInfo))]
 public sealed class SetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 {
-    /// <summary>The key id (binds from Get-ProvisioningApiKey output).</summary>
+    /// <summary>The API key id (binds from Get-ProvisioningApiKey output, whose KeyId property the alias takes).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    public string KeyId { get; set; } = "";
+    [Alias("KeyId")]
+    public string ApiKeyId { get; set; } = "";
+
+    private string KeyId => ApiKeyId;
 
     /// <summary>$true to accept the key, $false to refuse it (403).</summary>
     [Parameter]
@@ -211,9 +214,12 @@ public sealed class SetProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 [Cmdlet(VerbsCommon.Remove, "ProvisioningApiKey", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 public sealed class RemoveProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 {
-    /// <summary>The key id (binds from Get-ProvisioningApiKey output).</summary>
+    /// <summary>The API key id (binds from Get-ProvisioningApiKey output, whose KeyId property the alias takes).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    public string KeyId { get; set; } = "";
+    [Alias("KeyId")]
+    public string ApiKeyId { get; set; } = "";
+
+    private string KeyId => ApiKeyId;
 
     protected override void ProcessRecord()
     {
@@ -227,7 +233,7 @@ public sealed class RemoveProvisioningApiKeyCommand : ProvisioningDataCmdletBase
 
 /// <summary>Lists manufacturing records: one per successful provisioning.</summary>
 [Cmdlet(VerbsCommon.Get, "ManufacturingRecord", DefaultParameterSetName = "DataPath")]
-[OutputType(typeof(ManufacturingRecord))]
+[OutputType(typeof(ManufacturingRecordInfo))]
 public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
 {
     /// <summary>A running station to read instead of a data path (its /api/v2/manufacturing route).</summary>
@@ -246,12 +252,12 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
     [Parameter(ParameterSetName = "Server")]
     public X509Certificate2? ClientCertificate { get; set; }
 
-    /// <summary>Device serial number.</summary>
-    [Parameter(Position = 0)]
+    /// <summary>Device serial number (binds by property name, so New-TpmProvisioning results and their CSV exports pipe in).</summary>
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     public string? Serial { get; set; }
 
     /// <summary>Device vendor.</summary>
-    [Parameter]
+    [Parameter(ValueFromPipelineByPropertyName = true)]
     public string? Vendor { get; set; }
 
     /// <summary>Records made with this API key id.</summary>
@@ -274,7 +280,7 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
             var remote = Station.StationRemote.Run(this, Server!, Token, CaCertificate, ClientCertificate, c => c.GetManufacturingRecordsAsync(0, null));
             // The station pages newest first; the filters apply to what it returns.
             WriteObject(remote.Where(r => (Serial is null || r.Serial == Serial) && (Vendor is null || r.Vendor == Vendor) && (ApiKeyId is null || r.ApiKeyId == ApiKeyId)
-                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last), enumerateCollection: true);
+                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last).Select(r => ManufacturingRecordInfo.From(r, null, null)), enumerateCollection: true);
             return;
         }
         using var store = OpenExistingStore();
@@ -283,7 +289,8 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
         {
             Serial = Serial, Vendor = Vendor, ApiKeyId = ApiKeyId, Since = Since is { } s ? new DateTimeOffset(s) : null, Limit = Last,
         }));
-        WriteObject(records, enumerateCollection: true);
+        var agents = records.Count == 0 ? new Dictionary<string, string>() : Run(ManufacturingRecordInfo.AgentsByEkAsync(store));
+        WriteObject(records.Select(r => ManufacturingRecordInfo.From(r, agents.GetValueOrDefault(r.EkFingerprint), ResolvedDataPath)), enumerateCollection: true);
     }
 }
 
@@ -409,7 +416,8 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
 {
     /// <summary>PEM file with the CA certificate.</summary>
     [Parameter(Mandatory = true, Position = 0)]
-    public string CertificatePath { get; set; } = "";
+    [Alias("CertificatePath")]
+    public string Path { get; set; } = "";
 
     /// <summary>PEM file with the CA's private key (PKCS#8 or EC/RSA PRIVATE KEY).</summary>
     [Parameter(Mandatory = true, Position = 1)]
@@ -426,7 +434,7 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
         if (!ShouldProcess(dir, "Import the TPM CA")) return;
         try
         {
-            var cert = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(CertificatePath));
+            var cert = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(Path));
             var key = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(KeyPath));
             using var ca = TpmCa.Import(dir, cert, key, Force);
             Audit("provision.tpmca.import", ca.Certificate.Thumbprint, ca.Certificate.Subject);
@@ -434,7 +442,7 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or System.Security.Cryptography.CryptographicException or InvalidOperationException)
         {
-            WriteError(new ErrorRecord(ex, "TpmCaImportFailed", ErrorCategory.InvalidData, CertificatePath));
+            WriteError(new ErrorRecord(ex, "TpmCaImportFailed", ErrorCategory.InvalidData, Path));
         }
     }
 }

@@ -15,7 +15,8 @@ public sealed class GetProvisioningServerLogCommand : PSCmdlet
     /// <summary>How many of the newest entries per server.</summary>
     [Parameter]
     [ValidateRange(1, 100000)]
-    public int Tail { get; set; } = 100;
+    [Alias("Tail")]
+    public int Last { get; set; } = 100;
 
     /// <summary>Only entries at or above this level.</summary>
     [Parameter]
@@ -25,7 +26,7 @@ public sealed class GetProvisioningServerLogCommand : PSCmdlet
     {
         var hosts = InputObject is null ? ServerRegistry.All : ServerLookup.Select(this, null, [InputObject.Id]);
         foreach (var h in hosts)
-            foreach (var e in h.RecentLog(Tail).Where(e => e.Level >= MinimumLevel))
+            foreach (var e in h.RecentLog(Last).Where(e => e.Level >= MinimumLevel))
                 WriteObject(e);
     }
 }

@@ -64,9 +64,9 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [ArgumentCompleter(typeof(RegistrarUrlCompleter))]
     public Uri? Registrar { get; set; }
 
-    /// <summary>Agent role: PEM file of the CA the registrar's TLS certificate chains to (default: this data path's components CA).</summary>
+    /// <summary>Agent role: the CA the registrar's TLS certificate chains to, a certificate or a PEM/DER file (default: this data path's components CA).</summary>
     [Parameter]
-    public string? RegistrarCaCertificate { get; set; }
+    public object? RegistrarCaCertificate { get; set; }
 
     /// <summary>Agent role: the agent id (a UUID); default derived from the EK.</summary>
     [Parameter]
@@ -230,7 +230,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             {
                 Tpm = Tpm,
                 Registrar = Registrar,
-                RegistrarCaCertificatePath = RegistrarCaCertificate is null ? null : GetUnresolvedProviderPathFromPSPath(RegistrarCaCertificate),
+                RegistrarCaCertificatePath = RegistrarCaCertificateFile(dataPath),
                 AgentId = AgentId,
                 AkHandle = AkHandle,
                 RunPayloadScript = EnablePayloadScript,
@@ -408,4 +408,26 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     }
 
     protected override void StopProcessing() => _cts.Cancel();
+
+    /// <summary>
+    /// -RegistrarCaCertificate as a PEM file for the agent: a path as given (after checking it holds a certificate), a certificate
+    /// object written to <c>&lt;DataPath&gt;/agent/registrar-ca.pem</c>.
+    /// </summary>
+    private string? RegistrarCaCertificateFile(string dataPath)
+    {
+        var value = RegistrarCaCertificate is PSObject p ? p.BaseObject : RegistrarCaCertificate;
+        if (value is null) return null;
+        var cert = CertificateInput.Load(this, value, nameof(RegistrarCaCertificate));
+        if (value is string or FileInfo)
+        {
+            cert?.Dispose();
+            return value is FileInfo f ? f.FullName : GetUnresolvedProviderPathFromPSPath((string)value);
+        }
+        var dir = Path.Combine(dataPath, "agent");
+        Directory.CreateDirectory(dir);
+        var file = Path.Combine(dir, "registrar-ca.pem");
+        File.WriteAllText(file, cert!.ExportCertificatePem() + "\n");
+        return file;
+    }
+
 }

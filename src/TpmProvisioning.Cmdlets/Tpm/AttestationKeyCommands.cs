@@ -10,8 +10,8 @@ namespace TpmProvisioning.Cmdlets;
 [OutputType(typeof(TpmAttestationKey))]
 public sealed class NewTpmAttestationKeyCommand : TpmCmdletBase
 {
-    /// <summary>First handle tried when no -PersistentHandle is given (owner hierarchy range, after the conventional SRK 0x81000001).</summary>
-    public const uint FirstAutoHandle = 0x81000010;
+    /// <summary>First handle tried when no -AkHandle is given (owner hierarchy range, after the conventional SRK 0x81000001).</summary>
+    public const uint FirstAutoHandle = TpmProvisioning.Provisioning.DeviceProvisioning.DefaultAkHandleSearchStart;
     /// <summary>Last handle tried automatically.</summary>
     public const uint LastAutoHandle = 0x810000FF;
 
@@ -20,24 +20,24 @@ public sealed class NewTpmAttestationKeyCommand : TpmCmdletBase
     [ValidateSet("Rsa", "Ecc")]
     public string Algorithm { get; set; } = "Rsa";
 
-    /// <summary>Persistent handle (0x81000000-0x81FFFFFF) for the AK. Default: the first free handle from 0x81000010.</summary>
+    /// <summary>Persistent handle (0x81000000-0x81FFFFFF) for the AK. Default: the first free handle from 0x81000002.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [Alias("Handle")]
+    [Alias("PersistentHandle", "Handle")]
     [TpmHandleTransformation]
-    public uint? PersistentHandle { get; set; }
+    public uint? AkHandle { get; set; }
 
     /// <summary>Keep the key transient: nothing is stored in the TPM; the output carries the wrapped private blob to reload it.</summary>
     [Parameter]
     public SwitchParameter Transient { get; set; }
 
-    /// <summary>Replace an object already persisted at -PersistentHandle.</summary>
+    /// <summary>Replace an object already persisted at -AkHandle.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
 
     protected override void BeginProcessing()
     {
-        if (Transient && PersistentHandle is not null)
-            ThrowTerminatingError(new ErrorRecord(new ArgumentException("-Transient and -PersistentHandle exclude each other."), "TransientWithHandle", ErrorCategory.InvalidArgument, PersistentHandle));
+        if (Transient && AkHandle is not null)
+            ThrowTerminatingError(new ErrorRecord(new ArgumentException("-Transient and -AkHandle exclude each other."), "TransientWithHandle", ErrorCategory.InvalidArgument, AkHandle));
     }
 
     protected override void ProcessRecord() => WithTpm(tpm =>
@@ -47,13 +47,13 @@ public sealed class NewTpmAttestationKeyCommand : TpmCmdletBase
         uint? handle = null;
         if (!Transient)
         {
-            if (PersistentHandle is { } h)
+            if (AkHandle is { } h)
             {
                 if ((h & 0xFF000000) != TpmHandle.HrPersistent)
                     throw new ArgumentException($"0x{h:x8} is not a persistent handle (0x81000000-0x81FFFFFF).");
                 if (!Force && tpm.GetHandles(TpmHandle.HrPersistent).Contains(h))
                 {
-                    WriteError(new ErrorRecord(new InvalidOperationException($"The TPM already holds an object at 0x{h:x8}. Use -Force to replace it or choose another -PersistentHandle."),
+                    WriteError(new ErrorRecord(new InvalidOperationException($"The TPM already holds an object at 0x{h:x8}. Use -Force to replace it or choose another -AkHandle."),
                         "PersistentHandleInUse", ErrorCategory.ResourceExists, $"0x{h:x8}"));
                     return;
                 }
@@ -64,7 +64,7 @@ public sealed class NewTpmAttestationKeyCommand : TpmCmdletBase
                 handle = tpm.FindFreePersistentHandle(FirstAutoHandle, LastAutoHandle);
                 if (handle is null)
                 {
-                    WriteError(new ErrorRecord(new InvalidOperationException($"No free persistent handle between 0x{FirstAutoHandle:x8} and 0x{LastAutoHandle:x8}; pass -PersistentHandle."),
+                    WriteError(new ErrorRecord(new InvalidOperationException($"No free persistent handle between 0x{FirstAutoHandle:x8} and 0x{LastAutoHandle:x8}; pass -AkHandle."),
                         "NoFreePersistentHandle", ErrorCategory.LimitsExceeded, EffectiveTpm));
                     return;
                 }

@@ -30,6 +30,8 @@ public sealed class TpmHandleTransformationAttribute : ArgumentTransformationAtt
         if (t.StartsWith("0x", StringComparison.OrdinalIgnoreCase)) t = t[2..];
         else if (uint.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out var dec) && t.Length < 8) return dec;
         if (uint.TryParse(t, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var hex)) return hex;
+        // A handle exported as a number (2164260866) and read back as text from a CSV.
+        if (!s.Trim().StartsWith("0x", StringComparison.OrdinalIgnoreCase) && uint.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out var big)) return big;
         throw new ArgumentTransformationMetadataException($"'{s}' is not a TPM handle; write it as 0x81000010.");
     }
 }

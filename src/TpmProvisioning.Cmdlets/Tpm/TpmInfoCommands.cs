@@ -74,12 +74,12 @@ public sealed class GetTpmEndorsementKeyCommand : TpmCmdletBase
 {
     /// <summary>Which EK: Rsa2048 (TCG template L-1, certificate at 0x01c00002; default), EccP256 (L-2, 0x01c0000a), or a high-range template (Rsa2048High, EccP256High, EccP384High).</summary>
     [Parameter(Position = 0)]
-    [Alias("Algorithm")]
-    public EkKind[]? Kind { get; set; }
+    [Alias("Kind", "Algorithm")]
+    public EkKind[]? EkKind { get; set; }
 
     protected override void ProcessRecord() => WithTpm(tpm =>
     {
-        foreach (var kind in Kind is { Length: > 0 } ? Kind.Distinct() : [EkKind.Rsa2048])
+        foreach (var kind in EkKind is { Length: > 0 } ? EkKind.Distinct() : [TpmProvisioning.Tpm.EkKind.Rsa2048])
         {
             var ek = tpm.CreateEk(kind);
             try

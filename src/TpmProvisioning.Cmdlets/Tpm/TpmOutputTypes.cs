@@ -12,7 +12,8 @@ public sealed class TpmPcrValue
     public int Index { get; init; }
     /// <summary>The value as lower-case hex.</summary>
     public string Value { get; init; } = "";
-    /// <summary>The value as bytes.</summary>
+    /// <summary>The value as bytes (hidden from Export-Csv and ConvertTo-Json, which get <see cref="Value"/>).</summary>
+    [System.Management.Automation.Hidden, Newtonsoft.Json.JsonIgnore]
     public byte[] Digest { get; init; } = [];
     /// <summary>The TPM read.</summary>
     public string Tpm { get; init; } = "";

@@ -172,8 +172,8 @@ public sealed partial class AgentService : IDisposable
     /// <summary>The NK's public key, PEM (SubjectPublicKeyInfo), as <c>keys/pubkey</c> serves it.</summary>
     public string NkPublicPem { get; }
 
-    /// <summary>First handle the agent persists its own AK at (the range New-TpmAttestationKey also picks from).</summary>
-    public const uint AutoAkHandleFirst = 0x81000010;
+    /// <summary>First handle the agent persists its own AK at: the one default of the module (New-TpmProvisioning, New-TpmAttestationKey, Register-AttestationAgent).</summary>
+    public const uint AutoAkHandleFirst = TpmProvisioning.Provisioning.DeviceProvisioning.DefaultAkHandleSearchStart;
     /// <summary>Last handle of that range.</summary>
     public const uint AutoAkHandleLast = 0x810000FF;
     /// <summary>The file under the state folder that remembers the persisted AK (as rust-keylime's <c>agent_data.json</c>).</summary>

@@ -36,6 +36,11 @@ public sealed class DeviceProvisioningOptions
     public uint? AkHandle { get; init; }
     /// <summary>Evict an object already at <see cref="AkHandle"/>. Without it an occupied handle fails before anything is sent.</summary>
     public bool ReplaceAkHandle { get; init; }
+    /// <summary>
+    /// What to do with an AK this flow persisted before (a restricted signing key at <see cref="AkHandle"/>, or the first one
+    /// from <see cref="AkHandleSearchStart"/> up when no handle is given). Default <see cref="ExistingAkPolicy.Ignore"/>.
+    /// </summary>
+    public ExistingAkPolicy ExistingAk { get; init; } = ExistingAkPolicy.Ignore;
     /// <summary>Where the free-handle search starts (owner range; 0x81000001 is the conventional SRK).</summary>
     public uint AkHandleSearchStart { get; init; } = DeviceProvisioning.DefaultAkHandleSearchStart;
     /// <summary>Send ak_pub_key as TPM2B_PUBLIC (exact; default) or as DER SubjectPublicKeyInfo (the spec's form).</summary>
@@ -46,9 +51,28 @@ public sealed class DeviceProvisioningOptions
     public byte[]? EndorsementAuth { get; init; }
 }
 
+/// <summary>What the device flow does with an AK it persisted on an earlier run.</summary>
+public enum ExistingAkPolicy
+{
+    /// <summary>Create a new AK and persist it at a free handle (or at the given one).</summary>
+    Ignore,
+    /// <summary>
+    /// Send the persisted AK: when the server still holds a valid certificate for this device, EK and AK it returns it
+    /// (already provisioned) and nothing changes; otherwise the persisted AK is certified. No second AK is created.
+    /// </summary>
+    Reuse,
+    /// <summary>Create a new AK and persist it at the persisted AK's handle, evicting the old one (re-provisioning).</summary>
+    Replace,
+}
+
 /// <summary>A provisioned device, as <c>New-TpmProvisioning</c> returns it.</summary>
 public sealed record DeviceProvisioningResult
 {
+    /// <summary>
+    /// True when the device was already provisioned with this AK (the server returned its existing certificate and nothing was
+    /// created, persisted or recorded).
+    /// </summary>
+    public bool AlreadyProvisioned { get; init; }
     public required string Serial { get; init; }
     public required string DeviceName { get; init; }
     public required string Vendor { get; init; }
@@ -139,7 +163,11 @@ public sealed class ProvisioningClient : IDisposable
     }
 
     /// <summary>Posts one request and returns the server's answer; <see cref="ProvisioningRequestException"/> for any non-200.</summary>
-    public async Task<ProvisioningResponse> SendAsync(ProvisioningRequest request, CancellationToken ct = default)
+    public async Task<ProvisioningResponse> SendAsync(ProvisioningRequest request, CancellationToken ct = default) =>
+        (await SendWithStatusAsync(request, ct).ConfigureAwait(false)).Response;
+
+    /// <summary>As <see cref="SendAsync"/>, and whether the server said the device was already provisioned with this AK.</summary>
+    public async Task<(ProvisioningResponse Response, bool AlreadyProvisioned)> SendWithStatusAsync(ProvisioningRequest request, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(request);
         var json = JsonSerializer.Serialize(request, ProvisioningJsonContext.Default.ProvisioningRequest);
@@ -154,10 +182,12 @@ public sealed class ProvisioningClient : IDisposable
             int? retry = resp.Headers.RetryAfter?.Delta is { } d ? (int)d.TotalSeconds : null;
             throw new ProvisioningRequestException(resp.StatusCode, message, retry);
         }
+        bool already = resp.Headers.TryGetValues(ProvisioningHeaders.Status, out var v)
+            && v.Any(x => string.Equals(x.Trim(), ProvisioningHeaders.AlreadyProvisioned, StringComparison.OrdinalIgnoreCase));
         try
         {
-            return JsonSerializer.Deserialize(body, ProvisioningJsonContext.Default.ProvisioningResponse)
-                ?? throw new DeviceProvisioningException("The server answered 200 with an empty body.");
+            return (JsonSerializer.Deserialize(body, ProvisioningJsonContext.Default.ProvisioningResponse)
+                ?? throw new DeviceProvisioningException("The server answered 200 with an empty body."), already);
         }
         catch (JsonException ex)
         {
@@ -186,10 +216,16 @@ public sealed class ProvisioningClient : IDisposable
             var request = session.BuildRequest(apiKey);
             reporter.Progress(50, $"Sending the request to {_endpoint.GetLeftPart(UriPartial.Authority)}");
             reporter.Verbose($"POST {_endpoint}");
-            var response = await SendAsync(request, ct).ConfigureAwait(false);
+            var (response, already) = await SendWithStatusAsync(request, ct).ConfigureAwait(false);
             reporter.Progress(70, "Activating the credential with the EK");
             var cert = session.OpenResponse(response);
-            reporter.Progress(90, "Persisting the AK");
+            if (already && session.ReusesPersistedAk)
+            {
+                reporter.Warning($"already provisioned: the AK at 0x{session.AkHandle:X8} holds a valid certificate (serial {cert.SerialNumber}); nothing was changed. Use -Force to provision again.");
+                reporter.Progress(100, "Already provisioned");
+                return session.Result(cert, session.AkHandle, _endpoint.GetLeftPart(UriPartial.Authority)) with { AlreadyProvisioned = true };
+            }
+            reporter.Progress(90, session.ReusesPersistedAk ? "Keeping the AK already persisted" : "Persisting the AK");
             uint handle = session.PersistAk();
             reporter.Progress(100, "Provisioned");
             return session.Result(cert, handle, _endpoint.GetLeftPart(UriPartial.Authority));
@@ -222,6 +258,8 @@ public sealed class DeviceProvisioning : IDisposable
     private TpmObject? _ek;
     private TpmObject? _ak;
     private uint _akHandle;
+    private bool _reuse;
+    private bool _replace;
 
     private DeviceProvisioning(TpmDevice tpm, DeviceIdentity device, DeviceProvisioningOptions options, IOperationReporter reporter)
     {
@@ -239,6 +277,8 @@ public sealed class DeviceProvisioning : IDisposable
     public byte[] Csr { get; private set; } = [];
     /// <summary>The handle the AK will be persisted at.</summary>
     public uint AkHandle => _akHandle;
+    /// <summary>True when this session signs with an AK persisted on an earlier run (<see cref="ExistingAkPolicy.Reuse"/>).</summary>
+    public bool ReusesPersistedAk => _reuse;
     /// <summary>SHA-256 of the EK certificate, upper-case hex.</summary>
     public string EkThumbprint => Convert.ToHexString(SHA256.HashData(EkCertificate));
 
@@ -278,9 +318,17 @@ public sealed class DeviceProvisioning : IDisposable
                 throw new DeviceProvisioningException($"The EK certificate at NV 0x{nv:X8} does not carry the key of the {o.EkKind} EK this TPM derives.");
         }
 
-        _reporter.Progress(25, "Creating the AK");
-        _ak = _tpm.CreateAk(o.AkTemplate ?? TpmTemplates.AkRsa2048, null, o.OwnerAuth).Key;
-        _reporter.Verbose($"AK Name {Convert.ToHexString(_ak.Name)}, to be persisted at 0x{_akHandle:X8}");
+        if (_reuse)
+        {
+            _ak = _tpm.ReadPublic(_akHandle).Object;
+            _reporter.Verbose($"Using the AK persisted at 0x{_akHandle:X8} (Name {Convert.ToHexString(_ak.Name)}) instead of creating another");
+        }
+        else
+        {
+            _reporter.Progress(25, "Creating the AK");
+            _ak = _tpm.CreateAk(o.AkTemplate ?? TpmTemplates.AkRsa2048, null, o.OwnerAuth).Key;
+            _reporter.Verbose($"AK Name {Convert.ToHexString(_ak.Name)}, to be persisted at 0x{_akHandle:X8}{(_replace ? " (replacing the AK there)" : "")}");
+        }
 
         _reporter.Progress(35, "Signing the CSR with the AK in the TPM");
         Csr = AkCsr.Create(_ak.Public, Device, info => _tpm.SignWithRestrictedKey(_ak.Handle, info, _ak.Public.Scheme.HashAlg is TpmAlgId.Null ? TpmAlgId.Sha256 : _ak.Public.Scheme.HashAlg).Signature);
@@ -288,6 +336,12 @@ public sealed class DeviceProvisioning : IDisposable
 
     private uint ChooseAkHandle()
     {
+        if (_options.ExistingAk is not ExistingAkPolicy.Ignore && FindPersistedAk() is { } existing)
+        {
+            if (_options.ExistingAk is ExistingAkPolicy.Reuse) _reuse = true;
+            else _replace = true;
+            return existing;
+        }
         if (_options.AkHandle is { } h)
         {
             if ((h & 0xFF000000) != TpmHandle.HrPersistent) throw new ArgumentOutOfRangeException(nameof(_options.AkHandle), $"0x{h:X8} is not a persistent handle (0x81xxxxxx).");
@@ -297,6 +351,26 @@ public sealed class DeviceProvisioning : IDisposable
         }
         return _tpm.FindFreePersistentHandle(_options.AkHandleSearchStart, OwnerPersistentEnd)
             ?? throw new DeviceProvisioningException("No free persistent handle in the owner range.");
+    }
+
+    /// <summary>
+    /// The AK an earlier run persisted: the restricted signing key at <see cref="DeviceProvisioningOptions.AkHandle"/>, or the
+    /// first one in the owner range from <see cref="DeviceProvisioningOptions.AkHandleSearchStart"/> up; null when there is none.
+    /// </summary>
+    private uint? FindPersistedAk()
+    {
+        var persisted = _tpm.GetHandles(TpmHandle.HrPersistent);
+        IEnumerable<uint> candidates = _options.AkHandle is { } h
+            ? persisted.Where(x => x == h)
+            : persisted.Where(x => x >= _options.AkHandleSearchStart && x <= OwnerPersistentEnd).Order();
+        foreach (var c in candidates)
+        {
+            TpmPublic pub;
+            try { pub = _tpm.ReadPublic(c).Object.Public; }
+            catch (TpmException) { continue; }
+            if (pub.IsRestrictedSigningKey(out _)) return c;
+        }
+        return null;
     }
 
     /// <summary>The request for this device (ek_pub_key as DER SubjectPublicKeyInfo, csr as PEM).</summary>
@@ -379,7 +453,8 @@ public sealed class DeviceProvisioning : IDisposable
     /// <summary>Persists the AK at <see cref="AkHandle"/> (after a successful provisioning) and returns the handle.</summary>
     public uint PersistAk()
     {
-        _tpm.PersistObject(Ak.Handle, _akHandle, _options.ReplaceAkHandle, _options.OwnerAuth);
+        if (_reuse) return _akHandle;
+        _tpm.PersistObject(Ak.Handle, _akHandle, _options.ReplaceAkHandle || _replace, _options.OwnerAuth);
         return _akHandle;
     }
 
@@ -399,7 +474,7 @@ public sealed class DeviceProvisioning : IDisposable
     /// <summary>Flushes the transient EK and AK.</summary>
     public void Dispose()
     {
-        if (_ak is { } ak) _tpm.TryFlush(ak.Handle);
+        if (_ak is { IsTransient: true } ak) _tpm.TryFlush(ak.Handle);
         if (_ek is { } ek) _tpm.TryFlush(ek.Handle);
         _ak = null;
         _ek = null;

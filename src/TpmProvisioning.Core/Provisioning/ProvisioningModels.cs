@@ -89,6 +89,12 @@ public sealed record ProvisioningOutcome
     public Exception? Fault { get; init; }
     /// <summary>The API key id that made the call, when it authenticated.</summary>
     public string? ApiKeyId { get; init; }
+    /// <summary>
+    /// True when the device (vendor, serial), its EK and this AK already had a record with a valid certificate: that certificate
+    /// was sealed again and nothing was issued or written (a re-run batch). The role says so in the
+    /// <c>X-Tpm-Provisioning-Status: already-provisioned</c> response header.
+    /// </summary>
+    public bool AlreadyProvisioned { get; init; }
 
     public bool Succeeded => Status == 200 && Response is not null;
 
@@ -148,4 +154,15 @@ public sealed class NullOperationReporter : IOperationReporter
     public void Verbose(string message) { }
     public void Warning(string message) { }
     public void Progress(int percent, string status) { }
+}
+
+/// <summary>
+/// Response header of a 200 from <c>/api/tpm/tpm/provision</c> (an extension; clients of the spec ignore it):
+/// <c>X-Tpm-Provisioning-Status: already-provisioned</c> when the device, its EK and the AK in the request already held a
+/// valid certificate, which is returned again and nothing is written.
+/// </summary>
+public static class ProvisioningHeaders
+{
+    public const string Status = "X-Tpm-Provisioning-Status";
+    public const string AlreadyProvisioned = "already-provisioned";
 }

@@ -172,6 +172,22 @@ public sealed class ProvisioningService
                 await watch.LogAsync(binding.State == DeviceBindingState.SameDevice
                     ? "binding: the device is already bound to this EK (re-provisioning)"
                     : "binding: neither the serial nor the EK is bound yet", ct).ConfigureAwait(false);
+
+                // 7b. The same device, EK and AK again (a re-run batch): idempotent. The record's still valid certificate is
+                // sealed again for this AK; nothing is issued or written but the audit entry.
+                if (binding.State == DeviceBindingState.SameDevice
+                    && await FindCurrentRecordAsync(device, ekFingerprint, Convert.ToHexString(akName), ct).ConfigureAwait(false) is { } existing)
+                {
+                    await watch.LogAsync($"already provisioned: record {existing.Id} holds this AK (Name {p.AkName}) with certificate serial {existing.AkCertificateSerial}, still valid; it is returned again and nothing is written", ct).ConfigureAwait(false);
+                    await watch.FinishAsync(DeviceStates.TriageFinished, ct).ConfigureAwait(false);
+                    p.AkCertificate = existing.AkCertificate;
+                    p.AkCertificateSerial = existing.AkCertificateSerial;
+                    p.Record = existing;
+                    outcome = Seal(existing, ekPublic, akName, key.KeyId, alreadyProvisioned: true);
+                    await AuditAsync(actor, target, call, AuditOutcome.Success,
+                        $"200 already provisioned; ak_cert_serial={existing.AkCertificateSerial} returned again, record {existing.Id} unchanged, ek_cert_sha256={ekFingerprint}", ct).ConfigureAwait(false);
+                    return outcome;
+                }
                 await watch.FinishAsync(DeviceStates.TriageFinished, ct).ConfigureAwait(false);
 
                 // 8. Issue, protect, record.
@@ -196,10 +212,6 @@ public sealed class ProvisioningService
                 await watch.LogAsync($"AK certificate issued: serial {akCertSerial}, SHA-256 {Convert.ToHexString(SHA256.HashData(akCertDer))}, by '{ca.Certificate.Subject}' (key {p.CaKeyLabel}, CA SHA-256 {p.CaFingerprint})", ct).ConfigureAwait(false);
                 await watch.StageAsync(HookStages.CertificateIssued, ct).ConfigureAwait(false);
 
-                var secret = RandomNumberGenerator.GetBytes(ProvisioningEnvelope.SecretBytes);
-                var blob = Credential.MakeCredential(ekPublic, akName, secret);
-                var (sealedCert, nonce) = ProvisioningEnvelope.Seal(secret, akCertDer);
-                CryptographicOperations.ZeroMemory(secret);
                 await watch.LogAsync($"credential: a fresh secret protected under the EK for AK Name {p.AkName}; the AK certificate sealed under it (AES-256-GCM)", ct).ConfigureAwait(false);
 
                 var record = new ManufacturingRecord
@@ -223,19 +235,7 @@ public sealed class ProvisioningService
                 await watch.LogAsync($"manufacturing record {id} written{(committed.State == DeviceBindingState.SameDevice ? " (re-provisioned)" : "")}; the device registers with the registrar next", ct).ConfigureAwait(false);
                 await watch.FinishAsync(DeviceStates.ProvisionerFinished, ct).ConfigureAwait(false);
 
-                outcome = new ProvisioningOutcome
-                {
-                    Status = 200,
-                    ApiKeyId = key.KeyId,
-                    Record = record,
-                    AkCertificate = akCertDer,
-                    Response = new ProvisioningResponse
-                    {
-                        CredentialBundle = Convert.ToBase64String(Credential.ToTpm2ToolsFile(blob)),
-                        EncryptedAkCert = Convert.ToBase64String(sealedCert),
-                        Nonce = Convert.ToBase64String(nonce),
-                    },
-                };
+                outcome = Seal(record, ekPublic, akName, key.KeyId, alreadyProvisioned: false);
                 await AuditAsync(actor, target, call, AuditOutcome.Success,
                     $"200 ak_cert_serial={record.AkCertificateSerial} ek_cert_sha256={ekFingerprint}{(committed.State == DeviceBindingState.SameDevice ? " reprovisioned" : "")}", ct).ConfigureAwait(false);
                 return outcome;
@@ -384,6 +384,58 @@ public sealed class ProvisioningService
         d?.Serial is { Length: > 0 and <= MaxFieldChars } s ? $"{Trunc(d.Vendor)}/{s}" : null;
 
     private static string Trunc(string? s) => s is null ? "" : s.Length <= 128 ? s : s[..128];
+
+    /// <summary>
+    /// The success outcome for <paramref name="record"/>: a fresh secret protected under the EK for the AK Name (MakeCredential),
+    /// the record's AK certificate sealed under it.
+    /// </summary>
+    private static ProvisioningOutcome Seal(ManufacturingRecord record, TpmPublic ekPublic, byte[] akName, string apiKeyId, bool alreadyProvisioned)
+    {
+        var secret = RandomNumberGenerator.GetBytes(ProvisioningEnvelope.SecretBytes);
+        var blob = Credential.MakeCredential(ekPublic, akName, secret);
+        var (sealedCert, nonce) = ProvisioningEnvelope.Seal(secret, record.AkCertificate);
+        CryptographicOperations.ZeroMemory(secret);
+        return new ProvisioningOutcome
+        {
+            Status = 200,
+            ApiKeyId = apiKeyId,
+            Record = record,
+            AkCertificate = record.AkCertificate,
+            AlreadyProvisioned = alreadyProvisioned,
+            Response = new ProvisioningResponse
+            {
+                CredentialBundle = Convert.ToBase64String(Credential.ToTpm2ToolsFile(blob)),
+                EncryptedAkCert = Convert.ToBase64String(sealedCert),
+                Nonce = Convert.ToBase64String(nonce),
+            },
+        };
+    }
+
+    /// <summary>
+    /// The device's newest record when it holds this EK and this AK and its AK certificate is still valid (and issued by the
+    /// current TPM CA); otherwise null, and the request is a re-provisioning.
+    /// </summary>
+    private async Task<ManufacturingRecord?> FindCurrentRecordAsync(DeviceIdentity device, string ekFingerprint, string akName, CancellationToken ct)
+    {
+        var records = await _store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery
+        {
+            Vendor = device.Vendor, Serial = device.Serial, EkFingerprint = ekFingerprint, Limit = 1,
+        }, ct).ConfigureAwait(false);
+        var r = records.FirstOrDefault();
+        if (r is null || !string.Equals(r.AkName, akName, StringComparison.OrdinalIgnoreCase)) return null;
+        try
+        {
+            using var cert = X509CertificateLoader.LoadCertificate(r.AkCertificate);
+            var now = DateTime.UtcNow;
+            if (cert.NotAfter.ToUniversalTime() <= now.AddMinutes(5) || cert.NotBefore.ToUniversalTime() > now.AddMinutes(5)) return null;
+            // A replaced TPM CA re-issues: the old certificate would not chain to what verifiers now trust.
+            if (!cert.IssuerName.RawData.AsSpan().SequenceEqual(_ca.Certificate.SubjectName.RawData)) return null;
+            if (AkCertificateProfile.ReadEkCertificateSha256(cert) is not { } ekSha
+                || !string.Equals(Convert.ToHexString(ekSha), ekFingerprint, StringComparison.OrdinalIgnoreCase)) return null;
+        }
+        catch (CryptographicException) { return null; }
+        return r;
+    }
 
     private static void ThrowIfConflict(DeviceBindingCheck b)
     {

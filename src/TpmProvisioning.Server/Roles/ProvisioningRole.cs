@@ -182,6 +182,7 @@ internal sealed class ProvisioningEndpoint : IDisposable
         if (outcome.RetryAfterSeconds is { } retry) resp.Headers.RetryAfter = retry.ToString(System.Globalization.CultureInfo.InvariantCulture);
         // A refused oversized body is not drained: tell the client this connection ends here.
         if (outcome.Status == StatusCodes.Status413PayloadTooLarge) resp.Headers.Connection = "close";
+        if (outcome.Succeeded && outcome.AlreadyProvisioned) resp.Headers[ProvisioningHeaders.Status] = ProvisioningHeaders.AlreadyProvisioned;
         if (outcome.Succeeded)
             await resp.WriteAsJsonAsync(outcome.Response!, ProvisioningJsonContext.Default.ProvisioningResponse, contentType: null, http.RequestAborted);
         else

@@ -90,7 +90,7 @@ public sealed class SoftwareDevice : IDisposable
     public RSA EkKey { get; }
     public TpmPublic EkPublic { get; }
     public byte[] EkCertificate { get; set; }
-    public SoftwareAttestationKey Ak { get; }
+    public SoftwareAttestationKey Ak { get; set; }
 
     /// <summary>SHA-256 of the EK certificate, upper-case hex.</summary>
     public string EkFingerprint => Convert.ToHexString(SHA256.HashData(EkCertificate));

@@ -102,15 +102,45 @@ public sealed class ProvisioningServiceTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task TheSameDeviceWithTheSameEkMayBeProvisionedAgain()
+    public async Task TheSameDeviceEkAndAkAgainReturnTheSameCertificateAndWriteNothing()
     {
         using var dev = h.NewDevice();
-        Assert.True((await h.Service.ProvisionAsync(dev.Request(h.Key.Key))).Succeeded);
+        var first = await h.Service.ProvisionAsync(dev.Request(h.Key.Key));
+        Assert.True(first.Succeeded, first.Error);
+        Assert.False(first.AlreadyProvisioned);
+        var before = await h.SnapshotAsync();
+
         var again = await h.Service.ProvisionAsync(dev.Request(h.Key.Key));
         Assert.True(again.Succeeded, again.Error);
-        Assert.Equal(2, await h.Store.CountManufacturingRecordsAsync());
+        Assert.True(again.AlreadyProvisioned);
+        // The same certificate, sealed afresh for the same AK under the same EK; no record, binding or key changed.
+        using (var cert = dev.Open(again.Response!)) Assert.Equal(first.AkCertificate, cert.RawData);
+        Assert.NotEqual(first.Response!.CredentialBundle, again.Response!.CredentialBundle);
+        Assert.Equal(before, await h.SnapshotAsync());
+        Assert.Equal(1, await h.Store.CountManufacturingRecordsAsync());
         var audit = await h.Store.QueryAuditAsync(new AuditQuery { Action = ProvisioningService.AuditAction, Limit = 1 });
-        Assert.Contains("reprovisioned", audit[0].Detail);
+        Assert.Contains("already provisioned", audit[0].Detail);
+    }
+
+    [Fact]
+    public async Task TheSameDeviceWithTheSameEkAndANewAkIsProvisionedAgain()
+    {
+        using var dev = h.NewDevice();
+        var first = await h.Service.ProvisionAsync(dev.Request(h.Key.Key));
+        Assert.True(first.Succeeded, first.Error);
+        var oldAk = dev.Ak;
+        dev.Ak = SoftwareAttestationKey.CreateRsa();
+        try
+        {
+            var again = await h.Service.ProvisionAsync(dev.Request(h.Key.Key));
+            Assert.True(again.Succeeded, again.Error);
+            Assert.False(again.AlreadyProvisioned);
+            Assert.NotEqual(first.AkCertificate, again.AkCertificate);
+            Assert.Equal(2, await h.Store.CountManufacturingRecordsAsync());
+            var audit = await h.Store.QueryAuditAsync(new AuditQuery { Action = ProvisioningService.AuditAction, Limit = 1 });
+            Assert.Contains("reprovisioned", audit[0].Detail);
+        }
+        finally { oldAk.Dispose(); }
     }
 
     [Fact]

@@ -91,6 +91,37 @@ public sealed class ProvisioningEndToEndTests : IClassFixture<SwtpmFixture>, IAs
     }
 
     [Fact]
+    public async Task ARerunFindsThePersistedAkAndChangesNothingUnlessReplacing()
+    {
+        using var client = new ProvisioningClient(new ProvisioningClientOptions { Server = new Uri(s.Url), CaCertificate = s.ServerCa });
+        using var dev = tpm.Open();
+        var device = new DeviceIdentity("door-controller", "DC-RERUN", "Contoso", "1");
+        var first = await client.ProvisionAsync(dev, device, s.Key.Key, new DeviceProvisioningOptions { TpmCaCertificate = s.TpmCa, ExistingAk = ExistingAkPolicy.Reuse });
+        Assert.False(first.AlreadyProvisioned);
+        var persisted = dev.GetHandles(TpmHandle.HrPersistent);
+
+        // Again: the persisted AK is sent, the server returns its certificate, nothing is persisted, recorded or left loaded.
+        var again = await client.ProvisionAsync(dev, device, s.Key.Key, new DeviceProvisioningOptions { TpmCaCertificate = s.TpmCa, ExistingAk = ExistingAkPolicy.Reuse });
+        Assert.True(again.AlreadyProvisioned);
+        Assert.Equal(first.AkHandle, again.AkHandle);
+        Assert.Equal(first.AkName, again.AkName);
+        Assert.Equal(first.AkCertificate.RawData, again.AkCertificate.RawData);
+        Assert.Equal(persisted, dev.GetHandles(TpmHandle.HrPersistent));
+        Assert.Empty(dev.GetHandles(TpmHandle.HrTransient));
+        Assert.Equal(1, await s.Store.CountManufacturingRecordsAsync());
+
+        // Replacing: a new AK at the old one's handle, a new certificate and record; still one AK.
+        var replaced = await client.ProvisionAsync(dev, device, s.Key.Key, new DeviceProvisioningOptions { TpmCaCertificate = s.TpmCa, ExistingAk = ExistingAkPolicy.Replace });
+        Assert.False(replaced.AlreadyProvisioned);
+        Assert.Equal(first.AkHandle, replaced.AkHandle);
+        Assert.NotEqual(first.AkName, replaced.AkName);
+        Assert.Equal(persisted, dev.GetHandles(TpmHandle.HrPersistent));
+        Assert.Equal(replaced.AkName, Convert.ToHexString(dev.ReadPublic(replaced.AkHandle).Object.Name));
+        Assert.Empty(dev.GetHandles(TpmHandle.HrTransient));
+        Assert.Equal(2, await s.Store.CountManufacturingRecordsAsync());
+    }
+
+    [Fact]
     public async Task TheNamespacedRouteAndAnEccAkSentAsSubjectPublicKeyInfo()
     {
         using var client = new ProvisioningClient(new ProvisioningClientOptions { Server = new Uri(s.Url), CaCertificate = s.ServerCa, Namespace = "default" });
