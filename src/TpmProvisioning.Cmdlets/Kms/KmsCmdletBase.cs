@@ -76,10 +76,26 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
     /// <summary>Runs a KMS call; a failure becomes an error record with a stable id (terminating when nothing else can succeed).</summary>
     internal bool Try(Action call, object? target)
     {
+        // Refused credentials are said once per pipeline (non-terminating); the calls after it are not sent, so a script's
+        // later steps still run and the server's login throttle is not fed.
+        if (_credentialsRefused) return false;
         try
         {
             call();
             return true;
+        }
+        catch (Exception ex) when (ex is KmsException { Kind: KmsErrorKind.Unauthenticated } && Transport is { } to)
+        {
+            _credentialsRefused = true;
+            var who = RemoteUser is { Length: > 0 } u ? $"the credentials of '{u}'" : "the credentials";
+            WriteError(new ErrorRecord(new TransportSecurityException($"{to.Server.GetLeftPart(UriPartial.Authority)} refused {who}: check the user name and password (New-KmsUser).", ex),
+                TransportErrors.CredentialsRefused, ErrorCategory.AuthenticationError, target));
+            return false;
+        }
+        catch (Exception ex) when (Transport is not null && TransportErrors.Classify(ex, Transport, target) is { } transport)
+        {
+            ThrowTerminatingError(transport);
+            return false;
         }
         catch (Exception ex) when (KmsErrors.Record(ex, target) is { } record)
         {
@@ -88,6 +104,14 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
             return false;
         }
     }
+
+    private bool _credentialsRefused;
+
+    /// <summary>Remote use: the server, CA and client certificate the calls go to (null locally).</summary>
+    internal TransportTarget? Transport { get; set; }
+
+    /// <summary>Remote use: the user name given.</summary>
+    internal string? RemoteUser { get; set; }
 
     [System.Diagnostics.CodeAnalysis.DoesNotReturn]
     internal void Terminate(Exception ex, string id, ErrorCategory category, object? target)
@@ -149,6 +173,8 @@ public abstract class KmsCmdletBase : KmsLocalCmdletBase
             if (Credential is null)
                 Terminate(new ArgumentException("-Server needs -Credential: a KMS user's name and password (New-KmsUser)."), "KmsCredentialRequired", ErrorCategory.InvalidArgument, Server);
             var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
+            Transport = new TransportTarget(Server, ca, SkipCertificateCheck, null);
+            RemoteUser = Credential!.UserName;
             return new RemoteKmsBackend(new KmsServerOptions(Server, ca, SkipCertificateCheck), Credential!.UserName, Credential.GetNetworkCredential().Password);
         }
         return OpenLocal(mayCreate);
@@ -190,7 +216,7 @@ internal static class KmsErrors
             KmsErrorKind.Throttled => new ErrorRecord(ex, "KmsThrottled", ErrorCategory.LimitsExceeded, target),
             _ => new ErrorRecord(ex, "KmsUnavailable", ErrorCategory.ResourceUnavailable, target),
         },
-        HttpRequestException => new ErrorRecord(ex, "KmsServerUnreachable", ErrorCategory.ConnectionError, target),
+        HttpRequestException => new ErrorRecord(ex, TransportErrors.ServerUnreachable, ErrorCategory.ConnectionError, target),
         TaskCanceledException or TimeoutException => new ErrorRecord(ex, "KmsServerTimeout", ErrorCategory.OperationTimeout, target),
         StoreUnavailableException => new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, target),
         System.Security.Cryptography.CryptographicException or Net.Pkcs11Interop.Common.Pkcs11Exception => new ErrorRecord(ex, "KmsUnavailable", ErrorCategory.ResourceUnavailable, target),

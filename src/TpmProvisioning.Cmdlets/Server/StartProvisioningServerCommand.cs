@@ -286,6 +286,22 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         }
 
         WriteVerbose($"ASP.NET Core shared framework: {AssemblyResolver.AspNetCoreFramework.Found}");
+        if (Name is not null && ServerRegistry.Named(Name) is { } sameName)
+        {
+            ThrowTerminatingError(new ErrorRecord(new InvalidOperationException(
+                    $"A server named '{Name}' already runs in this session (Id {sameName.Info.Id}, {string.Join(", ", sameName.Info.Urls)}): choose another -Name or stop it first."),
+                "ServerNameInUse", ErrorCategory.ResourceExists, Name));
+            return;
+        }
+        // One server per data path (one store, one CA), in this session or any other process: the running server holds a lock file there.
+        var dataPathLock = ServerRegistry.TryLockDataPath(dataPath, out var inUseBy);
+        if (inUseBy is not null)
+        {
+            ThrowTerminatingError(new ErrorRecord(new InvalidOperationException(
+                    $"The data path '{dataPath}' is in use by {inUseBy}: one server per data path (it holds {ServerRegistry.LockFile(dataPath)}). Give another -DataPath or stop that server."),
+                "DataPathInUse", ErrorCategory.ResourceBusy, dataPath));
+            return;
+        }
         IServerHost host;
         try
         {
@@ -293,6 +309,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         }
         catch (ServerStartException ex)
         {
+            dataPathLock?.Dispose();
             var category = ex.Reason switch
             {
                 "PortInUse" => ErrorCategory.ResourceUnavailable,
@@ -308,7 +325,12 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             ThrowTerminatingError(new ErrorRecord(ex, ex.Reason.StartsWith("Agent", StringComparison.Ordinal) ? ex.Reason : "ServerStart" + ex.Reason, category, target));
             return;
         }
-        ServerRegistry.Add(host);
+        catch
+        {
+            dataPathLock?.Dispose();
+            throw;
+        }
+        ServerRegistry.Add(host, dataPathLock);
         WriteVerbose($"Server {host.Info.Name} (Id {host.Info.Id}) listening on {string.Join(", ", host.Info.Urls)}; CA certificate: {host.Info.CaCertificatePath}; log: {host.Info.LogPath}");
         if (roles.HasFlag(ServerRole.Agent) && Registrar is not null)
         {

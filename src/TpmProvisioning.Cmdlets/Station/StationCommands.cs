@@ -62,10 +62,16 @@ public abstract class StationCmdletBase : PSCmdlet
         {
             Server = Server!, Token = Token is null ? null : new NetworkCredential("", Token).Password, CaCertificate = ca, ClientCertificate = ClientCertificate,
         });
+        var to = new TransportTarget(Server!, ca, false, ClientCertificate);
         try { return remote(client).GetAwaiter().GetResult(); }
+        catch (StationRequestException ex) when (TransportErrors.FromStatus(ex.Status, ex.Detail, ex, to, Server) is { } refused)
+        {
+            ThrowTerminatingError(refused);
+            throw;
+        }
         catch (HttpRequestException ex)
         {
-            ThrowTerminatingError(new ErrorRecord(ex, "StationUnreachable", ErrorCategory.ConnectionError, Server));
+            ThrowTerminatingError(TransportErrors.Classify(ex, to, Server) ?? new ErrorRecord(ex, TransportErrors.ServerUnreachable, ErrorCategory.ConnectionError, Server));
             throw;
         }
         catch (TaskCanceledException ex)
@@ -406,7 +412,18 @@ internal static class StationRemote
         {
             Server = server, Token = token is null ? null : new NetworkCredential("", token).Password, CaCertificate = ca, ClientCertificate = clientCertificate,
         });
+        var to = new TransportTarget(server, ca, false, clientCertificate);
         try { return op(client).GetAwaiter().GetResult(); }
+        catch (StationRequestException ex) when (TransportErrors.FromStatus(ex.Status, ex.Detail, ex, to, server) is { } refused)
+        {
+            cmdlet.ThrowTerminatingError(refused);
+            throw;
+        }
+        catch (HttpRequestException ex) when (TransportErrors.Classify(ex, to, server) is { } transport)
+        {
+            cmdlet.ThrowTerminatingError(transport);
+            throw;
+        }
         catch (StationRequestException ex)
         {
             cmdlet.ThrowTerminatingError(new ErrorRecord(ex, ex.Code, ex.Status is 401 ? ErrorCategory.AuthenticationError : ex.Status is 403 ? ErrorCategory.PermissionDenied : ErrorCategory.InvalidOperation, server));
