@@ -88,7 +88,7 @@ public abstract class RegistrarCmdletBase : PSCmdlet
     /// <summary>The server, CA and client certificate of the last client made: what a transport failure is judged against.</summary>
     internal TransportTarget? Transport { get; set; }
 
-    /// <summary>Maps a registrar failure to an error record with a stable id (RegistrarRefused&lt;status&gt;, RegistrarUnreachable...; TPM failures for the registering cmdlet).</summary>
+    /// <summary>Maps a registrar failure to an error record with a stable id (RegistrarRefused&lt;status&gt;, ServerUnreachable, ServerCertificateNotTrusted, ClientCertificateRefused...; TPM failures for the registering cmdlet).</summary>
     protected ErrorRecord RegistrarError(Exception ex, object? target) => ex switch
     {
         TpmException => new ErrorRecord(ex, "TpmCommandFailed", ErrorCategory.DeviceError, target),

@@ -35,7 +35,7 @@ internal static class ServerRegistry
 
     /// <summary>A running server of this session with this name, if any.</summary>
     public static IServerHost? Named(string name) =>
-        Hosts.Values.FirstOrDefault(h => h.Info.State != ServerState.Stopped && string.Equals(h.Info.Name, name, StringComparison.OrdinalIgnoreCase));
+        Hosts.Values.FirstOrDefault(h => h.Info.State is ServerState.Starting or ServerState.Running or ServerState.Stopping && string.Equals(h.Info.Name, name, StringComparison.OrdinalIgnoreCase));
 
     /// <summary>
     /// Takes the data path's lock for a server about to start: null with <paramref name="inUseBy"/> set when another server holds it
@@ -44,7 +44,7 @@ internal static class ServerRegistry
     public static FileStream? TryLockDataPath(string dataPath, out string? inUseBy)
     {
         inUseBy = null;
-        var mine = Hosts.Values.FirstOrDefault(h => h.Info.State != ServerState.Stopped && SamePath(h.Info.DataPath, dataPath));
+        var mine = Hosts.Values.FirstOrDefault(h => h.Info.State is ServerState.Starting or ServerState.Running or ServerState.Stopping && SamePath(h.Info.DataPath, dataPath));
         if (mine is not null)
         {
             inUseBy = $"server '{mine.Info.Name}' (Id {mine.Info.Id}) of this session";

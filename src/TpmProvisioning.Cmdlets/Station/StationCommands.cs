@@ -431,7 +431,7 @@ internal static class StationRemote
         }
         catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
         {
-            cmdlet.ThrowTerminatingError(new ErrorRecord(ex, "StationUnreachable", ErrorCategory.ConnectionError, server));
+            cmdlet.ThrowTerminatingError(new ErrorRecord(ex, ex is TaskCanceledException ? "StationTimeout" : TransportErrors.ServerUnreachable, ex is TaskCanceledException ? ErrorCategory.OperationTimeout : ErrorCategory.ConnectionError, server));
             throw;
         }
     }
