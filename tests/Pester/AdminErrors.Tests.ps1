@@ -70,6 +70,18 @@ Describe 'TLS failures say which side refused what' {
         }
     }
 
+    It 'a server given without a scheme is InvalidServerUri (InvalidArgument), not .NET''s relative-URI exception' {
+        foreach ($call in @(
+                { Get-ProvisioningDevice -Server 'station01' },
+                { Get-AttestationAgent -Registrar 'registrar01' -ClientCertificate $script:TenantA },
+                { Get-KmsProvider -Server 'kms01' -Credential $script:KmsCred })) {
+            $e = Failure $call
+            $e.FullyQualifiedErrorId | Should -BeLike 'InvalidServerUri,*' -Because "$call"
+            $e.CategoryInfo.Category | Should -Be 'InvalidArgument'
+            $e.Exception.Message | Should -Match 'https://'
+        }
+    }
+
     It 'a trusted server and a good client certificate still work' {
         { Get-AttestationAgent -Registrar $script:A.Urls[0] -CaCertificate $script:A.CaCertificatePath -ClientCertificate $script:TenantA -ErrorAction Stop } | Should -Not -Throw
     }

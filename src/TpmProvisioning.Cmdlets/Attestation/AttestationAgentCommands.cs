@@ -76,6 +76,7 @@ public abstract class RegistrarCmdletBase : PSCmdlet
     /// <summary>A client for this record's registrar.</summary>
     protected RegistrarClient Client(X509Certificate2? clientCertificate)
     {
+        TransportErrors.RequireServerUri(this, Registrar, nameof(Registrar));
         var ca = LoadCertificate(CaCertificate, nameof(CaCertificate));
         Transport = new TransportTarget(Registrar!, ca, SkipCertificateCheck, clientCertificate);
         return new(new RegistrarClientOptions
@@ -266,6 +267,7 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
 
     private void ListVerifier()
     {
+        TransportErrors.RequireServerUri(this, Verifier, nameof(Verifier));
         var ca = LoadCertificate(CaCertificate, nameof(CaCertificate));
         var to = new TransportTarget(Verifier!, ca, SkipCertificateCheck, ClientCertificate);
         using var client = new global::TpmProvisioning.Attestation.Verifier.VerifierClient(new global::TpmProvisioning.Attestation.Verifier.VerifierClientOptions

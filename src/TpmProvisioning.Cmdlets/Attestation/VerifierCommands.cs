@@ -98,6 +98,7 @@ public abstract class VerifierCmdletBase : PSCmdlet
 
     protected VerifierClient VerifierClient(Uri verifier)
     {
+        TransportErrors.RequireServerUri(this, verifier, "Verifier");
         var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
         _transport = new TransportTarget(verifier, ca, SkipCertificateCheck, ClientCertificate);
         return new(new VerifierClientOptions

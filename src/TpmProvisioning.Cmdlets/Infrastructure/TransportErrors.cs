@@ -60,6 +60,19 @@ internal static class TransportErrors
         return Unreachable(ex, where, target);
     }
 
+    /// <summary>
+    /// A server address a client can call: absolute http or https. Otherwise a terminating InvalidServerUri (InvalidArgument),
+    /// not the InvalidOperationException .NET throws for a relative address such as <c>station01</c>.
+    /// </summary>
+    public static Uri RequireServerUri(PSCmdlet cmdlet, Uri? uri, string parameter)
+    {
+        if (uri is { IsAbsoluteUri: true } && (uri.Scheme == Uri.UriSchemeHttps || uri.Scheme == Uri.UriSchemeHttp) && uri.Host.Length > 0) return uri;
+        cmdlet.ThrowTerminatingError(new ErrorRecord(
+            new ArgumentException($"-{parameter} '{uri}' is not a server address: give it as https://host:port (for example https://{(uri is null || uri.IsAbsoluteUri ? "server" : uri.OriginalString)}:8443)."),
+            "InvalidServerUri", ErrorCategory.InvalidArgument, uri));
+        throw new InvalidOperationException("unreachable");
+    }
+
     /// <summary>An HTTP status that says who was refused: 401 credentials (or a missing client certificate), a 403 of the client-certificate check.</summary>
     public static ErrorRecord? FromStatus(int status, string? message, Exception ex, TransportTarget? to, object? target)
     {

@@ -78,6 +78,7 @@ public sealed class GetKmsDataKeyCommand : PSCmdlet
         if (ParameterSetName == "Provider") { body["provider"] = Provider; body["key_identifier"] = KeyIdentifier; }
         else { body["key_id"] = Key; if (Version is not null) body["version"] = Version; }
 
+        TransportErrors.RequireServerUri(this, Server, nameof(Server));
         var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
         using var http = RemoteKmsBackend.CreateHttpClient(new KmsServerOptions(Server, ca, SkipCertificateCheck, Certificate));
         byte[]? key = null;

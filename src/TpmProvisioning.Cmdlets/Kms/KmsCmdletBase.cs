@@ -50,7 +50,12 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
         if (!mayCreate && !File.Exists(Defaults.StoreFile(dir))) ThrowTerminatingError(Defaults.StoreNotFound(dir));
         if (present is null && !mayCreate) return null;
 
-        TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir);
+        try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir); }
+        catch (Exception ex) when (Defaults.IsPathFailure(ex))
+        {
+            ThrowTerminatingError(Defaults.DataPathNotWritable(dir, ex));
+            throw;
+        }
         IStore store;
         try { store = SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
         catch (Exception ex) when (ex is not PipelineStoppedException)
@@ -172,6 +177,7 @@ public abstract class KmsCmdletBase : KmsLocalCmdletBase
                 Terminate(new ArgumentException("-Server and -DataPath exclude each other: use a server remotely or a data path locally."), "KmsInvalidArgument", ErrorCategory.InvalidArgument, Server);
             if (Credential is null)
                 Terminate(new ArgumentException("-Server needs -Credential: a KMS user's name and password (New-KmsUser)."), "KmsCredentialRequired", ErrorCategory.InvalidArgument, Server);
+            TransportErrors.RequireServerUri(this, Server, nameof(Server));
             var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
             Transport = new TransportTarget(Server, ca, SkipCertificateCheck, null);
             RemoteUser = Credential!.UserName;

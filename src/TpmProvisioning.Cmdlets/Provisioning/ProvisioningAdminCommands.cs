@@ -41,7 +41,12 @@ public abstract class ProvisioningDataCmdletBase : PSCmdlet
     protected IStore OpenStore()
     {
         var dir = ResolvedDataPath;
-        TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir);
+        try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir); }
+        catch (Exception ex) when (Defaults.IsPathFailure(ex))
+        {
+            ThrowTerminatingError(Defaults.DataPathNotWritable(dir, ex));
+            throw;
+        }
         try { return SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
         catch (Exception ex) when (ex is not PipelineStoppedException)
         {
@@ -396,7 +401,14 @@ public sealed class NewTpmCaCommand : ProvisioningDataCmdletBase
         var dir = ProvisioningPaths.TpmCa(ResolvedDataPath);
         if (RefuseExistingCa(dir, Force)) return;
         if (!ShouldProcess(dir, TpmCa.Exists(dir) ? "Replace the TPM CA" : "Create the TPM CA")) return;
-        using var ca = TpmCa.Create(dir, Subject, TimeSpan.FromDays(ValidDays), force: Force);
+        TpmCa ca;
+        try { ca = TpmCa.Create(dir, Subject, TimeSpan.FromDays(ValidDays), force: Force); }
+        catch (Exception ex) when (Defaults.IsPathFailure(ex) && ex is not ArgumentException)
+        {
+            WriteError(Defaults.DataPathNotWritable(ResolvedDataPath, ex));
+            return;
+        }
+        using var _ = ca;
         Audit("provision.tpmca.create", ca.Certificate.Thumbprint, ca.Certificate.Subject);
         WriteObject(X509CertificateLoader.LoadCertificate(ca.Certificate.RawData));
     }
@@ -463,8 +475,7 @@ public sealed class ExportTpmCaCommand : ProvisioningDataCmdletBase
         try { File.WriteAllText(target, cert.ExportCertificatePem() + "\n"); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            var category = ex is DirectoryNotFoundException ? ErrorCategory.ObjectNotFound : ex is UnauthorizedAccessException ? ErrorCategory.PermissionDenied : ErrorCategory.WriteError;
-            WriteError(new ErrorRecord(ex, ex is DirectoryNotFoundException ? "FolderNotFound" : "FileNotWritable", category, target));
+            WriteError(Defaults.FileWriteError(ex, target));
             return;
         }
         WriteObject(new FileInfo(target));

@@ -42,14 +42,7 @@ public abstract class StationCmdletBase : PSCmdlet
     protected T Local<T>(Func<IStore, StationService, Task<T>> local)
     {
         var dir = ResolvedDataPath;
-        Directory.CreateDirectory(dir);
-        IStore store;
-        try { store = SqliteStore.OpenInDataPathAsync(dir).GetAwaiter().GetResult(); }
-        catch (Exception ex) when (ex is not PipelineStoppedException)
-        {
-            ThrowTerminatingError(new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, dir));
-            throw;
-        }
+        IStore store = Defaults.OpenStore(this, dir, Defaults.Creates(this));
         using (store)
             return local(store, new StationService(store, new StationSettings(), dir)).GetAwaiter().GetResult();
     }
@@ -57,6 +50,7 @@ public abstract class StationCmdletBase : PSCmdlet
     /// <summary>Runs <paramref name="remote"/> against -Server.</summary>
     protected T Call<T>(Func<StationClient, Task<T>> remote)
     {
+        TransportErrors.RequireServerUri(this, Server, nameof(Server));
         var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
         using var client = new StationClient(new StationClientOptions
         {
@@ -318,14 +312,7 @@ public abstract class StationTokenCmdletBase : PSCmdlet
     protected T WithTokens<T>(Func<StationTokenManager, Task<T>> op)
     {
         var dir = GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
-        Directory.CreateDirectory(dir);
-        IStore store;
-        try { store = SqliteStore.OpenInDataPathAsync(dir).GetAwaiter().GetResult(); }
-        catch (Exception ex) when (ex is not PipelineStoppedException)
-        {
-            ThrowTerminatingError(new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, dir));
-            throw;
-        }
+        IStore store = Defaults.OpenStore(this, dir, Defaults.Creates(this));
         using (store) return op(new StationTokenManager(store)).GetAwaiter().GetResult();
     }
 }
@@ -407,6 +394,7 @@ internal static class StationRemote
 {
     public static T Run<T>(PSCmdlet cmdlet, Uri server, SecureString? token, object? caCertificate, X509Certificate2? clientCertificate, Func<StationClient, Task<T>> op)
     {
+        TransportErrors.RequireServerUri(cmdlet, server, "Server");
         var ca = CertificateInput.Load(cmdlet, caCertificate, "CaCertificate");
         using var client = new StationClient(new StationClientOptions
         {
