@@ -29,6 +29,12 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
     /// <summary>The data path in effect, resolved against the current location.</summary>
     protected string ResolvedDataPath => GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
 
+    /// <summary>Writes output tagged with its store (DataPath) or server (Server), so the next cmdlet binds it by property name.</summary>
+    internal void Emit(object? value) => PipelineOrigin.Write(this, value, OriginServer is null ? ResolvedDataPath : null, OriginServer);
+
+    /// <summary>The server the objects come from (remote use), else null.</summary>
+    protected virtual Uri? OriginServer => null;
+
     /// <summary>Who the audit log names for local changes.</summary>
     internal static KmsCaller LocalCaller => new($"local:{Environment.UserName}", "local");
 
@@ -133,8 +139,8 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
 /// </summary>
 public abstract class KmsCmdletBase : KmsLocalCmdletBase
 {
-    /// <summary>Remote use: the KMS server's base address, e.g. https://kms:8443.</summary>
-    [Parameter]
+    /// <summary>Remote use: the KMS server's base address, e.g. https://kms:8443. Binds from a KMS object's Server.</summary>
+    [Parameter(ValueFromPipelineByPropertyName = true)]
     [ArgumentCompleter(typeof(KmsUrlCompleter))]
     public Uri? Server { get; set; }
 
@@ -153,6 +159,9 @@ public abstract class KmsCmdletBase : KmsLocalCmdletBase
 
     private IKmsBackend? _backend;
     private bool _opened;
+    private string? _openedFor;
+
+    protected override Uri? OriginServer => Server;
 
     /// <summary>What ShouldProcess names as the place of a change.</summary>
     protected string Where => Server is not null ? Server.ToString() : ResolvedDataPath;
@@ -163,7 +172,11 @@ public abstract class KmsCmdletBase : KmsLocalCmdletBase
     /// </summary>
     internal IKmsBackend? Backend(bool mayCreate)
     {
-        if (_opened) return _backend;
+        // A pipeline may carry objects of several stores or servers: each record acts on its own, never on the first one's.
+        var target = Server?.ToString() ?? ResolvedDataPath;
+        if (_opened && _openedFor == target) return _backend;
+        if (_opened) DisposeBackend();
+        _openedFor = target;
         _backend = Open(mayCreate);
         _opened = _backend is not null;
         return _backend;

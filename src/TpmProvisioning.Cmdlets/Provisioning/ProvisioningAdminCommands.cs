@@ -278,8 +278,8 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
         {
             var remote = Station.StationRemote.Run(this, Server!, Token, CaCertificate, ClientCertificate, c => c.GetManufacturingRecordsAsync(0, null));
             // The station pages newest first; the filters apply to what it returns.
-            WriteObject(remote.Where(r => (Serial is null || r.Serial == Serial) && (Vendor is null || r.Vendor == Vendor) && (ApiKeyId is null || r.ApiKeyId == ApiKeyId)
-                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last), enumerateCollection: true);
+            PipelineOrigin.Write(this, remote.Where(r => (Serial is null || r.Serial == Serial) && (Vendor is null || r.Vendor == Vendor) && (ApiKeyId is null || r.ApiKeyId == ApiKeyId)
+                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last).ToList(), null, Server);
             return;
         }
         using var store = OpenExistingStore();
@@ -288,7 +288,7 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
         {
             Serial = Serial, Vendor = Vendor, ApiKeyId = ApiKeyId, Since = Since is { } s ? new DateTimeOffset(s) : null, Limit = Last,
         }));
-        WriteObject(records, enumerateCollection: true);
+        WriteFromStore(records);
     }
 }
 

@@ -17,8 +17,8 @@ public abstract class StationCmdletBase : PSCmdlet
     [Parameter(ParameterSetName = "DataPath", ValueFromPipelineByPropertyName = true)]
     public string? DataPath { get; set; }
 
-    /// <summary>A running station, e.g. https://station:8443.</summary>
-    [Parameter(ParameterSetName = "Server", Mandatory = true)]
+    /// <summary>A running station, e.g. https://station:8443. Binds from a station object's Server.</summary>
+    [Parameter(ParameterSetName = "Server", Mandatory = true, ValueFromPipelineByPropertyName = true)]
     public Uri? Server { get; set; }
 
     /// <summary>An operator token (New-StationToken) for -Server.</summary>
@@ -34,6 +34,9 @@ public abstract class StationCmdletBase : PSCmdlet
     public X509Certificate2? ClientCertificate { get; set; }
 
     protected bool Remote => ParameterSetName == "Server";
+
+    /// <summary>Writes output tagged with its store (DataPath) or station (Server), so the next cmdlet binds it by property name.</summary>
+    protected void Emit(object? value) => PipelineOrigin.Write(this, value, Remote ? null : ResolvedDataPath, Remote ? Server : null);
     protected static string Actor => $"local:{Environment.UserName}";
 
     protected string ResolvedDataPath => GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
@@ -135,11 +138,11 @@ public sealed class GetProvisioningDeviceCommand : StationCmdletBase
         }
         if (Serial is not null)
         {
-            if (TryRun((_, st) => st.GetDeviceAsync(Serial), c => c.GetDeviceAsync(Serial), Serial, out var d)) WriteObject(d);
+            if (TryRun((_, st) => st.GetDeviceAsync(Serial), c => c.GetDeviceAsync(Serial), Serial, out var d)) Emit(d);
             return;
         }
         if (TryRun((store, _) => store.ListStationDevicesAsync(new StationDeviceQuery { State = State }), c => c.GetDevicesAsync(State), null, out var list))
-            WriteObject(list, enumerateCollection: true);
+            Emit(list);
     }
 }
 
@@ -187,10 +190,10 @@ public sealed class GetProvisioningScriptCommand : StationCmdletBase
     {
         if (Name is null)
         {
-            if (TryRun((_, st) => Task.FromResult(st.Scripts.List()), c => c.ListScriptsAsync(), null, out var all)) WriteObject(all, enumerateCollection: true);
+            if (TryRun((_, st) => Task.FromResult(st.Scripts.List()), c => c.ListScriptsAsync(), null, out var all)) Emit(all);
             return;
         }
-        if (TryRun((_, st) => Task.FromResult(st.Scripts.Get(Name)), c => c.GetScriptAsync(Name), Name, out var one)) WriteObject(one);
+        if (TryRun((_, st) => Task.FromResult(st.Scripts.Get(Name)), c => c.GetScriptAsync(Name), Name, out var one)) Emit(one);
     }
 }
 
@@ -233,7 +236,7 @@ public sealed class SetProvisioningScriptCommand : StationCmdletBase
         if (!TryRun((_, st) => Task.FromResult(st.Scripts.Save(Name, text)), c => c.SaveScriptAsync(Name, text), Name, out var saved)) return;
         if (Enable && !TryRun((_, st) => Task.FromResult(st.Scripts.SetEnabled(Name, true)),
                 async c => { await c.ScriptOperationAsync("enable", Name); return await c.GetScriptAsync(Name); }, Name, out saved)) return;
-        WriteObject(saved with { Content = null });
+        Emit(saved with { Content = null });
     }
 }
 
@@ -259,7 +262,7 @@ public abstract class ProvisioningScriptChangeBase : StationCmdletBase
             }),
             async c => { await c.ScriptOperationAsync(operation, Name); return operation == "delete" ? null : await c.GetScriptAsync(Name) with { Content = null }; },
             Name, out var script)) return;
-        if (PassThru && script is not null) WriteObject(script);
+        if (PassThru && script is not null) Emit(script);
     }
 
     private StationScript? Delete(StationService st)
@@ -309,9 +312,12 @@ public abstract class StationTokenCmdletBase : PSCmdlet
     [Parameter(ValueFromPipelineByPropertyName = true)]
     public string? DataPath { get; set; }
 
+    /// <summary>The data path in effect.</summary>
+    protected string TokenDataPath => GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
+
     protected T WithTokens<T>(Func<StationTokenManager, Task<T>> op)
     {
-        var dir = GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
+        var dir = TokenDataPath;
         IStore store = Defaults.OpenStore(this, dir, Defaults.Creates(this));
         using (store) return op(new StationTokenManager(store)).GetAwaiter().GetResult();
     }
@@ -339,7 +345,7 @@ public sealed class NewStationTokenCommand : StationTokenCmdletBase
         var secure = new SecureString();
         foreach (char c in t.Token) secure.AppendChar(c);
         secure.MakeReadOnly();
-        WriteObject(new StationTokenSecret { TokenId = t.Info.TokenId, Name = t.Info.Name, Created = t.Info.Created, Token = secure });
+        PipelineOrigin.Write(this, new StationTokenSecret { TokenId = t.Info.TokenId, Name = t.Info.Name, Created = t.Info.Created, Token = secure }, TokenDataPath, null);
     }
 }
 
@@ -348,7 +354,7 @@ public sealed class NewStationTokenCommand : StationTokenCmdletBase
 [OutputType(typeof(StationTokenInfo))]
 public sealed class GetStationTokenCommand : StationTokenCmdletBase
 {
-    protected override void ProcessRecord() => WriteObject(WithTokens(m => m.ListAsync()), enumerateCollection: true);
+    protected override void ProcessRecord() => PipelineOrigin.Write(this, WithTokens(m => m.ListAsync()), TokenDataPath, null);
 }
 
 /// <summary>Revokes a station operator token.</summary>
