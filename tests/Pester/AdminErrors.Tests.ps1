@@ -154,3 +154,47 @@ Describe 'One server per name and per data path' {
         $s | Stop-ProvisioningServer -Confirm:$false
     }
 }
+
+Describe 'A KMS data path remembers its master key' {
+    BeforeAll {
+        $script:Sim = Start-TpmSimulator -Name 'adminerr-kms' -Fast
+        $script:SavedTcti = $env:TPM2TOOLS_TCTI
+        $env:TPM2TOOLS_TCTI = $null
+        $script:NoPlatformTpm = -not ((Test-Path /dev/tpmrm0) -or (Test-Path /dev/tpm0) -or $IsWindows)
+        $script:Sealed = Join-Path $script:Work 'kms-tpm'
+    }
+    AfterAll {
+        $env:TPM2TOOLS_TCTI = $script:SavedTcti
+        $script:Sim | Stop-TpmSimulator -Confirm:$false
+    }
+
+    It 'a TPM-sealed data path set up with -MasterKeyTpm is used later without it' {
+        New-KmsUser -DataPath $script:Sealed -MasterKeyTpm $script:Sim.ConnectionString -Name 'kms-admin' -Password (ConvertTo-SecureString 'admin-password-1' -AsPlainText -Force) -Role Administrator -Confirm:$false | Out-Null
+        (Get-KmsUser -DataPath $script:Sealed -ErrorAction Stop).Name | Should -Be 'kms-admin'
+        $k = [byte[]]::new(32); [Security.Cryptography.RandomNumberGenerator]::Fill($k)
+        New-KmsProvider -DataPath $script:Sealed -Name 'p1' -KeyId 'k1' -KeyDerivationKey (ConvertTo-SecureString ([Convert]::ToBase64String($k)) -AsPlainText -Force) -Confirm:$false -ErrorAction Stop | Out-Null
+        (Get-KmsProvider -DataPath $script:Sealed -ErrorAction Stop).Name | Should -Be 'p1'
+    }
+
+    It 'without a known TPM, the error names -MasterKeyTpm (KmsMasterKeyTpmRequired), for a sealed key and for a new data path' {
+        if (-not $script:NoPlatformTpm) { Set-ItResult -Skipped -Because 'this machine has a platform TPM, which is the default'; return }
+        Remove-Item (Join-Path $script:Sealed 'kms/master-key.settings.json')
+        $e = Failure { Get-KmsProvider -DataPath $script:Sealed }
+        $e.FullyQualifiedErrorId | Should -BeLike 'KmsMasterKeyTpmRequired,*'
+        $e.Exception.Message | Should -Match '-MasterKeyTpm'
+        $e = Failure { New-KmsUser -DataPath (Join-Path $script:Work 'kms-new') -Name 'u' -Password (ConvertTo-SecureString 'user-password-1' -AsPlainText -Force) -Confirm:$false }
+        $e.FullyQualifiedErrorId | Should -BeLike 'KmsMasterKeyTpmRequired,*'
+        $e.Exception.Message | Should -Match '-MasterKeyTpm'
+        $e.Exception.Message | Should -Match '-MasterKey InsecureFile'
+        # Given again, the TPM is remembered again.
+        (Get-KmsProvider -DataPath $script:Sealed -MasterKeyTpm $script:Sim.ConnectionString -ErrorAction Stop).Name | Should -Be 'p1'
+        (Get-KmsProvider -DataPath $script:Sealed -ErrorAction Stop).Name | Should -Be 'p1'
+    }
+
+    It 'an unreachable TPM is KmsMasterKeyTpmUnavailable naming -MasterKeyTpm' {
+        $e = Failure { Get-KmsProvider -DataPath $script:Sealed -MasterKeyTpm "swtpm:host=127.0.0.1,port=$script:DeadPort" }
+        $e.FullyQualifiedErrorId | Should -BeLike 'KmsMasterKeyTpmUnavailable,*'
+        $e.Exception.Message | Should -Match '-MasterKeyTpm'
+    }
+}
+

@@ -49,12 +49,22 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
                 Terminate(new InvalidOperationException($"The data path '{dir}' has a {p} master key, not {chosen}; omit -MasterKey to use it."), "KmsMasterKeyMismatch", ErrorCategory.InvalidArgument, dir);
             settings.MasterKey = chosen;
         }
-        else if (KmsSettings is null) settings.MasterKey = present ?? MasterKeyKind.Tpm;
+        else if (KmsSettings is null) settings.MasterKey = present ?? MasterKeyMemory.Read(dir)?.Kind ?? MasterKeyKind.Tpm;
         if (MasterKeyTpm is not null) settings.MasterKeyTpm = MasterKeyTpm;
         // Reading a data path that has no store is an error (StoreNotFound), not an empty KMS: the backend serves the whole
         // pipeline, so nothing after it could succeed either.
         if (!mayCreate && !File.Exists(Defaults.StoreFile(dir))) ThrowTerminatingError(Defaults.StoreNotFound(dir));
         if (present is null && !mayCreate) return null;
+        if (settings.MasterKey == MasterKeyKind.Tpm && string.IsNullOrWhiteSpace(settings.MasterKeyTpm))
+        {
+            // A TPM-sealed key needs its TPM: the one this data path remembers, else TPM2TOOLS_TCTI or the platform's. Say which parameter to give.
+            settings.MasterKeyTpm = MasterKeyMemory.DefaultTpm(dir);
+            if (settings.MasterKeyTpm is null)
+                Terminate(new InvalidOperationException(present is null
+                        ? $"The data path '{dir}' has no KMS master key yet, and the default kind (Tpm) needs a TPM: give -MasterKeyTpm <connection> (for example swtpm:host=127.0.0.1,port=2321), or -MasterKey InsecureFile for a lab (or Pkcs11 with -KmsSettings)."
+                        : $"The KMS master key of '{dir}' is sealed to a TPM, and no TPM is known for it: give -MasterKeyTpm <connection> naming the TPM that sealed it (for example swtpm:host=127.0.0.1,port=2321), or set TPM2TOOLS_TCTI."),
+                    "KmsMasterKeyTpmRequired", ErrorCategory.InvalidArgument, dir);
+        }
 
         try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir); }
         catch (Exception ex) when (Defaults.IsPathFailure(ex))
@@ -72,11 +82,18 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
         try
         {
             var (engine, wrapper) = KmsEngineFactory.OpenAsync(store, dir, settings).GetAwaiter().GetResult();
+            MasterKeyMemory.Write(dir, wrapper.Kind, wrapper.Kind == MasterKeyKind.Tpm ? settings.MasterKeyTpm : null);
             if (wrapper.Kind == MasterKeyKind.InsecureFile) WriteWarning($"The KMS master key of '{dir}' is an INSECURE plaintext file; use it only in a lab.");
             WriteVerbose($"KMS master key: {wrapper.Description}");
             return new LocalKmsBackend(engine, store, LocalCaller);
         }
-        catch (Exception ex) when (ex is KmsException or Tpm.TpmException or Tpm.Transport.TpmTransportException or Net.Pkcs11Interop.Common.Pkcs11Exception or IOException)
+        catch (Tpm.Transport.TpmTransportException ex)
+        {
+            store.Dispose();
+            Terminate(new InvalidOperationException($"The TPM of the KMS master key ({settings.MasterKeyTpm}) cannot be reached: {ex.Message} Check -MasterKeyTpm.", ex), "KmsMasterKeyTpmUnavailable", ErrorCategory.ConnectionError, dir);
+            throw;
+        }
+        catch (Exception ex) when (ex is KmsException or Tpm.TpmException or Net.Pkcs11Interop.Common.Pkcs11Exception or IOException)
         {
             store.Dispose();
             Terminate(ex, "KmsUnavailable", ErrorCategory.ResourceUnavailable, dir);

@@ -331,6 +331,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             throw;
         }
         ServerRegistry.Add(host, dataPathLock);
+        if (options.Kms is { } startedKms) MasterKeyMemory.Write(dataPath, startedKms.MasterKey, startedKms.MasterKey == TpmProvisioning.Kms.MasterKeyKind.Tpm ? startedKms.MasterKeyTpm : null);
         WriteVerbose($"Server {host.Info.Name} (Id {host.Info.Id}) listening on {string.Join(", ", host.Info.Urls)}; CA certificate: {host.Info.CaCertificatePath}; log: {host.Info.LogPath}");
         if (roles.HasFlag(ServerRole.Agent) && Registrar is not null)
         {
@@ -375,6 +376,10 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         var kms = KmsSettings ?? new TpmProvisioning.Kms.KmsSettings();
         if (KmsMasterKey is { } kind) kms.MasterKey = kind;
         if (KmsMasterKeyTpm is not null) kms.MasterKeyTpm = KmsMasterKeyTpm;
+        // The data path remembers its master key's kind and TPM (MasterKeyMemory): used when neither is given.
+        var dataPath = options.DataPath;
+        if (KmsSettings is null && KmsMasterKey is null && (TpmProvisioning.Kms.KmsEngineFactory.DetectMasterKey(dataPath) ?? MasterKeyMemory.Read(dataPath)?.Kind) is { } known) kms.MasterKey = known;
+        if (kms.MasterKey == TpmProvisioning.Kms.MasterKeyKind.Tpm && kms.MasterKeyTpm is null && MasterKeyMemory.Read(dataPath) is { Tpm: { } rememberedTpm }) kms.MasterKeyTpm = rememberedTpm;
         if (KmsVerifier is not null) kms.Verifier = KmsVerifier;
         if (KmsRegistrar is not null) kms.Registrar = KmsRegistrar;
         if (KmsMaxAttestationAge is { } age) kms.MaxAttestationAge = age;
