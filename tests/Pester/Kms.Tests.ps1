@@ -29,7 +29,8 @@ BeforeAll {
     # Every object a cmdlet returned, as JSON.
     $script:Outputs = [Text.StringBuilder]::new()
     function script:Keep { process { [void]$script:Outputs.AppendLine(($_ | ConvertTo-Json -Depth 4 -WarningAction Ignore)); $_ } }
-    function script:Json($o) { $o | Select-Object * | ConvertTo-Json -Depth 4 -WarningAction Ignore }
+    # Local and remote objects are the same but for where they came from (DataPath or Server).
+    function script:Json($o) { $o | Select-Object * -ExcludeProperty DataPath, Server | ConvertTo-Json -Depth 4 -WarningAction Ignore }
     function script:ErrorId([scriptblock] $call) {
         $ErrorActionPreference = 'Stop'
         try { & $call | Out-Null } catch { return $_.FullyQualifiedErrorId.Split(',')[0] }

@@ -79,7 +79,7 @@ internal static class TransportErrors
         var where = to?.Server is { } s ? s.GetLeftPart(UriPartial.Authority) : "the server";
         bool aboutCertificate = message?.Contains("Client certificate", StringComparison.OrdinalIgnoreCase) == true;
         if (status == 401 && !aboutCertificate)
-            return new ErrorRecord(new TransportSecurityException($"{where} refused the credentials (401): check the user name and password or token.", ex), CredentialsRefused, ErrorCategory.AuthenticationError, target);
+            return new ErrorRecord(new TransportSecurityException($"{where} refused the credentials (401{(string.IsNullOrWhiteSpace(message) ? "" : ", " + message)}): check the user name and password or token.", ex), CredentialsRefused, ErrorCategory.AuthenticationError, target);
         if (status is 401 or 403 && aboutCertificate)
         {
             var given = to?.ClientCertificate is { } c ? $"the client certificate '{c.Subject}' (thumbprint {c.Thumbprint})" : "the call without a client certificate";

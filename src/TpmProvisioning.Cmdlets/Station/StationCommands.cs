@@ -61,11 +61,6 @@ public abstract class StationCmdletBase : PSCmdlet
         });
         var to = new TransportTarget(Server!, ca, false, ClientCertificate);
         try { return remote(client).GetAwaiter().GetResult(); }
-        catch (StationRequestException ex) when (TransportErrors.FromStatus(ex.Status, ex.Detail, ex, to, Server) is { } refused)
-        {
-            ThrowTerminatingError(refused);
-            throw;
-        }
         catch (HttpRequestException ex)
         {
             ThrowTerminatingError(TransportErrors.Classify(ex, to, Server) ?? new ErrorRecord(ex, TransportErrors.ServerUnreachable, ErrorCategory.ConnectionError, Server));
@@ -81,6 +76,13 @@ public abstract class StationCmdletBase : PSCmdlet
     /// <summary>Writes a station failure as a non-terminating error with the station's code as its id.</summary>
     protected void WriteStationError(Exception ex, object? target)
     {
+        // Refused credentials (a wrong or revoked token) and a refused client certificate say so, as every remote cmdlet does.
+        if (Remote && ex is StationRequestException { Status: 401 or 403 } refused
+            && TransportErrors.FromStatus(refused.Status, $"{refused.Code}: {refused.Detail}", ex, new TransportTarget(Server!, null, false, ClientCertificate), target) is { } record)
+        {
+            WriteError(record);
+            return;
+        }
         var (code, status) = ex switch
         {
             StationException s => (s.Code, s.Status),
