@@ -29,7 +29,8 @@ BeforeAll {
     # Every object a cmdlet returned, as JSON.
     $script:Outputs = [Text.StringBuilder]::new()
     function script:Keep { process { [void]$script:Outputs.AppendLine(($_ | ConvertTo-Json -Depth 4 -WarningAction Ignore)); $_ } }
-    function script:Json($o) { $o | Select-Object * | ConvertTo-Json -Depth 4 -WarningAction Ignore }
+    # Local and remote objects are the same but for where they came from (DataPath or Server).
+    function script:Json($o) { $o | Select-Object * -ExcludeProperty DataPath, Server | ConvertTo-Json -Depth 4 -WarningAction Ignore }
     function script:ErrorId([scriptblock] $call) {
         $ErrorActionPreference = 'Stop'
         try { & $call | Out-Null } catch { return $_.FullyQualifiedErrorId.Split(',')[0] }
@@ -72,7 +73,7 @@ Describe 'KMS users' {
         (Get-KmsUser @script:Local -Name 'kms-temp').Name | Should -Be 'kms-temp'
         Get-KmsUser @script:Local -Name 'kms-temp' | Remove-KmsUser @script:Local -Confirm:$false
         Get-KmsUser @script:Local -Name 'kms-temp' | Should -BeNullOrEmpty
-        ErrorId { Get-KmsProvider -Server $script:Url -Credential $tempCred -SkipCertificateCheck } | Should -Be 'KmsUnauthenticated'
+        ErrorId { Get-KmsProvider -Server $script:Url -Credential $tempCred -SkipCertificateCheck } | Should -Be 'CredentialsRefused'
         ErrorId { Remove-KmsUser @script:Local -Name 'nobody' -Confirm:$false } | Should -Be 'KmsUserNotFound'
     }
 }
@@ -126,10 +127,10 @@ Describe 'KMS providers' {
         (Get-KmsProvider @script:Local -Name 'prov-local').KeyId | Should -Be 'kid-1'
     }
 
-    It 'refuses bad credentials (KmsUnauthenticated) and a read-only user''s changes (KmsUnauthorized)' {
+    It 'refuses bad credentials (CredentialsRefused) and a read-only user''s changes (KmsUnauthorized)' {
         $bad = @{ Server = $script:Url; Credential = (Cred 'kms-admin' 'wrong-password'); SkipCertificateCheck = $true }
-        ErrorId { Get-KmsProvider @bad } | Should -Be 'KmsUnauthenticated'
-        ErrorId { Get-KmsKey @bad } | Should -Be 'KmsUnauthenticated'
+        ErrorId { Get-KmsProvider @bad } | Should -Be 'CredentialsRefused'
+        ErrorId { Get-KmsKey @bad } | Should -Be 'CredentialsRefused'
         ErrorId { New-KmsProvider @script:Reader -Name 'by-reader' -KeyId 'x' -KeyDerivationKey (New-Kdk) -Confirm:$false } | Should -Be 'KmsUnauthorized'
         ErrorId { New-KmsKey @script:Reader -Name 'by-reader' -Confirm:$false } | Should -Be 'KmsUnauthorized'
         ErrorId { Get-KmsProvider -Server $script:Url -SkipCertificateCheck } | Should -Be 'KmsCredentialRequired'
@@ -217,9 +218,9 @@ Describe 'Get-KmsDataKey (error paths; the attested release is tested with a rea
         @($audit).Count | Should -BeGreaterOrEqual 2
     }
 
-    It 'reports an unreachable server as KmsServerUnreachable' {
+    It 'reports an unreachable server as ServerUnreachable' {
         $l = [Net.Sockets.TcpListener]::new([Net.IPAddress]::Loopback, 0); $l.Start(); $port = $l.LocalEndpoint.Port; $l.Stop()
-        ErrorId { Get-KmsDataKey -Server "https://127.0.0.1:$port" -SkipCertificateCheck -Certificate $script:AgentCert -Provider 'p' -KeyIdentifier 'k' } | Should -Be 'KmsServerUnreachable'
+        ErrorId { Get-KmsDataKey -Server "https://127.0.0.1:$port" -SkipCertificateCheck -Certificate $script:AgentCert -Provider 'p' -KeyIdentifier 'k' } | Should -Be 'ServerUnreachable'
     }
 }
 

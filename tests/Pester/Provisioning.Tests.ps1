@@ -136,7 +136,7 @@ Describe 'New-TpmProvisioning' {
 
         $k2 | Remove-ProvisioningApiKey -DataPath $script:Data -Confirm:$false
         New-TpmProvisioning @c2 @args1 -Vendor 'Contoso' -ErrorAction SilentlyContinue -ErrorVariable e3 | Out-Null
-        $e3[0].FullyQualifiedErrorId | Should -BeLike 'ProvisioningRefused401,*'
+        $e3[0].FullyQualifiedErrorId | Should -BeLike 'CredentialsRefused,*'
         Get-ManufacturingRecord -DataPath $script:Data -Serial 'SN-0009' | Should -BeNullOrEmpty
     }
 

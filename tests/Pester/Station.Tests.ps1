@@ -115,6 +115,7 @@ Describe 'A device through the station' {
         (Get-ProvisioningDevice -Server $script:Url -Token $t.Token -CaCertificate $script:Server.CaCertificatePath).Serial | Should -Contain 'ST-0001'
         Remove-StationToken -DataPath $script:Data -TokenId $t.TokenId -Confirm:$false
         Get-ProvisioningDevice -Server $script:Url -Token $t.Token -CaCertificate $script:Server.CaCertificatePath -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
-        $e[0].FullyQualifiedErrorId | Should -BeLike 'INVALID_TOKEN,*'
+        $e[0].FullyQualifiedErrorId | Should -BeLike 'CredentialsRefused,*'
+        $e[0].Exception.InnerException.Message | Should -Match 'INVALID_TOKEN'
     }
 }

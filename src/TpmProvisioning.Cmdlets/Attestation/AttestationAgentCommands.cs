@@ -78,26 +78,37 @@ public abstract class RegistrarCmdletBase : PSCmdlet
     protected X509Certificate2? LoadCertificate(object? value, string parameter) => CertificateInput.Load(this, value, parameter);
 
     /// <summary>A client for this record's registrar.</summary>
-    protected RegistrarClient Client(X509Certificate2? clientCertificate) => new(new RegistrarClientOptions
+    protected RegistrarClient Client(X509Certificate2? clientCertificate)
     {
-        Registrar = Registrar!, CaCertificate = LoadCertificate(CaCertificate, nameof(CaCertificate)), ClientCertificate = clientCertificate,
-        SkipCertificateCheck = SkipCertificateCheck,
-    });
+        TransportErrors.RequireServerUri(this, Registrar, nameof(Registrar));
+        var ca = LoadCertificate(CaCertificate, nameof(CaCertificate));
+        Transport = new TransportTarget(Registrar!, ca, SkipCertificateCheck, clientCertificate);
+        return new(new RegistrarClientOptions
+        {
+            Registrar = Registrar!, CaCertificate = ca, ClientCertificate = clientCertificate,
+            SkipCertificateCheck = SkipCertificateCheck,
+        });
+    }
 
-    /// <summary>Maps a registrar failure to an error record with a stable id (RegistrarRefused&lt;status&gt;, RegistrarUnreachable...; TPM failures for the registering cmdlet).</summary>
+    /// <summary>The server, CA and client certificate of the last client made: what a transport failure is judged against.</summary>
+    internal TransportTarget? Transport { get; set; }
+
+    /// <summary>Maps a registrar failure to an error record with a stable id (RegistrarRefused&lt;status&gt;, ServerUnreachable, ServerCertificateNotTrusted, ClientCertificateRefused...; TPM failures for the registering cmdlet).</summary>
     protected ErrorRecord RegistrarError(Exception ex, object? target) => ex switch
     {
         TpmException => new ErrorRecord(ex, "TpmCommandFailed", ErrorCategory.DeviceError, target),
         global::TpmProvisioning.Tpm.Transport.TpmTransportException or IOException => new ErrorRecord(ex, "TpmConnectionFailed", ErrorCategory.ConnectionError, target),
-        _ => KeylimeError(ex, "Registrar", target),
+        _ => KeylimeError(ex, "Registrar", target, Transport),
     };
 
     /// <summary>
     /// A Keylime service's failure as an error record: <c>&lt;Service&gt;Refused&lt;status&gt;</c> with the category of the
     /// status, <c>&lt;Service&gt;Unreachable</c>, <c>&lt;Service&gt;Timeout</c>, else <c>&lt;Service&gt;OperationFailed</c>.
     /// </summary>
-    internal static ErrorRecord KeylimeError(Exception ex, string service, object? target) => ex switch
+    internal static ErrorRecord KeylimeError(Exception ex, string service, object? target, TransportTarget? to = null) => ex switch
     {
+        KeylimeRequestException k when TransportErrors.FromStatus(k.StatusCode, k.ServerMessage, ex, to, target) is { } refused => refused,
+        _ when TransportErrors.Classify(ex, to, target) is { } transport => transport,
         KeylimeRequestException k => new ErrorRecord(ex, $"{service}Refused{k.StatusCode}", k.StatusCode switch
         {
             401 => ErrorCategory.AuthenticationError,
@@ -305,9 +316,12 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
 
     private void ListVerifier()
     {
+        TransportErrors.RequireServerUri(this, Verifier, nameof(Verifier));
+        var ca = LoadCertificate(CaCertificate, nameof(CaCertificate));
+        var to = new TransportTarget(Verifier!, ca, SkipCertificateCheck, ClientCertificate);
         using var client = new global::TpmProvisioning.Attestation.Verifier.VerifierClient(new global::TpmProvisioning.Attestation.Verifier.VerifierClientOptions
         {
-            Verifier = Verifier!, CaCertificate = LoadCertificate(CaCertificate, nameof(CaCertificate)), ClientCertificate = ClientCertificate,
+            Verifier = Verifier!, CaCertificate = ca, ClientCertificate = ClientCertificate,
             SkipCertificateCheck = SkipCertificateCheck,
         });
         try
@@ -317,14 +331,14 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
                 foreach (var id in AgentId)
                 {
                     try { WriteObject(Link(VerifierAgent.From(id, client.GetAsync(id).GetAwaiter().GetResult(), Verifier!))); }
-                    catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierCmdletBase.VerifierError(ex, id)); }
+                    catch (Exception ex) when (IsExpected(ex)) { WriteError(KeylimeError(ex, "Verifier", id, to)); }
                 }
                 return;
             }
             foreach (var (id, status) in client.ListStatusAsync().GetAwaiter().GetResult())
                 WriteObject(Link(VerifierAgent.From(id, status, Verifier!)));
         }
-        catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierCmdletBase.VerifierError(ex, Verifier)); }
+        catch (Exception ex) when (IsExpected(ex)) { WriteError(KeylimeError(ex, "Verifier", Verifier, to)); }
     }
 }
 

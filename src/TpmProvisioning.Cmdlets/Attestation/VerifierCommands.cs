@@ -121,13 +121,21 @@ public abstract class VerifierCmdletBase : PSCmdlet
     [Parameter]
     public SwitchParameter SkipCertificateCheck { get; set; }
 
-    protected VerifierClient VerifierClient(Uri verifier) => new(new VerifierClientOptions
+    protected VerifierClient VerifierClient(Uri verifier)
     {
-        Verifier = verifier, CaCertificate = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate)), ClientCertificate = ClientCertificate,
-        SkipCertificateCheck = SkipCertificateCheck,
-    });
+        TransportErrors.RequireServerUri(this, verifier, "Verifier");
+        var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
+        _transport = new TransportTarget(verifier, ca, SkipCertificateCheck, ClientCertificate);
+        return new(new VerifierClientOptions
+        {
+            Verifier = verifier, CaCertificate = ca, ClientCertificate = ClientCertificate,
+            SkipCertificateCheck = SkipCertificateCheck,
+        });
+    }
 
-    internal static ErrorRecord VerifierError(Exception ex, object? target) => RegistrarCmdletBase.KeylimeError(ex, "Verifier", target);
+    private TransportTarget? _transport;
+
+    internal ErrorRecord VerifierError(Exception ex, object? target) => RegistrarCmdletBase.KeylimeError(ex, "Verifier", target, _transport);
 
     protected static bool IsExpected(Exception ex) => RegistrarCmdletBase.IsExpected(ex);
 }

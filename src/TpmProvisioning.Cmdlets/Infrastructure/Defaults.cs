@@ -25,4 +25,55 @@ internal static class Defaults
     public static System.Management.Automation.ErrorRecord StoreNotFound(string dataPath) => new(
         new System.Management.Automation.ItemNotFoundException($"No store at '{StoreFile(dataPath)}': check -DataPath (a server creates its store when it first starts there)."),
         "StoreNotFound", System.Management.Automation.ErrorCategory.ObjectNotFound, dataPath);
+
+    /// <summary>
+    /// A data path that cannot hold a store (a file in its way, no rights): DataPathNotWritable (PermissionDenied), said in the
+    /// module's words instead of an IOException's.
+    /// </summary>
+    public static System.Management.Automation.ErrorRecord DataPathNotWritable(string dataPath, Exception ex) => new(
+        new UnauthorizedAccessException($"The data path '{dataPath}' cannot be used: {ex.Message} Check -DataPath (a folder this account may write).", ex),
+        "DataPathNotWritable", System.Management.Automation.ErrorCategory.PermissionDenied, dataPath);
+
+    /// <summary>True for the failures of making or writing a folder or file that the user can fix by choosing another path.</summary>
+    public static bool IsPathFailure(Exception ex) => ex is IOException or UnauthorizedAccessException or System.Security.SecurityException or NotSupportedException or ArgumentException;
+
+    /// <summary>
+    /// Opens the store of a data path for a cmdlet: StoreNotFound (terminating) when there is none and
+    /// <paramref name="mayCreate"/> is false; DataPathNotWritable when the folder cannot be made; StoreUnavailable when the
+    /// store does not open.
+    /// </summary>
+    public static TpmProvisioning.Storage.IStore OpenStore(System.Management.Automation.PSCmdlet cmdlet, string dataPath, bool mayCreate)
+    {
+        if (!mayCreate && !File.Exists(StoreFile(dataPath)))
+        {
+            cmdlet.ThrowTerminatingError(StoreNotFound(dataPath));
+            throw new InvalidOperationException("unreachable");
+        }
+        try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dataPath); }
+        catch (Exception ex) when (IsPathFailure(ex))
+        {
+            cmdlet.ThrowTerminatingError(DataPathNotWritable(dataPath, ex));
+            throw;
+        }
+        try { return TpmProvisioning.Storage.SqliteStore.OpenInDataPathAsync(dataPath).GetAwaiter().GetResult(); }
+        catch (Exception ex) when (ex is not System.Management.Automation.PipelineStoppedException)
+        {
+            cmdlet.ThrowTerminatingError(new System.Management.Automation.ErrorRecord(ex, "StoreUnavailable", System.Management.Automation.ErrorCategory.ResourceUnavailable, dataPath));
+            throw;
+        }
+    }
+
+    /// <summary>Whether a cmdlet makes things (New-, Set-, Add-, Import-): those may create a data path's store, the others only read one.</summary>
+    public static bool Creates(System.Management.Automation.PSCmdlet cmdlet) =>
+        cmdlet.MyInvocation.MyCommand is System.Management.Automation.CmdletInfo { Verb: "New" or "Set" or "Add" or "Import" };
+
+    /// <summary>A file that could not be written: FolderNotFound (ObjectNotFound), else FileNotWritable (PermissionDenied or WriteError).</summary>
+    public static System.Management.Automation.ErrorRecord FileWriteError(Exception ex, string target)
+    {
+        var notFound = ex is DirectoryNotFoundException || (ex is IOException && !Directory.Exists(Path.GetDirectoryName(target)));
+        var category = notFound ? System.Management.Automation.ErrorCategory.ObjectNotFound
+            : ex is UnauthorizedAccessException ? System.Management.Automation.ErrorCategory.PermissionDenied : System.Management.Automation.ErrorCategory.WriteError;
+        var message = notFound ? $"Cannot write '{target}': its folder does not exist." : $"Cannot write '{target}': {ex.Message}";
+        return new(new IOException(message, ex), notFound ? "FolderNotFound" : "FileNotWritable", category, target);
+    }
 }

@@ -78,6 +78,7 @@ public sealed class GetKmsDataKeyCommand : PSCmdlet
         if (ParameterSetName == "Provider") { body["provider"] = Provider; body["key_identifier"] = KeyIdentifier; }
         else { body["key_id"] = Key; if (Version is not null) body["version"] = Version; }
 
+        TransportErrors.RequireServerUri(this, Server, nameof(Server));
         var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
         using var http = RemoteKmsBackend.CreateHttpClient(new KmsServerOptions(Server, ca, SkipCertificateCheck, Certificate));
         byte[]? key = null;
@@ -90,6 +91,11 @@ public sealed class GetKmsDataKeyCommand : PSCmdlet
             try { if (text.Length > 0) root = JsonDocument.Parse(text).RootElement.Clone(); } catch (JsonException) { }
             int status = (int)resp.StatusCode;
             string why = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("status", out var st) && st.ValueKind == JsonValueKind.String ? st.GetString()! : resp.ReasonPhrase ?? "";
+            if (status is 401 or 403 && TransportErrors.FromStatus(status, why, new InvalidOperationException($"The KMS at {Server} refused the key ({status}): {why}"), new TransportTarget(Server, ca, SkipCertificateCheck, Certificate), agentId) is { } refused)
+            {
+                WriteError(refused);
+                return;
+            }
             if (status != 200)
             {
                 var (id, category) = status switch
@@ -119,7 +125,7 @@ public sealed class GetKmsDataKeyCommand : PSCmdlet
         }
         catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or TimeoutException or FormatException or KeyNotFoundException or InvalidOperationException)
         {
-            WriteError(KmsErrors.Record(ex, agentId) ?? new ErrorRecord(ex, "KmsUnavailable", ErrorCategory.InvalidResult, agentId));
+            WriteError(TransportErrors.Classify(ex, new TransportTarget(Server, ca, SkipCertificateCheck, Certificate), agentId) ?? KmsErrors.Record(ex, agentId) ?? new ErrorRecord(ex, "KmsUnavailable", ErrorCategory.InvalidResult, agentId));
         }
         finally
         {

@@ -29,6 +29,12 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
     /// <summary>The data path in effect, resolved against the current location.</summary>
     protected string ResolvedDataPath => GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
 
+    /// <summary>Writes output tagged with its store (DataPath) or server (Server), so the next cmdlet binds it by property name.</summary>
+    internal void Emit(object? value) => PipelineOrigin.Write(this, value, OriginServer is null ? ResolvedDataPath : null, OriginServer);
+
+    /// <summary>The server the objects come from (remote use), else null.</summary>
+    protected virtual Uri? OriginServer => null;
+
     /// <summary>Who the audit log names for local changes.</summary>
     internal static KmsCaller LocalCaller => new($"local:{Environment.UserName}", "local");
 
@@ -43,14 +49,29 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
                 Terminate(new InvalidOperationException($"The data path '{dir}' has a {p} master key, not {chosen}; omit -MasterKey to use it."), "KmsMasterKeyMismatch", ErrorCategory.InvalidArgument, dir);
             settings.MasterKey = chosen;
         }
-        else if (KmsSettings is null) settings.MasterKey = present ?? MasterKeyKind.Tpm;
+        else if (KmsSettings is null) settings.MasterKey = present ?? MasterKeyMemory.Read(dir)?.Kind ?? MasterKeyKind.Tpm;
         if (MasterKeyTpm is not null) settings.MasterKeyTpm = MasterKeyTpm;
         // Reading a data path that has no store is an error (StoreNotFound), not an empty KMS: the backend serves the whole
         // pipeline, so nothing after it could succeed either.
         if (!mayCreate && !File.Exists(Defaults.StoreFile(dir))) ThrowTerminatingError(Defaults.StoreNotFound(dir));
         if (present is null && !mayCreate) return null;
+        if (settings.MasterKey == MasterKeyKind.Tpm && string.IsNullOrWhiteSpace(settings.MasterKeyTpm))
+        {
+            // A TPM-sealed key needs its TPM: the one this data path remembers, else TPM2TOOLS_TCTI or the platform's. Say which parameter to give.
+            settings.MasterKeyTpm = MasterKeyMemory.DefaultTpm(dir);
+            if (settings.MasterKeyTpm is null)
+                Terminate(new InvalidOperationException(present is null
+                        ? $"The data path '{dir}' has no KMS master key yet, and the default kind (Tpm) needs a TPM: give -MasterKeyTpm <connection> (for example swtpm:host=127.0.0.1,port=2321), or -MasterKey InsecureFile for a lab (or Pkcs11 with -KmsSettings)."
+                        : $"The KMS master key of '{dir}' is sealed to a TPM, and no TPM is known for it: give -MasterKeyTpm <connection> naming the TPM that sealed it (for example swtpm:host=127.0.0.1,port=2321), or set TPM2TOOLS_TCTI."),
+                    "KmsMasterKeyTpmRequired", ErrorCategory.InvalidArgument, dir);
+        }
 
-        TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir);
+        try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir); }
+        catch (Exception ex) when (Defaults.IsPathFailure(ex))
+        {
+            ThrowTerminatingError(Defaults.DataPathNotWritable(dir, ex));
+            throw;
+        }
         IStore store;
         try { store = SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
         catch (Exception ex) when (ex is not PipelineStoppedException)
@@ -61,11 +82,18 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
         try
         {
             var (engine, wrapper) = KmsEngineFactory.OpenAsync(store, dir, settings).GetAwaiter().GetResult();
+            MasterKeyMemory.Write(dir, wrapper.Kind, wrapper.Kind == MasterKeyKind.Tpm ? settings.MasterKeyTpm : null);
             if (wrapper.Kind == MasterKeyKind.InsecureFile) WriteWarning($"The KMS master key of '{dir}' is an INSECURE plaintext file; use it only in a lab.");
             WriteVerbose($"KMS master key: {wrapper.Description}");
             return new LocalKmsBackend(engine, store, LocalCaller);
         }
-        catch (Exception ex) when (ex is KmsException or Tpm.TpmException or Tpm.Transport.TpmTransportException or Net.Pkcs11Interop.Common.Pkcs11Exception or IOException)
+        catch (Tpm.Transport.TpmTransportException ex)
+        {
+            store.Dispose();
+            Terminate(new InvalidOperationException($"The TPM of the KMS master key ({settings.MasterKeyTpm}) cannot be reached: {ex.Message} Check -MasterKeyTpm.", ex), "KmsMasterKeyTpmUnavailable", ErrorCategory.ConnectionError, dir);
+            throw;
+        }
+        catch (Exception ex) when (ex is KmsException or Tpm.TpmException or Net.Pkcs11Interop.Common.Pkcs11Exception or IOException)
         {
             store.Dispose();
             Terminate(ex, "KmsUnavailable", ErrorCategory.ResourceUnavailable, dir);
@@ -76,10 +104,26 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
     /// <summary>Runs a KMS call; a failure becomes an error record with a stable id (terminating when nothing else can succeed).</summary>
     internal bool Try(Action call, object? target)
     {
+        // Refused credentials are said once per pipeline (non-terminating); the calls after it are not sent, so a script's
+        // later steps still run and the server's login throttle is not fed.
+        if (_credentialsRefused) return false;
         try
         {
             call();
             return true;
+        }
+        catch (Exception ex) when (ex is KmsException { Kind: KmsErrorKind.Unauthenticated } && Transport is { } to)
+        {
+            _credentialsRefused = true;
+            var who = RemoteUser is { Length: > 0 } u ? $"the credentials of '{u}'" : "the credentials";
+            WriteError(new ErrorRecord(new TransportSecurityException($"{to.Server.GetLeftPart(UriPartial.Authority)} refused {who}: check the user name and password (New-KmsUser).", ex),
+                TransportErrors.CredentialsRefused, ErrorCategory.AuthenticationError, target));
+            return false;
+        }
+        catch (Exception ex) when (Transport is not null && TransportErrors.Classify(ex, Transport, target) is { } transport)
+        {
+            ThrowTerminatingError(transport);
+            return false;
         }
         catch (Exception ex) when (KmsErrors.Record(ex, target) is { } record)
         {
@@ -88,6 +132,14 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
             return false;
         }
     }
+
+    private bool _credentialsRefused;
+
+    /// <summary>Remote use: the server, CA and client certificate the calls go to (null locally).</summary>
+    internal TransportTarget? Transport { get; set; }
+
+    /// <summary>Remote use: the user name given.</summary>
+    internal string? RemoteUser { get; set; }
 
     [System.Diagnostics.CodeAnalysis.DoesNotReturn]
     internal void Terminate(Exception ex, string id, ErrorCategory category, object? target)
@@ -104,8 +156,8 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
 /// </summary>
 public abstract class KmsCmdletBase : KmsLocalCmdletBase
 {
-    /// <summary>Remote use: the KMS server's base address, e.g. https://kms:8443.</summary>
-    [Parameter]
+    /// <summary>Remote use: the KMS server's base address, e.g. https://kms:8443. Binds from a KMS object's Server.</summary>
+    [Parameter(ValueFromPipelineByPropertyName = true)]
     [ArgumentCompleter(typeof(KmsUrlCompleter))]
     public Uri? Server { get; set; }
 
@@ -124,6 +176,9 @@ public abstract class KmsCmdletBase : KmsLocalCmdletBase
 
     private IKmsBackend? _backend;
     private bool _opened;
+    private string? _openedFor;
+
+    protected override Uri? OriginServer => Server;
 
     /// <summary>What ShouldProcess names as the place of a change.</summary>
     protected string Where => Server is not null ? Server.ToString() : ResolvedDataPath;
@@ -134,7 +189,11 @@ public abstract class KmsCmdletBase : KmsLocalCmdletBase
     /// </summary>
     internal IKmsBackend? Backend(bool mayCreate)
     {
-        if (_opened) return _backend;
+        // A pipeline may carry objects of several stores or servers: each record acts on its own, never on the first one's.
+        var target = Server?.ToString() ?? ResolvedDataPath;
+        if (_opened && _openedFor == target) return _backend;
+        if (_opened) DisposeBackend();
+        _openedFor = target;
         _backend = Open(mayCreate);
         _opened = _backend is not null;
         return _backend;
@@ -148,7 +207,10 @@ public abstract class KmsCmdletBase : KmsLocalCmdletBase
                 Terminate(new ArgumentException("-Server and -DataPath exclude each other: use a server remotely or a data path locally."), "KmsInvalidArgument", ErrorCategory.InvalidArgument, Server);
             if (Credential is null)
                 Terminate(new ArgumentException("-Server needs -Credential: a KMS user's name and password (New-KmsUser)."), "KmsCredentialRequired", ErrorCategory.InvalidArgument, Server);
+            TransportErrors.RequireServerUri(this, Server, nameof(Server));
             var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
+            Transport = new TransportTarget(Server, ca, SkipCertificateCheck, null);
+            RemoteUser = Credential!.UserName;
             return new RemoteKmsBackend(new KmsServerOptions(Server, ca, SkipCertificateCheck), Credential!.UserName, Credential.GetNetworkCredential().Password);
         }
         return OpenLocal(mayCreate);
@@ -190,7 +252,7 @@ internal static class KmsErrors
             KmsErrorKind.Throttled => new ErrorRecord(ex, "KmsThrottled", ErrorCategory.LimitsExceeded, target),
             _ => new ErrorRecord(ex, "KmsUnavailable", ErrorCategory.ResourceUnavailable, target),
         },
-        HttpRequestException => new ErrorRecord(ex, "KmsServerUnreachable", ErrorCategory.ConnectionError, target),
+        HttpRequestException => new ErrorRecord(ex, TransportErrors.ServerUnreachable, ErrorCategory.ConnectionError, target),
         TaskCanceledException or TimeoutException => new ErrorRecord(ex, "KmsServerTimeout", ErrorCategory.OperationTimeout, target),
         StoreUnavailableException => new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, target),
         System.Security.Cryptography.CryptographicException or Net.Pkcs11Interop.Common.Pkcs11Exception => new ErrorRecord(ex, "KmsUnavailable", ErrorCategory.ResourceUnavailable, target),

@@ -19,7 +19,7 @@ public sealed class NewKmsKeyCommand : KmsCmdletBase
     protected override void ProcessRecord()
     {
         if (!ShouldProcess(Where, $"Create KMS key '{Name}'")) return;
-        Try(() => WriteObject(Backend(mayCreate: true)!.CreateKey(Name, CompartmentId)), Name);
+        Try(() => Emit(Backend(mayCreate: true)!.CreateKey(Name, CompartmentId)), Name);
     }
 }
 
@@ -40,14 +40,14 @@ public sealed class GetKmsKeyCommand : KmsCmdletBase
         var backend = Backend(mayCreate: false);
         IReadOnlyList<KmsKey> all = [];
         if (backend is not null && !Try(() => all = backend.ListKeys(), Where)) return;
-        if (Name is not { Length: > 0 }) { WriteObject(all, enumerateCollection: true); return; }
+        if (Name is not { Length: > 0 }) { Emit(all); return; }
         foreach (var n in Name)
         {
             var p = new WildcardPattern(n, WildcardOptions.IgnoreCase);
             var hits = all.Where(x => p.IsMatch(x.Name) || p.IsMatch(x.Id)).ToList();
             if (hits.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(n))
                 WriteError(new ErrorRecord(new KmsException(KmsErrorKind.NotFound, "id", $"key '{n}' does not exist"), "KmsKeyNotFound", ErrorCategory.ObjectNotFound, n));
-            WriteObject(hits, enumerateCollection: true);
+            Emit(hits);
         }
     }
 }
@@ -89,7 +89,7 @@ public sealed class AddKmsKeyVersionCommand : KmsCmdletBase
         Try(() =>
         {
             var backend = Backend(mayCreate: false) ?? throw new KmsException(KmsErrorKind.NotFound, "id", $"key '{Key}' does not exist");
-            WriteObject(backend.AddVersion(Key, native, native ? null : SourceKeyIdentifier, native ? null : SourceKeyTier));
+            Emit(backend.AddVersion(Key, native, native ? null : SourceKeyIdentifier, native ? null : SourceKeyTier));
         }, Key);
     }
 }
@@ -118,8 +118,8 @@ public sealed class GetKmsKeyVersionCommand : KmsCmdletBase
         Try(() =>
         {
             var backend = Backend(mayCreate: false) ?? throw new KmsException(KmsErrorKind.NotFound, "id", $"key '{Key}' does not exist");
-            if (Version is not null) WriteObject(backend.GetVersion(Key, Version));
-            else WriteObject(backend.ListVersions(Key).Where(v => !Primary || v.IsPrimary), enumerateCollection: true);
+            if (Version is not null) Emit(backend.GetVersion(Key, Version));
+            else Emit(backend.ListVersions(Key).Where(v => !Primary || v.IsPrimary).ToList());
         }, Key);
     }
 }

@@ -37,7 +37,7 @@ public sealed class NewKmsProviderCommand : KmsCmdletBase
             kdk = KmsEngine.DecodeKeyDerivationKey(Plain(KeyDerivationKey), "KeyDerivationKey");
             var backend = Backend(mayCreate: true)!;
             backend.CreateProvider(Name, KeyId, kdk);
-            WriteObject(backend.GetProvider(Name));
+            Emit(backend.GetProvider(Name));
         }, Name);
         if (kdk is not null) CryptographicOperations.ZeroMemory(kdk);
     }
@@ -67,14 +67,14 @@ public sealed class GetKmsProviderCommand : KmsCmdletBase
         var backend = Backend(mayCreate: false);
         IReadOnlyList<KmsProvider> all = [];
         if (backend is not null && !Try(() => all = backend.ListProviders(), Where)) return;
-        if (Name is not { Length: > 0 }) { WriteObject(all, enumerateCollection: true); return; }
+        if (Name is not { Length: > 0 }) { Emit(all); return; }
         foreach (var n in Name)
         {
             var p = new WildcardPattern(n, WildcardOptions.IgnoreCase);
             var hits = all.Where(x => p.IsMatch(x.Name)).ToList();
             if (hits.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(n))
                 WriteError(new ErrorRecord(new KmsException(KmsErrorKind.NotFound, "provider", $"provider '{n}' does not exist"), "KmsProviderNotFound", ErrorCategory.ObjectNotFound, n));
-            WriteObject(hits, enumerateCollection: true);
+            Emit(hits);
         }
     }
 }
@@ -108,7 +108,7 @@ public sealed class SetKmsProviderCommand : KmsCmdletBase
         {
             var backend = Backend(mayCreate: false) ?? throw new KmsException(KmsErrorKind.NotFound, "provider", $"provider '{Name}' does not exist");
             backend.UpdateProvider(Name, KeyId);
-            if (PassThru) WriteObject(backend.GetProvider(Name));
+            if (PassThru) Emit(backend.GetProvider(Name));
         }, Name);
     }
 }

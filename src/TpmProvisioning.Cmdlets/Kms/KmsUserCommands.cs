@@ -36,7 +36,7 @@ public sealed class NewKmsUserCommand : KmsLocalCmdletBase
         Try(() =>
         {
             var u = local.Engine.CreateUserAsync(name, password, Role, LocalCaller).GetAwaiter().GetResult();
-            WriteObject(new KmsUser { Name = u.Name, Role = u.Role, Created = KmsTime.Ms(u.Created) });
+            Emit(new KmsUser { Name = u.Name, Role = u.Role, Created = KmsTime.Ms(u.Created) });
         }, name);
     }
 }
@@ -60,7 +60,7 @@ public sealed class GetKmsUserCommand : KmsLocalCmdletBase
         {
             var patterns = (Name ?? ["*"]).Select(n => new WildcardPattern(n, WildcardOptions.IgnoreCase)).ToList();
             foreach (var u in local.Engine.ListUsersAsync().GetAwaiter().GetResult().Where(u => patterns.Any(p => p.IsMatch(u.Name))))
-                WriteObject(new KmsUser { Name = u.Name, Role = u.Role, Created = KmsTime.Ms(u.Created) });
+                Emit(new KmsUser { Name = u.Name, Role = u.Role, Created = KmsTime.Ms(u.Created) });
         }, Name);
     }
 }

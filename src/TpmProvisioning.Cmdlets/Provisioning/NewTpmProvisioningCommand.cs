@@ -225,11 +225,14 @@ public sealed class NewTpmProvisioningCommand : PSCmdlet
     private CancellationTokenSource? _cts;
     protected override void StopProcessing() => _cts?.Cancel();
 
-    private static ErrorRecord ToError(Exception ex, Job job)
+    private ErrorRecord ToError(Exception ex, Job job)
     {
         string target = job.Device.Serial;
+        var to = job.Server is { } server ? new TransportTarget(server, _ca, SkipCertificateCheck, null) : null;
         return ex switch
         {
+            ProvisioningRequestException { StatusCode: HttpStatusCode.Unauthorized } p => TransportErrors.FromStatus(401, p.Message, ex, to, target)!,
+            _ when TransportErrors.Classify(ex, to, target) is { } transport => transport,
             ProvisioningRequestException p => new ErrorRecord(ex, $"ProvisioningRefused{(int)p.StatusCode}", p.StatusCode switch
             {
                 HttpStatusCode.Unauthorized => ErrorCategory.AuthenticationError,

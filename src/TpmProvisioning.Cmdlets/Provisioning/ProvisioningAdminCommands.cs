@@ -41,7 +41,12 @@ public abstract class ProvisioningDataCmdletBase : PSCmdlet
     protected IStore OpenStore()
     {
         var dir = ResolvedDataPath;
-        TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir);
+        try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir); }
+        catch (Exception ex) when (Defaults.IsPathFailure(ex))
+        {
+            ThrowTerminatingError(Defaults.DataPathNotWritable(dir, ex));
+            throw;
+        }
         try { return SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
         catch (Exception ex) when (ex is not PipelineStoppedException)
         {
@@ -279,8 +284,8 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
         {
             var remote = Station.StationRemote.Run(this, Server!, Token, CaCertificate, ClientCertificate, c => c.GetManufacturingRecordsAsync(0, null));
             // The station pages newest first; the filters apply to what it returns.
-            WriteObject(remote.Where(r => (Serial is null || r.Serial == Serial) && (Vendor is null || r.Vendor == Vendor) && (ApiKeyId is null || r.ApiKeyId == ApiKeyId)
-                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last).Select(r => ManufacturingRecordInfo.From(r, null, null)), enumerateCollection: true);
+            PipelineOrigin.Write(this, remote.Where(r => (Serial is null || r.Serial == Serial) && (Vendor is null || r.Vendor == Vendor) && (ApiKeyId is null || r.ApiKeyId == ApiKeyId)
+                && (Since is not { } since || r.Time >= new DateTimeOffset(since))).Take(Last).Select(r => ManufacturingRecordInfo.From(r, null, null)).ToList(), null, Server);
             return;
         }
         using var store = OpenExistingStore();
@@ -403,7 +408,14 @@ public sealed class NewTpmCaCommand : ProvisioningDataCmdletBase
         var dir = ProvisioningPaths.TpmCa(ResolvedDataPath);
         if (RefuseExistingCa(dir, Force)) return;
         if (!ShouldProcess(dir, TpmCa.Exists(dir) ? "Replace the TPM CA" : "Create the TPM CA")) return;
-        using var ca = TpmCa.Create(dir, Subject, TimeSpan.FromDays(ValidDays), force: Force);
+        TpmCa ca;
+        try { ca = TpmCa.Create(dir, Subject, TimeSpan.FromDays(ValidDays), force: Force); }
+        catch (Exception ex) when (Defaults.IsPathFailure(ex) && ex is not ArgumentException)
+        {
+            WriteError(Defaults.DataPathNotWritable(ResolvedDataPath, ex));
+            return;
+        }
+        using var _ = ca;
         Audit("provision.tpmca.create", ca.Certificate.Thumbprint, ca.Certificate.Subject);
         WriteObject(X509CertificateLoader.LoadCertificate(ca.Certificate.RawData));
     }
@@ -471,8 +483,7 @@ public sealed class ExportTpmCaCommand : ProvisioningDataCmdletBase
         try { File.WriteAllText(target, cert.ExportCertificatePem() + "\n"); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            var category = ex is DirectoryNotFoundException ? ErrorCategory.ObjectNotFound : ex is UnauthorizedAccessException ? ErrorCategory.PermissionDenied : ErrorCategory.WriteError;
-            WriteError(new ErrorRecord(ex, ex is DirectoryNotFoundException ? "FolderNotFound" : "FileNotWritable", category, target));
+            WriteError(Defaults.FileWriteError(ex, target));
             return;
         }
         WriteObject(new FileInfo(target));

@@ -88,11 +88,19 @@ public sealed class ExportProvisioningCertificateCommand : ProvisioningDataCmdle
                 WriteError(new ErrorRecord(ex, "CertificateExportFailed", ErrorCategory.InvalidOperation, cert));
                 return;
             }
-            if (OperatingSystem.IsWindows() || !IncludePrivateKey) File.WriteAllBytes(target, bytes);
-            else
+            try
             {
-                using var fs = new FileStream(target, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite });
-                fs.Write(bytes);
+                if (OperatingSystem.IsWindows() || !IncludePrivateKey) File.WriteAllBytes(target, bytes);
+                else
+                {
+                    using var fs = new FileStream(target, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite });
+                    fs.Write(bytes);
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                WriteError(Defaults.FileWriteError(ex, target));
+                return;
             }
             if (owned) Audit(IncludePrivateKey ? "cert.export.key" : "cert.export", cert.Thumbprint, $"{Kind} to {target}");
             WriteObject(new FileInfo(target));

@@ -290,6 +290,22 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         // Parameters given here win over settings persisted by the options surface (docs/configuration.md).
         TpmProvisioning.Configuration.SettingsCatalog.MarkExplicit(options, MyInvocation.BoundParameters.Keys);
         WriteVerbose($"ASP.NET Core shared framework: {AssemblyResolver.AspNetCoreFramework.Found}");
+        if (Name is not null && ServerRegistry.Named(Name) is { } sameName)
+        {
+            ThrowTerminatingError(new ErrorRecord(new InvalidOperationException(
+                    $"A server named '{Name}' already runs in this session (Id {sameName.Info.Id}, {string.Join(", ", sameName.Info.Urls)}): choose another -Name or stop it first."),
+                "ServerNameInUse", ErrorCategory.ResourceExists, Name));
+            return;
+        }
+        // One server per data path (one store, one CA), in this session or any other process: the running server holds a lock file there.
+        var dataPathLock = ServerRegistry.TryLockDataPath(dataPath, out var inUseBy);
+        if (inUseBy is not null)
+        {
+            ThrowTerminatingError(new ErrorRecord(new InvalidOperationException(
+                    $"The data path '{dataPath}' is in use by {inUseBy}: one server per data path (it holds {ServerRegistry.LockFile(dataPath)}). Give another -DataPath or stop that server."),
+                "DataPathInUse", ErrorCategory.ResourceBusy, dataPath));
+            return;
+        }
         IServerHost host;
         try
         {
@@ -297,6 +313,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         }
         catch (ServerStartException ex)
         {
+            dataPathLock?.Dispose();
             var category = ex.Reason switch
             {
                 "PortInUse" => ErrorCategory.ResourceUnavailable,
@@ -312,7 +329,13 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             ThrowTerminatingError(new ErrorRecord(ex, ex.Reason.StartsWith("Agent", StringComparison.Ordinal) ? ex.Reason : "ServerStart" + ex.Reason, category, target));
             return;
         }
-        ServerRegistry.Add(host);
+        catch
+        {
+            dataPathLock?.Dispose();
+            throw;
+        }
+        ServerRegistry.Add(host, dataPathLock);
+        if (options.Kms is { } startedKms) MasterKeyMemory.Write(dataPath, startedKms.MasterKey, startedKms.MasterKey == TpmProvisioning.Kms.MasterKeyKind.Tpm ? startedKms.MasterKeyTpm : null);
         WriteVerbose($"Server {host.Info.Name} (Id {host.Info.Id}) listening on {string.Join(", ", host.Info.Urls)}; CA certificate: {host.Info.CaCertificatePath}; log: {host.Info.LogPath}");
         if (roles.HasFlag(ServerRole.Agent) && Registrar is not null)
         {
@@ -357,6 +380,10 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         var kms = KmsSettings ?? new TpmProvisioning.Kms.KmsSettings();
         if (KmsMasterKey is { } kind) kms.MasterKey = kind;
         if (KmsMasterKeyTpm is not null) kms.MasterKeyTpm = KmsMasterKeyTpm;
+        // The data path remembers its master key's kind and TPM (MasterKeyMemory): used when neither is given.
+        var dataPath = options.DataPath;
+        if (KmsSettings is null && KmsMasterKey is null && (TpmProvisioning.Kms.KmsEngineFactory.DetectMasterKey(dataPath) ?? MasterKeyMemory.Read(dataPath)?.Kind) is { } known) kms.MasterKey = known;
+        if (kms.MasterKey == TpmProvisioning.Kms.MasterKeyKind.Tpm && kms.MasterKeyTpm is null && MasterKeyMemory.Read(dataPath) is { Tpm: { } rememberedTpm }) kms.MasterKeyTpm = rememberedTpm;
         if (KmsVerifier is not null) kms.Verifier = KmsVerifier;
         if (KmsRegistrar is not null) kms.Registrar = KmsRegistrar;
         if (KmsMaxAttestationAge is { } age) kms.MaxAttestationAge = age;

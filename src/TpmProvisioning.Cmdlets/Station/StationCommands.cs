@@ -17,8 +17,8 @@ public abstract class StationCmdletBase : PSCmdlet
     [Parameter(ParameterSetName = "DataPath", ValueFromPipelineByPropertyName = true)]
     public string? DataPath { get; set; }
 
-    /// <summary>A running station, e.g. https://station:8443.</summary>
-    [Parameter(ParameterSetName = "Server", Mandatory = true)]
+    /// <summary>A running station, e.g. https://station:8443. Binds from a station object's Server.</summary>
+    [Parameter(ParameterSetName = "Server", Mandatory = true, ValueFromPipelineByPropertyName = true)]
     public Uri? Server { get; set; }
 
     /// <summary>An operator token (New-StationToken) for -Server.</summary>
@@ -34,6 +34,9 @@ public abstract class StationCmdletBase : PSCmdlet
     public X509Certificate2? ClientCertificate { get; set; }
 
     protected bool Remote => ParameterSetName == "Server";
+
+    /// <summary>Writes output tagged with its store (DataPath) or station (Server), so the next cmdlet binds it by property name.</summary>
+    protected void Emit(object? value) => PipelineOrigin.Write(this, value, Remote ? null : ResolvedDataPath, Remote ? Server : null);
     protected static string Actor => $"local:{Environment.UserName}";
 
     protected string ResolvedDataPath => GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
@@ -42,14 +45,7 @@ public abstract class StationCmdletBase : PSCmdlet
     protected T Local<T>(Func<IStore, StationService, Task<T>> local)
     {
         var dir = ResolvedDataPath;
-        Directory.CreateDirectory(dir);
-        IStore store;
-        try { store = SqliteStore.OpenInDataPathAsync(dir).GetAwaiter().GetResult(); }
-        catch (Exception ex) when (ex is not PipelineStoppedException)
-        {
-            ThrowTerminatingError(new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, dir));
-            throw;
-        }
+        IStore store = Defaults.OpenStore(this, dir, Defaults.Creates(this));
         using (store)
             return local(store, new StationService(store, new StationSettings(), dir)).GetAwaiter().GetResult();
     }
@@ -57,15 +53,17 @@ public abstract class StationCmdletBase : PSCmdlet
     /// <summary>Runs <paramref name="remote"/> against -Server.</summary>
     protected T Call<T>(Func<StationClient, Task<T>> remote)
     {
+        TransportErrors.RequireServerUri(this, Server, nameof(Server));
         var ca = CertificateInput.Load(this, CaCertificate, nameof(CaCertificate));
         using var client = new StationClient(new StationClientOptions
         {
             Server = Server!, Token = Token is null ? null : new NetworkCredential("", Token).Password, CaCertificate = ca, ClientCertificate = ClientCertificate,
         });
+        var to = new TransportTarget(Server!, ca, false, ClientCertificate);
         try { return remote(client).GetAwaiter().GetResult(); }
         catch (HttpRequestException ex)
         {
-            ThrowTerminatingError(new ErrorRecord(ex, "StationUnreachable", ErrorCategory.ConnectionError, Server));
+            ThrowTerminatingError(TransportErrors.Classify(ex, to, Server) ?? new ErrorRecord(ex, TransportErrors.ServerUnreachable, ErrorCategory.ConnectionError, Server));
             throw;
         }
         catch (TaskCanceledException ex)
@@ -78,6 +76,13 @@ public abstract class StationCmdletBase : PSCmdlet
     /// <summary>Writes a station failure as a non-terminating error with the station's code as its id.</summary>
     protected void WriteStationError(Exception ex, object? target)
     {
+        // Refused credentials (a wrong or revoked token) and a refused client certificate say so, as every remote cmdlet does.
+        if (Remote && ex is StationRequestException { Status: 401 or 403 } refused
+            && TransportErrors.FromStatus(refused.Status, $"{refused.Code}: {refused.Detail}", ex, new TransportTarget(Server!, null, false, ClientCertificate), target) is { } record)
+        {
+            WriteError(record);
+            return;
+        }
         var (code, status) = ex switch
         {
             StationException s => (s.Code, s.Status),
@@ -135,11 +140,11 @@ public sealed class GetProvisioningDeviceCommand : StationCmdletBase
         }
         if (Serial is not null)
         {
-            if (TryRun((_, st) => st.GetDeviceAsync(Serial), c => c.GetDeviceAsync(Serial), Serial, out var d)) WriteObject(d);
+            if (TryRun((_, st) => st.GetDeviceAsync(Serial), c => c.GetDeviceAsync(Serial), Serial, out var d)) Emit(d);
             return;
         }
         if (TryRun((store, _) => store.ListStationDevicesAsync(new StationDeviceQuery { State = State }), c => c.GetDevicesAsync(State), null, out var list))
-            WriteObject(list, enumerateCollection: true);
+            Emit(list);
     }
 }
 
@@ -187,10 +192,10 @@ public sealed class GetProvisioningScriptCommand : StationCmdletBase
     {
         if (Name is null)
         {
-            if (TryRun((_, st) => Task.FromResult(st.Scripts.List()), c => c.ListScriptsAsync(), null, out var all)) WriteObject(all, enumerateCollection: true);
+            if (TryRun((_, st) => Task.FromResult(st.Scripts.List()), c => c.ListScriptsAsync(), null, out var all)) Emit(all);
             return;
         }
-        if (TryRun((_, st) => Task.FromResult(st.Scripts.Get(Name)), c => c.GetScriptAsync(Name), Name, out var one)) WriteObject(one);
+        if (TryRun((_, st) => Task.FromResult(st.Scripts.Get(Name)), c => c.GetScriptAsync(Name), Name, out var one)) Emit(one);
     }
 }
 
@@ -233,7 +238,7 @@ public sealed class SetProvisioningScriptCommand : StationCmdletBase
         if (!TryRun((_, st) => Task.FromResult(st.Scripts.Save(Name, text)), c => c.SaveScriptAsync(Name, text), Name, out var saved)) return;
         if (Enable && !TryRun((_, st) => Task.FromResult(st.Scripts.SetEnabled(Name, true)),
                 async c => { await c.ScriptOperationAsync("enable", Name); return await c.GetScriptAsync(Name); }, Name, out saved)) return;
-        WriteObject(saved with { Content = null });
+        Emit(saved with { Content = null });
     }
 }
 
@@ -259,7 +264,7 @@ public abstract class ProvisioningScriptChangeBase : StationCmdletBase
             }),
             async c => { await c.ScriptOperationAsync(operation, Name); return operation == "delete" ? null : await c.GetScriptAsync(Name) with { Content = null }; },
             Name, out var script)) return;
-        if (PassThru && script is not null) WriteObject(script);
+        if (PassThru && script is not null) Emit(script);
     }
 
     private StationScript? Delete(StationService st)
@@ -309,17 +314,13 @@ public abstract class StationTokenCmdletBase : PSCmdlet
     [Parameter(ValueFromPipelineByPropertyName = true)]
     public string? DataPath { get; set; }
 
+    /// <summary>The data path in effect.</summary>
+    protected string TokenDataPath => GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
+
     protected T WithTokens<T>(Func<StationTokenManager, Task<T>> op)
     {
-        var dir = GetUnresolvedProviderPathFromPSPath(string.IsNullOrEmpty(DataPath) ? Defaults.DataPath : DataPath);
-        Directory.CreateDirectory(dir);
-        IStore store;
-        try { store = SqliteStore.OpenInDataPathAsync(dir).GetAwaiter().GetResult(); }
-        catch (Exception ex) when (ex is not PipelineStoppedException)
-        {
-            ThrowTerminatingError(new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, dir));
-            throw;
-        }
+        var dir = TokenDataPath;
+        IStore store = Defaults.OpenStore(this, dir, Defaults.Creates(this));
         using (store) return op(new StationTokenManager(store)).GetAwaiter().GetResult();
     }
 }
@@ -346,7 +347,7 @@ public sealed class NewStationTokenCommand : StationTokenCmdletBase
         var secure = new SecureString();
         foreach (char c in t.Token) secure.AppendChar(c);
         secure.MakeReadOnly();
-        WriteObject(new StationTokenSecret { TokenId = t.Info.TokenId, Name = t.Info.Name, Created = t.Info.Created, Token = secure });
+        PipelineOrigin.Write(this, new StationTokenSecret { TokenId = t.Info.TokenId, Name = t.Info.Name, Created = t.Info.Created, Token = secure }, TokenDataPath, null);
     }
 }
 
@@ -355,7 +356,7 @@ public sealed class NewStationTokenCommand : StationTokenCmdletBase
 [OutputType(typeof(StationTokenInfo))]
 public sealed class GetStationTokenCommand : StationTokenCmdletBase
 {
-    protected override void ProcessRecord() => WriteObject(WithTokens(m => m.ListAsync()), enumerateCollection: true);
+    protected override void ProcessRecord() => PipelineOrigin.Write(this, WithTokens(m => m.ListAsync()), TokenDataPath, null);
 }
 
 /// <summary>Revokes a station operator token.</summary>
@@ -401,12 +402,24 @@ internal static class StationRemote
 {
     public static T Run<T>(PSCmdlet cmdlet, Uri server, SecureString? token, object? caCertificate, X509Certificate2? clientCertificate, Func<StationClient, Task<T>> op)
     {
+        TransportErrors.RequireServerUri(cmdlet, server, "Server");
         var ca = CertificateInput.Load(cmdlet, caCertificate, "CaCertificate");
         using var client = new StationClient(new StationClientOptions
         {
             Server = server, Token = token is null ? null : new NetworkCredential("", token).Password, CaCertificate = ca, ClientCertificate = clientCertificate,
         });
+        var to = new TransportTarget(server, ca, false, clientCertificate);
         try { return op(client).GetAwaiter().GetResult(); }
+        catch (StationRequestException ex) when (TransportErrors.FromStatus(ex.Status, ex.Detail, ex, to, server) is { } refused)
+        {
+            cmdlet.ThrowTerminatingError(refused);
+            throw;
+        }
+        catch (HttpRequestException ex) when (TransportErrors.Classify(ex, to, server) is { } transport)
+        {
+            cmdlet.ThrowTerminatingError(transport);
+            throw;
+        }
         catch (StationRequestException ex)
         {
             cmdlet.ThrowTerminatingError(new ErrorRecord(ex, ex.Code, ex.Status is 401 ? ErrorCategory.AuthenticationError : ex.Status is 403 ? ErrorCategory.PermissionDenied : ErrorCategory.InvalidOperation, server));
@@ -414,7 +427,7 @@ internal static class StationRemote
         }
         catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
         {
-            cmdlet.ThrowTerminatingError(new ErrorRecord(ex, "StationUnreachable", ErrorCategory.ConnectionError, server));
+            cmdlet.ThrowTerminatingError(new ErrorRecord(ex, ex is TaskCanceledException ? "StationTimeout" : TransportErrors.ServerUnreachable, ex is TaskCanceledException ? ErrorCategory.OperationTimeout : ErrorCategory.ConnectionError, server));
             throw;
         }
     }
