@@ -204,6 +204,18 @@ public static class Migrations
                 image_sha256 {text}
             );
             """),
+        new(8, "verifier cluster: nodes and agent leases", """
+            CREATE TABLE verifier_nodes (
+                verifier_id {text} NOT NULL PRIMARY KEY,
+                contact {text},
+                started_ms {bigint} NOT NULL,
+                heartbeat_ms {bigint} NOT NULL,
+                lease_ms {bigint} NOT NULL
+            );
+            ALTER TABLE verifier_agents ADD COLUMN lease_owner {text};
+            ALTER TABLE verifier_agents ADD COLUMN lease_expires_ms {bigint};
+            CREATE INDEX ix_verifier_agents_lease ON verifier_agents (lease_expires_ms);
+            """),
     ];
 
     public static int Latest => All[^1].Version;
