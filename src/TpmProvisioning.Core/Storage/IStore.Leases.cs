@@ -40,8 +40,8 @@ public partial interface IStore
     /// <summary>Removes the verifier's node row and gives up its leases (a clean stop).</summary>
     Task LeaveVerifierClusterAsync(string verifierId, CancellationToken ct = default);
 
-    /// <summary>Extends every lease <paramref name="verifierId"/> holds that has not expired; returns those agent ids.</summary>
-    Task<IReadOnlyList<string>> RenewVerifierLeasesAsync(string verifierId, TimeSpan lease, CancellationToken ct = default);
+    /// <summary>Extends every lease on a watched agent <paramref name="verifierId"/> holds that has not expired; returns those agents.</summary>
+    Task<IReadOnlyList<LeaseClaim>> RenewVerifierLeasesAsync(string verifierId, TimeSpan lease, CancellationToken ct = default);
 
     /// <summary>
     /// Claims up to <paramref name="max"/> watched agents that nobody holds or whose lease expired (skipping rows another
@@ -60,6 +60,9 @@ public partial interface IStore
 
     /// <summary>Every verifier known to the store with its agent counts and lease health.</summary>
     Task<IReadOnlyList<VerifierNodeRecord>> ListVerifierNodesAsync(CancellationToken ct = default);
+
+    /// <summary>A tenant's change (stop, reactivate): writes like <see cref="UpdateVerifierAgentAsync"/> and, in the same statement, ends whatever lease is held on the agent, so its holder's next fenced write fails.</summary>
+    Task<bool> UpdateVerifierAgentReleasingLeaseAsync(VerifierAgentRecord agent, CancellationToken ct = default);
 
     /// <summary>Like <see cref="UpdateVerifierAgentAsync"/>, but only while <paramref name="owner"/> holds the agent's lease (a fenced write).</summary>
     Task<bool> UpdateLeasedVerifierAgentAsync(VerifierAgentRecord agent, string owner, CancellationToken ct = default);

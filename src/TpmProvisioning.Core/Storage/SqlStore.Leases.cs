@@ -40,15 +40,15 @@ public abstract partial class SqlStore
         }, ct).ConfigureAwait(false);
     }
 
-    public Task<IReadOnlyList<string>> RenewVerifierLeasesAsync(string verifierId, TimeSpan lease, CancellationToken ct = default)
+    public Task<IReadOnlyList<LeaseClaim>> RenewVerifierLeasesAsync(string verifierId, TimeSpan lease, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(verifierId);
         return AllAsync("renew verifier leases", cmd =>
         {
             AddParam(cmd, "id", verifierId);
             AddParam(cmd, "lease", (long)lease.TotalMilliseconds);
-            return $"UPDATE verifier_agents SET lease_expires_ms = {Dialect.NowMs} + @lease WHERE lease_owner = @id AND lease_expires_ms > {Dialect.NowMs} RETURNING agent_id";
-        }, r => r.GetString(0), ct);
+            return $"UPDATE verifier_agents SET lease_expires_ms = {Dialect.NowMs} + @lease WHERE lease_owner = @id AND lease_expires_ms > {Dialect.NowMs} AND operational_state IN {WatchedStates} RETURNING agent_id, updated_ms";
+        }, r => new LeaseClaim(r.GetString(0), DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(1)))), ct);
     }
 
     public Task<IReadOnlyList<LeaseClaim>> ClaimVerifierAgentsAsync(string verifierId, int max, TimeSpan lease, CancellationToken ct = default)
@@ -139,6 +139,21 @@ public abstract partial class SqlStore
                 ExpiredAgents = Convert.ToInt32(r.GetValue(6)),
                 StoreTime = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(7))),
             }, ct);
+
+    public async Task<bool> UpdateVerifierAgentReleasingLeaseAsync(VerifierAgentRecord agent, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agent);
+        return await ExecuteAsync("update a verifier agent", cmd =>
+        {
+            AddVerifierParams(cmd, agent);
+            return """
+                UPDATE verifier_agents SET progress_json = @progress, operational_state = @state, severity_level = @sev, last_event_id = @event,
+                    attestation_count = @count, last_received_quote = @recv, last_successful_attestation = @ok, updated_ms = @upd,
+                    lease_owner = NULL, lease_expires_ms = 0
+                WHERE agent_id = @id
+                """;
+        }, ct).ConfigureAwait(false) > 0;
+    }
 
     public async Task<bool> UpdateLeasedVerifierAgentAsync(VerifierAgentRecord agent, string owner, CancellationToken ct = default)
     {

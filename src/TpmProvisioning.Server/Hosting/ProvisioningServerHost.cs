@@ -95,13 +95,21 @@ public sealed class ProvisioningServerHost : IServerHost
         ComponentCa? ca = null;
         try
         {
+            string? storeConnection = options.StoreConnectionString ?? Environment.GetEnvironmentVariable(ServerOptions.StoreConnectionStringVariable);
             try
             {
-                store = await SqliteStore.OpenInDataPathAsync(dataPath, ct).ConfigureAwait(false);
+                store = string.IsNullOrWhiteSpace(storeConnection)
+                    ? await SqliteStore.OpenInDataPathAsync(dataPath, ct).ConfigureAwait(false)
+                    : await PostgresStore.OpenAsync(storeConnection, ct).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is StoreUnavailableException or Microsoft.Data.Sqlite.SqliteException)
+            catch (ArgumentException ex)
             {
-                throw new ServerStartException("StoreUnavailable", $"The store under '{dataPath}' cannot be opened: {ex.Message}", ex);
+                throw new ServerStartException("StoreUnavailable", $"The store connection string is not valid: {ex.Message}");
+            }
+            catch (Exception ex) when (ex is StoreUnavailableException or System.Data.Common.DbException)
+            {
+                string where = string.IsNullOrWhiteSpace(storeConnection) ? $"under '{dataPath}'" : "at " + SafeDescribe(storeConnection);
+                throw new ServerStartException("StoreUnavailable", $"The store {where} cannot be opened: {ex.Message}", ex);
             }
 
             ca = ComponentCa.LoadOrCreate(Path.Combine(dataPath, "ca"));
@@ -131,6 +139,7 @@ public sealed class ProvisioningServerHost : IServerHost
                 ClientCertificateRoles = options.InsecurePlainHttp ? ServerRole.None
                     : (options.RequireClientCertificate | RoleModules.All.Where(m => m.ChoosesClientCertificatesPerRoute).Aggregate(ServerRole.None, (a, m) => a | m.Role)) & options.Roles,
                 LogPath = Path.Combine(dataPath, "logs"),
+                Store = store switch { PostgresStore pgs => "postgresql " + pgs.Description, SqliteStore sq => "sqlite " + sq.Path, _ => store.Provider },
             };
 
             var (app, plainListen, context) = BuildApp(options, dataPath, log, store, ca, serverCert, info);
@@ -170,6 +179,12 @@ public sealed class ProvisioningServerHost : IServerHost
             log.Dispose();
             throw;
         }
+    }
+
+    private static string SafeDescribe(string connectionString)
+    {
+        try { return PostgresStore.Describe(connectionString); }
+        catch (ArgumentException) { return "the given connection string"; }
     }
 
     private static ServerStartException Classify(Exception ex, ServerOptions options)
@@ -278,6 +293,7 @@ public sealed class ProvisioningServerHost : IServerHost
         builder.Services.AddSingleton(new RequestBodyBudget(options.MaxBufferedRequestBytes));
 
         var app = builder.Build();
+        StoreOutage.Use(app); // a store outage is a 503 with Retry-After in each surface's shape, not a 500
         if (plainListen is not null)
         {
             app.Use(async (http, next) =>

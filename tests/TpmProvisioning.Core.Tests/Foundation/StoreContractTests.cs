@@ -268,7 +268,7 @@ public sealed class StoreContractTests(PostgresFixture pg) : IAsyncLifetime
         Assert.DoesNotContain("failed", all);
         Assert.Equal(10, all.Count + (await s.ClaimVerifierAgentsAsync("v1", 10, lease)).Count + (await s.ClaimVerifierAgentsAsync("v2", 10, lease)).Count);
         Assert.Empty(await s.ClaimVerifierAgentsAsync("v3", 10, lease));
-        var v1 = await s.RenewVerifierLeasesAsync("v1", lease);
+        var v1 = (await s.RenewVerifierLeasesAsync("v1", lease)).Select(c => c.AgentId).ToList();
         Assert.Equal(v1.Order(), (await s.ListVerifierAgentsAsync("v1")).Where(a => a.State == OperationalState.GetQuote).Select(a => a.AgentId).Order());
         // A fenced write succeeds for the holder only.
         var rec = (await s.GetVerifierAgentAsync(v1[0]))!;
