@@ -189,7 +189,7 @@ public sealed class PostgresInstance : IAsyncDisposable
         KillGroup(p);
         p.Dispose();
         _process = null;
-        NpgsqlConnection.ClearAllPools();
+        // Pools are left as they are: clients must notice the broken connections themselves, as they would in production.
     }
 
     /// <summary>Starts the stopped server again on the same port and data.</summary>
