@@ -100,9 +100,21 @@ public sealed class PostgresStore : SqlStore
     protected override async Task<DbConnection> OpenConnectionAsync(CancellationToken ct) =>
         await _source.OpenConnectionAsync(ct).ConfigureAwait(false);
 
-    /// <summary>Serialization failures and deadlocks are worth a retry of the whole operation.</summary>
+    /// <summary>
+    /// Worth a retry of the whole operation: serialization failures and deadlocks (the transaction was rolled back), and a
+    /// pooled connection the server ended while it sat idle (57P01-57P03: the server announced it before this command ran, so
+    /// nothing of the operation was done).
+    /// </summary>
     protected override bool IsTransient(DbException ex) =>
-        ex is PostgresException { SqlState: PostgresErrorCodes.SerializationFailure or PostgresErrorCodes.DeadlockDetected };
+        ex is PostgresException { SqlState: PostgresErrorCodes.SerializationFailure or PostgresErrorCodes.DeadlockDetected
+            or PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow };
+
+    /// <summary>After a connection-level failure the pool's idle connections are likely dead too: drop them.</summary>
+    protected override void OnFailure(DbException ex)
+    {
+        bool connectionLevel = ex is not PostgresException pe || pe.SqlState.StartsWith("08", StringComparison.Ordinal) || pe.SqlState.StartsWith("57P", StringComparison.Ordinal);
+        if (connectionLevel) _source.Clear();
+    }
 
     /// <summary>Runs <paramref name="sql"/> on one connection of this store (for the lease component and tests).</summary>
     internal NpgsqlDataSource DataSource => _source;

@@ -26,6 +26,7 @@ public abstract partial class SqlStore : IStore
         }
         catch (DbException ex)
         {
+            OnFailure(ex);
             throw new StoreUnavailableException($"The {Provider} store cannot be opened: {ex.Message}", ex);
         }
     }
@@ -161,10 +162,12 @@ public abstract partial class SqlStore : IStore
             }
             catch (DbException ex) when (attempt < MaxTransientAttempts && IsTransient(ex))
             {
+                OnFailure(ex);
                 await Task.Delay(Random.Shared.Next(5, 20 * attempt)).ConfigureAwait(false);
             }
             catch (DbException ex)
             {
+                OnFailure(ex);
                 throw new StoreUnavailableException($"The {Provider} store failed to {what}: {ex.Message}", ex);
             }
         }
@@ -174,6 +177,10 @@ public abstract partial class SqlStore : IStore
 
     /// <summary>True when <paramref name="ex"/> is worth rerunning the operation (PostgreSQL's 40001 and 40P01); false by default.</summary>
     protected virtual bool IsTransient(DbException ex) => false;
+
+    /// <summary>Called on every provider failure (before a retry or the <see cref="StoreUnavailableException"/>): a server store
+    /// drops its pooled connections after a connection-level failure, so a restarted database is not met by stale ones.</summary>
+    protected virtual void OnFailure(DbException ex) { }
 
     /// <summary>
     /// Runs a query on a fresh connection: <paramref name="prepare"/> adds the parameters and returns the SQL, <paramref name="read"/>
