@@ -8,18 +8,30 @@ public sealed record VerifierNodeRecord
     public string VerifierId { get; init; } = "";
     /// <summary>Where the verifier answers (<c>ip:port</c>), as it reported.</summary>
     public string? Contact { get; init; }
-    public DateTimeOffset Started { get; init; }
-    public DateTimeOffset Heartbeat { get; init; }
-    /// <summary>The lease period the verifier uses.</summary>
+    /// <summary>When the verifier first joined; null for a verifier id that only appears on agents (a store without leases).</summary>
+    public DateTimeOffset? Started { get; init; }
+    /// <summary>The verifier's last heartbeat; null without leases.</summary>
+    public DateTimeOffset? Heartbeat { get; init; }
+    /// <summary>The lease period the verifier uses (zero without leases).</summary>
     public TimeSpan Lease { get; init; }
+    /// <summary>Watched agents whose <c>verifier_id</c> names this verifier (Keylime's count of a verifier's agents).</summary>
+    public int Agents { get; init; }
     /// <summary>Agents whose lease this verifier holds and that has not expired.</summary>
     public int LeasedAgents { get; init; }
     /// <summary>Agents whose <c>verifier_id</c> names this verifier but whose lease has expired (waiting to be taken over).</summary>
     public int ExpiredAgents { get; init; }
     /// <summary>The store's clock when this was read.</summary>
     public DateTimeOffset StoreTime { get; init; }
-    /// <summary>True when the last heartbeat is within one lease period.</summary>
-    public bool Alive => StoreTime - Heartbeat <= Lease;
+    /// <summary>True when the last heartbeat is within one lease period (always true without leases).</summary>
+    public bool Alive => Heartbeat is not { } h || StoreTime - h <= Lease;
+    /// <summary>Time since the last heartbeat, by the store's clock.</summary>
+    public TimeSpan? Silence => Heartbeat is { } h ? StoreTime - h : null;
+    /// <summary>
+    /// <c>Healthy</c> (heartbeat within the lease, no expired lease on its agents), <c>Lagging</c> (alive, but some of its agents'
+    /// leases expired: they are about to move), <c>Dead</c> (no heartbeat for a lease period: its agents move to the others),
+    /// <c>NoLeases</c> (a store that is not shared: one verifier owns its agents).
+    /// </summary>
+    public string Health => Heartbeat is null ? "NoLeases" : !Alive ? "Dead" : ExpiredAgents > 0 ? "Lagging" : "Healthy";
 }
 
 /// <summary>An agent the lease component claimed: when it was last judged decides when its next quote is due.</summary>

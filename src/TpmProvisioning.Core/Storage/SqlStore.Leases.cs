@@ -122,22 +122,30 @@ public abstract partial class SqlStore
     public Task<IReadOnlyList<VerifierNodeRecord>> ListVerifierNodesAsync(CancellationToken ct = default) =>
         AllAsync("list verifiers", _ => $"""
             SELECT n.verifier_id, n.contact, n.started_ms, n.heartbeat_ms, n.lease_ms,
+                   (SELECT COUNT(*) FROM verifier_agents a WHERE a.verifier_id = n.verifier_id AND a.operational_state IN {WatchedStates}),
                    (SELECT COUNT(*) FROM verifier_agents a WHERE a.lease_owner = n.verifier_id AND a.lease_expires_ms > {Dialect.NowMs}),
                    (SELECT COUNT(*) FROM verifier_agents a WHERE a.verifier_id = n.verifier_id AND a.operational_state IN {WatchedStates}
                         AND (a.lease_owner IS NULL OR a.lease_expires_ms IS NULL OR a.lease_expires_ms <= {Dialect.NowMs})),
                    {Dialect.NowMs}
-            FROM verifier_nodes n ORDER BY n.verifier_id
+            FROM verifier_nodes n
+            UNION ALL
+            SELECT a.verifier_id, NULL, NULL, NULL, 0,
+                   SUM(CASE WHEN a.operational_state IN {WatchedStates} THEN 1 ELSE 0 END), 0, 0, {Dialect.NowMs}
+            FROM verifier_agents a WHERE a.verifier_id NOT IN (SELECT verifier_id FROM verifier_nodes)
+            GROUP BY a.verifier_id
+            ORDER BY 1
             """,
             r => new VerifierNodeRecord
             {
                 VerifierId = r.GetString(0),
                 Contact = r.IsDBNull(1) ? null : r.GetString(1),
-                Started = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(2))),
-                Heartbeat = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(3))),
+                Started = r.IsDBNull(2) ? null : DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(2))),
+                Heartbeat = r.IsDBNull(3) ? null : DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(3))),
                 Lease = TimeSpan.FromMilliseconds(Convert.ToInt64(r.GetValue(4))),
-                LeasedAgents = Convert.ToInt32(r.GetValue(5)),
-                ExpiredAgents = Convert.ToInt32(r.GetValue(6)),
-                StoreTime = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(7))),
+                Agents = Convert.ToInt32(r.GetValue(5)),
+                LeasedAgents = Convert.ToInt32(r.GetValue(6)),
+                ExpiredAgents = Convert.ToInt32(r.GetValue(7)),
+                StoreTime = DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(r.GetValue(8))),
             }, ct);
 
     public async Task<bool> UpdateVerifierAgentReleasingLeaseAsync(VerifierAgentRecord agent, CancellationToken ct = default)

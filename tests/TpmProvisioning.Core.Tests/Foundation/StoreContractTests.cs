@@ -254,6 +254,9 @@ public sealed class StoreContractTests(PostgresFixture pg) : IAsyncLifetime
         await s.HeartbeatVerifierAsync("v1", "127.0.0.1:1", lease);
         await s.HeartbeatVerifierAsync("v2", "127.0.0.1:2", lease);
         Assert.Equal((2, 10), await s.VerifierClusterSizeAsync());
+        var view = await s.ListVerifierNodesAsync();
+        Assert.Equal(["v1", "v2"], view.Select(n => n.VerifierId));
+        Assert.Equal((10, "Lagging"), (view[0].Agents, view[0].Health)); // alive, but its agents hold no lease yet
         if (kind == "sqlite")
         {
             Assert.False(s.SupportsLeases);
@@ -279,17 +282,20 @@ public sealed class StoreContractTests(PostgresFixture pg) : IAsyncLifetime
         Assert.Equal([v1[0]], (await s.ClaimVerifierAgentsAsync("v3", 10, lease)).Select(c => c.AgentId));
         Assert.False(await s.ClaimVerifierAgentAsync("v1", v1[0], lease));
         var nodes = await s.ListVerifierNodesAsync();
-        Assert.Equal(["v1", "v2"], nodes.Select(n => n.VerifierId));
+        Assert.Equal(["v1", "v2", "v3"], nodes.Select(n => n.VerifierId));
+        Assert.Equal(("NoLeases", 1), (nodes[2].Health, nodes[2].Agents)); // v3 claimed one agent but never sent a heartbeat
         Assert.All(nodes, n => Assert.True(n.Alive));
         Assert.Equal(v1.Count - 1, nodes[0].LeasedAgents);
         await s.RenewVerifierLeasesAsync("v2", TimeSpan.FromMilliseconds(1));
         await Task.Delay(50);
         Assert.Empty(await s.RenewVerifierLeasesAsync("v2", lease)); // expired: not renewed
         var v2Node = (await s.ListVerifierNodesAsync())[1];
+        Assert.Equal("Lagging", v2Node.Health);
         Assert.Equal(0, v2Node.LeasedAgents);
         Assert.Equal((await s.ListVerifierAgentsAsync("v2")).Count, v2Node.ExpiredAgents);
         Assert.True(v2Node.ExpiredAgents > 0);
         await s.LeaveVerifierClusterAsync("v1");
-        Assert.Equal(["v2"], (await s.ListVerifierNodesAsync()).Select(n => n.VerifierId));
+        Assert.Equal(["v1", "v2", "v3"], (await s.ListVerifierNodesAsync()).Select(n => n.VerifierId)); // v1's agents still name it
+        Assert.Null((await s.ListVerifierNodesAsync())[0].Heartbeat);
     }
 }
