@@ -34,6 +34,23 @@ public sealed class PostgresStore : SqlStore
         catch (ArgumentException) { return false; }
     }
 
+    /// <summary>
+    /// <paramref name="connectionString"/> with the user name and password of a credential (so the password need not be typed
+    /// into the string, a command line or a history file). Throws <see cref="ArgumentException"/> when it does not parse.
+    /// </summary>
+    public static string WithCredential(string connectionString, string userName, string? password)
+    {
+        NpgsqlConnectionStringBuilder b;
+        try { b = new NpgsqlConnectionStringBuilder(connectionString); }
+        catch (Exception ex) when (ex is ArgumentException or FormatException or InvalidCastException)
+        {
+            throw new ArgumentException("The store connection string does not parse as a PostgreSQL (Npgsql) connection string.", nameof(connectionString));
+        }
+        b.Username = userName;
+        b.Password = password;
+        return b.ConnectionString;
+    }
+
     /// <summary>The description of a connection string without its password; throws <see cref="ArgumentException"/> when it does not parse.</summary>
     public static string Describe(string connectionString)
     {
