@@ -220,6 +220,8 @@ function Invoke-Bench {
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'provisioning', '--duration', '15') | Out-Null
     Write-Step 'Bench: the verifier watching a fleet of 2000 agents over HTTPS (load test)'
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'verifier', '--agents', '2000', '--duration', '20') | Out-Null
+    Write-Step 'Bench: 3000 agents watched by 1, 2 and 3 verifier servers on one PostgreSQL (load test, cluster.md)'
+    Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'cluster', '--agents', '3000', '--servers', '3', '--duration', '20') | Out-Null
     Write-Host "    summaries: $(Join-Path $out '*.md')"
 }
 

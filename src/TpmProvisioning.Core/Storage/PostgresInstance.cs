@@ -184,9 +184,8 @@ public sealed class PostgresInstance : IAsyncDisposable
             kill(p.Id, SIGINT);
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             try { await p.WaitForExitAsync(cts.Token).ConfigureAwait(false); }
-            catch (OperationCanceledException) { kill(-p.Id, SIGKILL); }
+            catch (OperationCanceledException) { KillGroup(p); }
         }
-        KillGroup(p);
         p.Dispose();
         _process = null;
         // Pools are left as they are: clients must notice the broken connections themselves, as they would in production.
@@ -195,33 +194,51 @@ public sealed class PostgresInstance : IAsyncDisposable
     /// <summary>Starts the stopped server again on the same port and data.</summary>
     public Task StartAgainAsync(CancellationToken ct = default) => _process is null ? LaunchAsync(ct) : Task.CompletedTask;
 
+    /// <summary>Kills the postmaster's process group and each of its children (PostgreSQL's children take sessions of their own).</summary>
     private static void KillGroup(Process p)
     {
-        try { kill(-p.Id, SIGKILL); } catch (Exception) { }
+        // Never signal an id that may have been reused: only while the postmaster we started is alive (its children end with it).
+        if (p.HasExited) return;
+        var children = OperatingSystem.IsLinux() ? ProcStats().Where(x => x.Ppid == p.Id).Select(x => x.Pid).ToList() : [];
+        kill(-p.Id, SIGKILL);
+        kill(p.Id, SIGKILL);
+        foreach (var c in children) kill(c, SIGKILL);
     }
 
-    /// <summary>CPU time (user + system) of the server and every backend of its process group so far.</summary>
+    /// <summary>
+    /// CPU time (user + system) of the server so far: the postmaster, its live children (backends, writers, which each take a
+    /// session of their own) and the children that already ended (the postmaster's cutime/cstime).
+    /// </summary>
     public TimeSpan CpuTime()
     {
-        if (ProcessId is var pgid and > 0 && OperatingSystem.IsLinux())
+        if (ProcessId is not (var pid and > 0) || !OperatingSystem.IsLinux()) return TimeSpan.Zero;
+        long ticks = 0;
+        foreach (var (p, ppid, fields) in ProcStats())
         {
-            long ticks = 0;
-            foreach (var d in Directory.EnumerateDirectories("/proc"))
-            {
-                if (!int.TryParse(Path.GetFileName(d), out _)) continue;
-                try
-                {
-                    var stat = File.ReadAllText(Path.Combine(d, "stat"));
-                    var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                    // fields[0] is state (field 3); pgrp is field 5, utime 14, stime 15.
-                    if (int.Parse(fields[2], System.Globalization.CultureInfo.InvariantCulture) != pgid) continue;
-                    ticks += long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture);
-                }
-                catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException or IndexOutOfRangeException or ArgumentOutOfRangeException) { }
-            }
-            return TimeSpan.FromSeconds(ticks / 100.0);
+            if (p == pid) ticks += Field(fields, 14) + Field(fields, 15) + Field(fields, 16) + Field(fields, 17);
+            else if (ppid == pid) ticks += Field(fields, 14) + Field(fields, 15);
         }
-        return TimeSpan.Zero;
+        return TimeSpan.FromSeconds(ticks / 100.0);
+    }
+
+    /// <summary>Field <paramref name="n"/> (1-based, as in proc(5)) of a stat line split after the command name.</summary>
+    private static long Field(string[] after, int n) => long.Parse(after[n - 3], System.Globalization.CultureInfo.InvariantCulture);
+
+    private static IEnumerable<(int Pid, int Ppid, string[] Fields)> ProcStats()
+    {
+        foreach (var d in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(d), out int pid)) continue;
+            string[] fields;
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(d, "stat"));
+                fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException) { continue; }
+            if (fields.Length < 20 || !int.TryParse(fields[1], out int ppid)) continue;
+            yield return (pid, ppid, fields);
+        }
     }
 
     public async ValueTask DisposeAsync()
