@@ -223,6 +223,8 @@ function Invoke-Bench {
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'verifier', '--agents', '2000', '--duration', '20') | Out-Null
     Write-Step 'Bench: image SHA-256 over /get-image-sha256 against sha256sum (1 GiB file, same run)'
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'image-hash', '--size-mib', '1024') | Out-Null
+    Write-Step 'Bench: 3000 agents watched by 1, 2 and 3 verifier servers on one PostgreSQL (load test, cluster.md)'
+    Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'cluster', '--agents', '3000', '--servers', '3', '--duration', '20') | Out-Null
     Write-Host "    summaries: $(Join-Path $out '*.md')"
 }
 

@@ -12,6 +12,7 @@
     CmdletsToExport      = @(
         'Start-ProvisioningServer'
         'Get-ProvisioningServer'
+        'Get-VerifierCluster'
         'Stop-ProvisioningServer'
         'Get-ProvisioningServerLog'
         'Get-ProvisioningAuditLog'

@@ -36,7 +36,14 @@ public static class Program
                     TimeSpan.FromSeconds(double.Parse(OptionValue(list, "--interval") ?? "2", System.Globalization.CultureInfo.InvariantCulture)), Console.Out).GetAwaiter().GetResult();
             if (load == "image-hash")
                 return Load.ImageHashLoad.RunAsync(artifacts, int.Parse(OptionValue(list, "--size-mib") ?? "1024"), strict, Console.Out).GetAwaiter().GetResult();
-            if (load != "provisioning") { Console.Error.WriteLine($"Unknown load test '{load}' (known: provisioning, verifier, image-hash)."); return 1; }
+            // `--load cluster [--duration S] [--agents N] [--interval S] [--servers N]`: 1..N verifier servers on one PostgreSQL.
+            if (load == "cluster")
+                return Load.ClusterLoad.RunAsync(artifacts,
+                    TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "20")),
+                    int.Parse(OptionValue(list, "--agents") ?? "3000"),
+                    TimeSpan.FromSeconds(double.Parse(OptionValue(list, "--interval") ?? "2", System.Globalization.CultureInfo.InvariantCulture)),
+                    int.Parse(OptionValue(list, "--servers") ?? "3"), Console.Out).GetAwaiter().GetResult();
+            if (load != "provisioning") { Console.Error.WriteLine($"Unknown load test '{load}' (known: provisioning, verifier, image-hash, cluster)."); return 1; }
             return Load.ProvisioningLoad.RunAsync(artifacts,
                 TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "10")),
                 int.Parse(OptionValue(list, "--concurrency") ?? "16"),

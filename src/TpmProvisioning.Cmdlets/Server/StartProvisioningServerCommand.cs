@@ -81,6 +81,29 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [Parameter]
     public TimeSpan? QuoteInterval { get; set; }
 
+    /// <summary>
+    /// A PostgreSQL store (Npgsql connection string, e.g. <c>Host=db1;Database=fleet</c>) that several servers share instead of
+    /// this data path's SQLite file; servers on one database split the verifier's agents by lease. Default: the environment
+    /// variable TPMPROVISIONING_STORE, else SQLite. Its password is never logged; prefer -StoreCredential.
+    /// </summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? StoreConnectionString { get; set; }
+
+    /// <summary>The user name and password for -StoreConnectionString (kept out of the string and the command history).</summary>
+    [Parameter]
+    [Credential]
+    public PSCredential? StoreCredential { get; set; }
+
+    /// <summary>Verifier role: this verifier's id (Keylime's verifier_id). On a shared store the default is an id generated once per data path.</summary>
+    [Parameter]
+    [ValidatePattern("^[A-Za-z0-9._-]{1,255}$")]
+    public string? VerifierId { get; set; }
+
+    /// <summary>Verifier role on a shared store: how long a claim on an agent lasts unrenewed (default three quote intervals, at least 6 s); a dead server's agents move within it.</summary>
+    [Parameter]
+    public TimeSpan? VerifierLease { get; set; }
+
     /// <summary>Verifier role: webhooks that receive signed revocation notifications when an agent fails attestation.</summary>
     [Parameter]
     public Uri[]? RevocationWebhook { get; set; }
@@ -186,7 +209,31 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
         var roles = Role.Aggregate(ServerRole.None, (a, r) => a | r);
         var mutual = RequireClientCertificate.Aggregate(ServerRole.None, (a, r) => a | r);
         var dataPath = GetUnresolvedProviderPathFromPSPath(DataPath ?? Defaults.DataPath);
-        var target = $"{(InsecurePlainHttp ? "http" : "https")}://{ip}:{Port} roles={roles} data={dataPath}";
+        string? storeConnection = StoreConnectionString;
+        if (StoreCredential is not null && storeConnection is null)
+        {
+            ThrowTerminatingError(new ErrorRecord(new ArgumentException("-StoreCredential needs -StoreConnectionString."), "StoreCredentialWithoutStore", ErrorCategory.InvalidArgument, null));
+            return;
+        }
+        try
+        {
+            if (storeConnection is not null && StoreCredential is { } sc)
+                storeConnection = TpmProvisioning.Storage.PostgresStore.WithCredential(storeConnection, sc.UserName, sc.GetNetworkCredential().Password);
+            if (storeConnection is not null && !TpmProvisioning.Storage.PostgresStore.IsPostgresConnectionString(storeConnection))
+                throw new ArgumentException("-StoreConnectionString must be a PostgreSQL (Npgsql) connection string with a Host, e.g. 'Host=db1;Database=fleet'.");
+        }
+        catch (ArgumentException ex)
+        {
+            ThrowTerminatingError(new ErrorRecord(ex, "InvalidStoreConnectionString", ErrorCategory.InvalidArgument, null));
+            return;
+        }
+        if (VerifierLease is { } vl && (vl < TimeSpan.FromSeconds(1) || vl > TimeSpan.FromHours(1)))
+        {
+            ThrowTerminatingError(new ErrorRecord(new ArgumentOutOfRangeException(nameof(VerifierLease), vl, "-VerifierLease must be between 1 second and 1 hour."), "InvalidVerifierLease", ErrorCategory.InvalidArgument, vl));
+            return;
+        }
+        string storeText = storeConnection is null ? "" : " store=" + TpmProvisioning.Storage.PostgresStore.Describe(storeConnection);
+        var target = $"{(InsecurePlainHttp ? "http" : "https")}://{ip}:{Port} roles={roles} data={dataPath}{storeText}";
         if (!ShouldProcess(target, "Start provisioning server")) return;
         if (InsecurePlainHttp)
             WriteWarning("Serving plain HTTP: requests, API keys and quotes travel unencrypted. Use this only in an isolated lab.");
@@ -204,6 +251,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             LogLevel = LogLevel,
             ContactAddress = ContactAddress,
             ContactPort = ContactPort,
+            StoreConnectionString = storeConnection,
         };
         if (ContactAddress is not null && !TpmProvisioning.Attestation.KeylimeValidators.IsValidContactHost(ContactAddress))
         {
@@ -261,6 +309,8 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
                 QuoteInterval = QuoteInterval ?? TimeSpan.FromSeconds(2),
                 RevocationWebhooks = RevocationWebhook ?? [],
                 ClientCertificate = VerifierClientCertificate,
+                VerifierId = VerifierId ?? "default",
+                LeaseDuration = VerifierLease,
             };
         }
 

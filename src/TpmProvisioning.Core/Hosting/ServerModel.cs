@@ -84,6 +84,16 @@ public sealed class ServerOptions
     /// replace them. Start-ProvisioningServer fills it from its bound parameters.
     /// </summary>
     public ISet<string> ExplicitSettings { get; } = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// A PostgreSQL (Npgsql) connection string: the store several servers share (a fleet), instead of the SQLite file under
+    /// <see cref="DataPath"/>. Null: the environment variable <c>TPMPROVISIONING_STORE</c> when set, else SQLite. Its password is
+    /// never logged or returned.
+    /// </summary>
+    public string? StoreConnectionString { get; set; }
+
+    /// <summary>The environment variable a server reads its store connection string from when none is given.</summary>
+    public const string StoreConnectionStringVariable = "TPMPROVISIONING_STORE";
 }
 
 /// <summary>A CA trusted for client certificates in the given roles (<see cref="ServerOptions.TrustedClientCas"/>).</summary>
@@ -125,6 +135,8 @@ public sealed class ServerInfo
     public string? CertificateThumbprint { get; init; }
     public ServerRole ClientCertificateRoles { get; init; }
     public string? LogPath { get; init; }
+    /// <summary>The store: <c>sqlite</c> and its file, or <c>postgresql</c> with host, port, database and user (never a password).</summary>
+    public string? Store { get; set; }
     /// <summary>Registrar role: the plain-HTTP port serving agent registration and activation, when one was asked for.</summary>
     public int? RegistrarPlainPort { get; set; }
     /// <summary>Registrar role: the plain-HTTP URL agents register at, when a plain port was asked for.</summary>

@@ -239,7 +239,6 @@ public static class Migrations
                 updated_ms {bigint} NOT NULL,
                 PRIMARY KEY (module, token)
             );
-            );
             """),
         new(10, "station: images assigned to device families", """
             CREATE TABLE station_image_assignments (
@@ -253,6 +252,18 @@ public static class Migrations
                 actor {text}
             );
             CREATE INDEX ix_station_image_assignments_image ON station_image_assignments (image_name);
+            """),
+        new(11, "verifier cluster: nodes and agent leases", """
+            CREATE TABLE verifier_nodes (
+                verifier_id {text} NOT NULL PRIMARY KEY,
+                contact {text},
+                started_ms {bigint} NOT NULL,
+                heartbeat_ms {bigint} NOT NULL,
+                lease_ms {bigint} NOT NULL
+            );
+            ALTER TABLE verifier_agents ADD COLUMN lease_owner {text};
+            ALTER TABLE verifier_agents ADD COLUMN lease_expires_ms {bigint};
+            CREATE INDEX ix_verifier_agents_lease ON verifier_agents (lease_expires_ms);
             """),
     ];
 

@@ -23,6 +23,9 @@ public abstract class SqlDialect
 
     /// <summary>SQL returning the id of the row just inserted, appended to an INSERT.</summary>
     public abstract string ReturningId { get; }
+
+    /// <summary>An expression for the database's clock in Unix milliseconds (servers sharing a store agree on it).</summary>
+    public abstract string NowMs { get; }
 }
 
 public sealed class SqliteDialect : SqlDialect
@@ -31,6 +34,7 @@ public sealed class SqliteDialect : SqlDialect
     public override string IdentityColumn => "INTEGER PRIMARY KEY AUTOINCREMENT";
     public override string BlobType => "BLOB";
     public override string ReturningId => " RETURNING id";
+    public override string NowMs => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 }
 
 public sealed class PostgresDialect : SqlDialect
@@ -39,4 +43,5 @@ public sealed class PostgresDialect : SqlDialect
     public override string IdentityColumn => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY";
     public override string BlobType => "BYTEA";
     public override string ReturningId => " RETURNING id";
+    public override string NowMs => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 }

@@ -26,6 +26,7 @@ public abstract partial class SqlStore : IStore
         }
         catch (DbException ex)
         {
+            OnFailure(ex);
             throw new StoreUnavailableException($"The {Provider} store cannot be opened: {ex.Message}", ex);
         }
     }
@@ -98,9 +99,14 @@ public abstract partial class SqlStore : IStore
         }
     }
 
-    public async Task<long> AppendAuditAsync(AuditEntry entry, CancellationToken ct = default)
+    public Task<long> AppendAuditAsync(AuditEntry entry, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(entry);
+        return Guard("append an audit entry", () => AppendAuditCoreAsync(entry, ct));
+    }
+
+    private async Task<long> AppendAuditCoreAsync(AuditEntry entry, CancellationToken ct)
+    {
         await using var conn = await OpenAsync(ct).ConfigureAwait(false);
         await using var cmd = conn.CreateCommand();
         cmd.CommandText = "INSERT INTO audit_log (time_ms, actor, action, target, source, outcome, detail) VALUES (@t, @actor, @action, @target, @source, @outcome, @detail)" + Dialect.ReturningId;
@@ -119,7 +125,7 @@ public abstract partial class SqlStore : IStore
     public async Task<IReadOnlyList<AuditEntry>> QueryAuditAsync(AuditQuery query, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(query);
-        return await QueryAsync(cmd =>
+        return await Guard("read the audit log", () => QueryAsync(cmd =>
             "SELECT id, time_ms, actor, action, target, source, outcome, detail FROM audit_log" + Where(cmd,
                 ("time_ms >= @since", "since", query.Since?.ToUnixTimeMilliseconds()),
                 ("time_ms <= @until", "until", query.Until?.ToUnixTimeMilliseconds()),
@@ -138,21 +144,43 @@ public abstract partial class SqlStore : IStore
                 Source = r.GetString(5),
                 Outcome = Enum.TryParse<AuditOutcome>(r.GetString(6), out var o) ? o : AuditOutcome.Failed,
                 Detail = r.IsDBNull(7) ? null : r.GetString(7),
-            }, ct).ConfigureAwait(false);
+            }, ct)).ConfigureAwait(false);
     }
 
-    /// <summary>Runs a store operation, turning provider failures into <see cref="StoreUnavailableException"/>.</summary>
+    /// <summary>
+    /// Runs a store operation, turning provider failures into <see cref="StoreUnavailableException"/>. A failure the provider
+    /// calls transient (<see cref="IsTransient"/>: a serialization failure or deadlock under concurrent servers) reruns the
+    /// whole operation, whose transaction was rolled back, a few times first.
+    /// </summary>
     private async Task<T> Guard<T>(string what, Func<Task<T>> op)
     {
-        try
+        for (int attempt = 1; ; attempt++)
         {
-            return await op().ConfigureAwait(false);
-        }
-        catch (DbException ex)
-        {
-            throw new StoreUnavailableException($"The {Provider} store failed to {what}: {ex.Message}", ex);
+            try
+            {
+                return await op().ConfigureAwait(false);
+            }
+            catch (DbException ex) when (attempt < MaxTransientAttempts && IsTransient(ex))
+            {
+                OnFailure(ex);
+                await Task.Delay(Random.Shared.Next(5, 20 * attempt)).ConfigureAwait(false);
+            }
+            catch (DbException ex)
+            {
+                OnFailure(ex);
+                throw new StoreUnavailableException($"The {Provider} store failed to {what}: {ex.Message}", ex);
+            }
         }
     }
+
+    private const int MaxTransientAttempts = 8;
+
+    /// <summary>True when <paramref name="ex"/> is worth rerunning the operation (PostgreSQL's 40001 and 40P01); false by default.</summary>
+    protected virtual bool IsTransient(DbException ex) => false;
+
+    /// <summary>Called on every provider failure (before a retry or the <see cref="StoreUnavailableException"/>): a server store
+    /// drops its pooled connections after a connection-level failure, so a restarted database is not met by stale ones.</summary>
+    protected virtual void OnFailure(DbException ex) { }
 
     /// <summary>
     /// Runs a query on a fresh connection: <paramref name="prepare"/> adds the parameters and returns the SQL, <paramref name="read"/>

@@ -108,13 +108,21 @@ public sealed class ProvisioningServerHost : IServerHost
         ComponentCa? ca = null;
         try
         {
+            string? storeConnection = options.StoreConnectionString ?? Environment.GetEnvironmentVariable(ServerOptions.StoreConnectionStringVariable);
             try
             {
-                store = await SqliteStore.OpenInDataPathAsync(dataPath, ct).ConfigureAwait(false);
+                store = string.IsNullOrWhiteSpace(storeConnection)
+                    ? await SqliteStore.OpenInDataPathAsync(dataPath, ct).ConfigureAwait(false)
+                    : await PostgresStore.OpenAsync(storeConnection, ct).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is StoreUnavailableException or Microsoft.Data.Sqlite.SqliteException)
+            catch (ArgumentException ex)
             {
-                throw new ServerStartException("StoreUnavailable", $"The store under '{dataPath}' cannot be opened: {ex.Message}", ex);
+                throw new ServerStartException("StoreUnavailable", $"The store connection string is not valid: {ex.Message}");
+            }
+            catch (Exception ex) when (ex is StoreUnavailableException or System.Data.Common.DbException)
+            {
+                string where = string.IsNullOrWhiteSpace(storeConnection) ? $"under '{dataPath}'" : "at " + SafeDescribe(storeConnection);
+                throw new ServerStartException("StoreUnavailable", $"The store {where} cannot be opened: {ex.Message}", ex);
             }
             await ApplyPersistedSettingsAsync(store, options, log, ct).ConfigureAwait(false);
 
@@ -145,6 +153,7 @@ public sealed class ProvisioningServerHost : IServerHost
                 ClientCertificateRoles = options.InsecurePlainHttp ? ServerRole.None
                     : (options.RequireClientCertificate | RoleModules.All.Where(m => m.ChoosesClientCertificatesPerRoute).Aggregate(ServerRole.None, (a, m) => a | m.Role)) & options.Roles,
                 LogPath = Path.Combine(dataPath, "logs"),
+                Store = store switch { PostgresStore pgs => "postgresql " + pgs.Description, SqliteStore sq => "sqlite " + sq.Path, _ => store.Provider },
             };
 
             var (app, plainListen, context) = BuildApp(options, dataPath, log, store, ca, serverCert, info);
@@ -184,6 +193,12 @@ public sealed class ProvisioningServerHost : IServerHost
             log.Dispose();
             throw;
         }
+    }
+
+    private static string SafeDescribe(string connectionString)
+    {
+        try { return PostgresStore.Describe(connectionString); }
+        catch (ArgumentException) { return "the given connection string"; }
     }
 
     private static ServerStartException Classify(Exception ex, ServerOptions options)
@@ -292,6 +307,7 @@ public sealed class ProvisioningServerHost : IServerHost
         builder.Services.AddSingleton(new RequestBodyBudget(options.MaxBufferedRequestBytes));
 
         var app = builder.Build();
+        StoreOutage.Use(app); // a store outage is a 503 with Retry-After in each surface's shape, not a 500
         if (plainListen is not null)
         {
             app.Use(async (http, next) =>
@@ -374,4 +390,30 @@ public sealed class ProvisioningServerHost : IServerHost
     }
 
     public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
+
+    /// <summary>
+    /// Tests of a cluster: ends the server as a killed process would end, as far as the shared store can tell: the listener
+    /// closes, the verifier's watches stop without another write, no lease is given back (they expire), no stop is audited.
+    /// </summary>
+    internal async Task AbortAsync()
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
+        Info.State = ServerState.Stopping;
+        if (_app.Services.GetService(typeof(Attestation.Verifier.VerifierService)) is Attestation.Verifier.VerifierService v)
+        {
+            v.Leases?.Abandon();
+            if (v.Leases is { } l) await l.StopAsync(leave: false).ConfigureAwait(false);
+            await v.DisposeAsync().ConfigureAwait(false);
+        }
+        using (var now = new CancellationTokenSource())
+        {
+            await now.CancelAsync().ConfigureAwait(false);
+            try { await _app.StopAsync(now.Token).ConfigureAwait(false); } catch (OperationCanceledException) { }
+        }
+        await _app.DisposeAsync().ConfigureAwait(false);
+        _store.Dispose();
+        _ca.Dispose();
+        _log.Dispose();
+        Info.State = ServerState.Stopped;
+    }
 }

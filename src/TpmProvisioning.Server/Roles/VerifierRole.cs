@@ -27,6 +27,8 @@ internal sealed class VerifierRole : IRoleModule
         {
             var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("TpmProvisioning.Verifier");
             var settings = context.Options.Verifier ?? new VerifierSettings();
+            // Several servers on one store: each is a verifier of its own id, and leases split the agents (VerifierLeases).
+            if (context.Store.SupportsLeases && settings.VerifierId == "default") settings.VerifierId = VerifierLeases.StableVerifierId(context.Options.DataPath);
             var clientCert = settings.ClientCertificate ?? context.ComponentCa.IssueClientCertificate($"verifier {settings.VerifierId}", role: ClientRole.Verifier);
             var connector = new AgentConnector(clientCert, settings.RequestTimeout);
             var notifier = new RevocationNotifier(settings.RevocationWebhooks, context.ComponentCa.Certificate, m => log.LogWarning("{Message}", m));
@@ -34,6 +36,9 @@ internal sealed class VerifierRole : IRoleModule
             return new VerifierService(context.Store, settings, connector, notifier, MeasurementChecks.Default, log: m => log.LogInformation("{Message}", m))
             {
                 ContactIp = context.Options.ContactAddress ?? context.Options.Address.ToString(),
+                Leases = context.Store.SupportsLeases
+                    ? new VerifierLeases(context.Store, settings.VerifierId, settings.QuoteInterval, settings.LeaseDuration, log: m => log.LogInformation("{Message}", m))
+                    : null,
             };
         });
     }
@@ -46,6 +51,7 @@ internal sealed class VerifierRole : IRoleModule
         context.OnStarted(async () =>
         {
             svc.ContactPort = context.Options.ContactPort ?? context.Info.Port;
+            if (svc.Leases is { } leases) leases.Contact = $"{svc.ContactIp}:{svc.ContactPort}";
             try
             {
                 int n = await svc.ResumeAsync(lifetime.ApplicationStopping);
@@ -53,7 +59,13 @@ internal sealed class VerifierRole : IRoleModule
             }
             catch (Exception ex) { log.LogError(ex, "Verifier: could not resume watching agents"); }
         });
-        lifetime.ApplicationStopping.Register(() => svc.DisposeAsync().AsTask().GetAwaiter().GetResult());
+        lifetime.ApplicationStopping.Register(() =>
+        {
+            // No more claims, then the watches end, then the leases go back so the other servers take the agents at once.
+            svc.Leases?.StopAsync(leave: false).GetAwaiter().GetResult();
+            svc.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            svc.Leases?.LeaveAsync().GetAwaiter().GetResult();
+        });
 
         Keylime.MapShared(routes, context);
         // Reading: the tenant, and a KMS deciding a key release. Everything that changes what is watched: the tenant only.

@@ -215,8 +215,10 @@ public sealed class VerifierSettings
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>How many agents are asked for a quote at the same time; the rest wait their turn.</summary>
     public int MaxConcurrentRequests { get; set; } = 64;
-    /// <summary>This verifier's id (Keylime's <c>verifier_id</c>).</summary>
+    /// <summary>This verifier's id (Keylime's <c>verifier_id</c>). On a shared store, "default" becomes a stable id generated once per data path.</summary>
     public string VerifierId { get; set; } = "default";
+    /// <summary>Shared store: how long a verifier's claim on an agent lasts unrenewed (default three quote intervals, at least 6 s).</summary>
+    public TimeSpan? LeaseDuration { get; set; }
     /// <summary>Webhooks that receive revocation notifications (Keylime's <c>webhook_url</c>), once per event.</summary>
     public IList<Uri> RevocationWebhooks { get; set; } = [];
     /// <summary>Require agents to present the certificate registered as <c>mtls_cert</c> (Keylime's <c>enable_agent_mtls</c>, on).</summary>

@@ -87,7 +87,7 @@ public sealed partial class VerifierService : IAsyncDisposable
         if (!await _store.InsertVerifierAgentAsync(record, ct).ConfigureAwait(false))
             return await RejectAsync<EmptyResults>(AuditAdd, 409, $"Agent of uuid {agentId} already exists. Please use delete or update.", agentId, call, ct).ConfigureAwait(false);
         await AuditAsync(AuditAdd, agentId, AuditOutcome.Success, $"{config.Ip}:{config.Port} mask 0x{QuoteJudge.QuoteMask(config, TpmPolicy.TryParse(config.TpmPolicy, out _)!, _checks):x}", call, ct).ConfigureAwait(false);
-        StartWatch(agentId);
+        await WatchIfClaimedAsync(agentId, ct).ConfigureAwait(false);
         return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
     }
 
@@ -96,14 +96,14 @@ public sealed partial class VerifierService : IAsyncDisposable
     {
         if (!IsValidAgentId(agentId)) return AttestationOutcome<VerifierAgentStatus>.Fail(400, "agent_id not not valid");
         var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
-        return r is null || r.VerifierId != _settings.VerifierId
+        return !Visible(r)
             ? AttestationOutcome<VerifierAgentStatus>.Fail(404, "agent id not found")
             : AttestationOutcome<VerifierAgentStatus>.Ok(VerifierAgentStatus.From(r, ContactIp, ContactPort));
     }
 
     /// <summary>Every agent of this verifier with its status.</summary>
     public async Task<IReadOnlyList<(string AgentId, VerifierAgentStatus Status)>> ListAsync(CancellationToken ct = default) =>
-        (await _store.ListVerifierAgentsAsync(_settings.VerifierId, ct).ConfigureAwait(false)).Select(r => (r.AgentId, VerifierAgentStatus.From(r, ContactIp, ContactPort))).ToList();
+        (await _store.ListVerifierAgentsAsync(Shared ? null : _settings.VerifierId, ct).ConfigureAwait(false)).Select(r => (r.AgentId, VerifierAgentStatus.From(r, ContactIp, ContactPort))).ToList();
 
     /// <summary>
     /// <c>DELETE /v2.1/agents/{id}</c>: 200 and removed when the agent is not being watched (SAVED, FAILED, TERMINATED,
@@ -114,7 +114,7 @@ public sealed partial class VerifierService : IAsyncDisposable
         call ??= new AttestationCallInfo();
         if (!IsValidAgentId(agentId)) return await RejectAsync<EmptyResults>(AuditDelete, 400, "agent_id not not valid", Clip(agentId), call, ct).ConfigureAwait(false);
         var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
-        if (r is null || r.VerifierId != _settings.VerifierId) return await RejectAsync<EmptyResults>(AuditDelete, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
+        if (!Visible(r)) return await RejectAsync<EmptyResults>(AuditDelete, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
         bool watched = OperationalStates.IsWatched(r.State);
         await StopWatchAsync(agentId).ConfigureAwait(false);
         await _store.DeleteVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
@@ -129,10 +129,10 @@ public sealed partial class VerifierService : IAsyncDisposable
         if (!IsValidAgentId(agentId)) return await RejectAsync<EmptyResults>(AuditReactivate, 400, "agent_id not not valid", Clip(agentId), call, ct).ConfigureAwait(false);
         await StopWatchAsync(agentId).ConfigureAwait(false);
         var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
-        if (r is null || r.VerifierId != _settings.VerifierId) return await RejectAsync<EmptyResults>(AuditReactivate, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
-        await _store.UpdateVerifierAgentAsync(r with { State = OperationalState.Start, SeverityLevel = null, LastEventId = null, Progress = r.Progress with { Failures = [] }, Updated = _time.GetUtcNow() }, ct).ConfigureAwait(false);
+        if (!Visible(r)) return await RejectAsync<EmptyResults>(AuditReactivate, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
+        await TenantWriteAsync(r with { State = OperationalState.Start, SeverityLevel = null, LastEventId = null, Progress = r.Progress with { Failures = [] }, Updated = _time.GetUtcNow() }, ct).ConfigureAwait(false);
         await AuditAsync(AuditReactivate, agentId, AuditOutcome.Success, $"from {OperationalStates.KeylimeName(r.State)}", call, ct).ConfigureAwait(false);
-        StartWatch(agentId);
+        await WatchIfClaimedAsync(agentId, ct).ConfigureAwait(false);
         return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
     }
 
@@ -143,8 +143,8 @@ public sealed partial class VerifierService : IAsyncDisposable
         if (!IsValidAgentId(agentId)) return await RejectAsync<EmptyResults>(AuditStop, 400, "agent_id not not valid", Clip(agentId), call, ct).ConfigureAwait(false);
         await StopWatchAsync(agentId).ConfigureAwait(false);
         var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
-        if (r is null || r.VerifierId != _settings.VerifierId) return await RejectAsync<EmptyResults>(AuditStop, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
-        await _store.UpdateVerifierAgentAsync(r with { State = OperationalState.TenantFailed, Updated = _time.GetUtcNow() }, ct).ConfigureAwait(false);
+        if (!Visible(r)) return await RejectAsync<EmptyResults>(AuditStop, 404, "agent id not found", agentId, call, ct).ConfigureAwait(false);
+        await TenantWriteAsync(r with { State = OperationalState.TenantFailed, Updated = _time.GetUtcNow() }, ct).ConfigureAwait(false);
         await AuditAsync(AuditStop, agentId, AuditOutcome.Success, $"from {OperationalStates.KeylimeName(r.State)}", call, ct).ConfigureAwait(false);
         return AttestationOutcome<EmptyResults>.Ok(EmptyResults.Instance);
     }
@@ -152,6 +152,8 @@ public sealed partial class VerifierService : IAsyncDisposable
     /// <summary>At start: every agent of this verifier left in a watched state (1, 3-6) is watched again, from START.</summary>
     public async Task<int> ResumeAsync(CancellationToken ct = default)
     {
+        // Several servers on one store: the lease loop claims agents instead (VerifierService.Leases.cs).
+        if (Leases is { } leases) { leases.Start(this); if (leases.Shared) return 0; }
         int n = 0;
         foreach (var r in await _store.ListVerifierAgentsAsync(_settings.VerifierId, ct).ConfigureAwait(false))
         {
@@ -217,7 +219,7 @@ public sealed partial class VerifierService : IAsyncDisposable
             var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
             if (r is null || !OperationalStates.IsWatched(r.State)) return;
             prepared = new Prepared(r.Config, _checks);
-            while (!ct.IsCancellationRequested)
+            while (!ct.IsCancellationRequested && MayJudge(agentId))
             {
                 bool providingV = r.State is OperationalState.ProvideV or OperationalState.ProvideVRetry;
                 var step = providingV
@@ -227,13 +229,18 @@ public sealed partial class VerifierService : IAsyncDisposable
                 if (providingV && step.Record.State == OperationalState.GetQuote) provideV = false;
                 r = step.Record;
                 // Gone from the store (removed by another verifier sharing it): nothing left to watch.
-                if (!await _store.UpdateVerifierAgentAsync(r, ct).ConfigureAwait(false)) return;
+                if (!await WriteVerdictAsync(r, ct).ConfigureAwait(false)) return;
                 if (step.Failure is { } failure) await FailAsync(r, failure, step.NotifyType, ct).ConfigureAwait(false);
                 if (step.Done) return;
                 if (step.Delay > TimeSpan.Zero) await Task.Delay(step.Delay, _time, ct).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+        catch (StoreUnavailableException ex) when (Shared)
+        {
+            // The shared store is down: not the agent's fault. The lease loop restarts the watch once the store answers.
+            _log?.Invoke($"Verifier: watching {agentId} paused, the store is unavailable: {ex.Message}");
+        }
         catch (Exception ex)
         {
             _log?.Invoke($"Verifier: watching {agentId} failed: {ex.Message}");

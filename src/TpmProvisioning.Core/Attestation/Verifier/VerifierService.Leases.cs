@@ -1,0 +1,61 @@
+using System.Collections.Concurrent;
+
+namespace TpmProvisioning.Attestation.Verifier;
+
+/// <summary>
+/// The verifier's side of <see cref="VerifierLeases"/>: the few hooks the watch loop and the tenant routes call. Without leases
+/// (no <see cref="Leases"/>, or a store that is not shared) every hook keeps the single-node behaviour.
+/// </summary>
+public sealed partial class VerifierService : IVerifierLeaseHost
+{
+    private readonly ConcurrentDictionary<string, CancellationTokenSource> _pendingStarts = new(StringComparer.Ordinal);
+
+    /// <summary>The lease component when servers share the store; set before the server starts, then <see cref="VerifierLeases.Start"/>.</summary>
+    public VerifierLeases? Leases { get; set; }
+
+    private bool Shared => Leases is { Shared: true };
+
+    /// <summary>Whether a tenant may see and change this agent here: its own agents, or every agent of a shared store (a cluster is one verifier to its tenants).</summary>
+    private bool Visible([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] VerifierAgentRecord? r) => r is not null && (Shared || r.VerifierId == _settings.VerifierId);
+
+    private bool MayJudge(string agentId) => Leases?.MayJudge(agentId) ?? true;
+
+    private Task<bool> WriteVerdictAsync(VerifierAgentRecord r, CancellationToken ct) =>
+        Leases is { } l ? l.WriteAsync(r, ct) : _store.UpdateVerifierAgentAsync(r, ct);
+
+    private Task<bool> TenantWriteAsync(VerifierAgentRecord r, CancellationToken ct) =>
+        Leases is { } l ? l.TenantWriteAsync(r, ct) : _store.UpdateVerifierAgentAsync(r, ct);
+
+    /// <summary>After an add or a reactivation: watch here when this server could claim the agent (always, single-node).</summary>
+    private async Task WatchIfClaimedAsync(string agentId, CancellationToken ct)
+    {
+        if (Leases is { Shared: true } l && !await l.ClaimAsync(agentId, ct).ConfigureAwait(false)) return;
+        StartWatch(agentId);
+    }
+
+    bool IVerifierLeaseHost.IsWatching(string agentId) => _watches.ContainsKey(agentId) || _pendingStarts.ContainsKey(agentId);
+
+    void IVerifierLeaseHost.WatchClaimed(string agentId, TimeSpan delay)
+    {
+        if (_stopping.IsCancellationRequested) return;
+        if (delay <= TimeSpan.Zero) { StartWatch(agentId); return; }
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+        if (_pendingStarts.TryRemove(agentId, out var old)) { old.Cancel(); old.Dispose(); }
+        _pendingStarts[agentId] = cts;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await Task.Delay(delay, _time, cts.Token).ConfigureAwait(false);
+                if (_pendingStarts.TryRemove(new KeyValuePair<string, CancellationTokenSource>(agentId, cts))) StartWatch(agentId);
+            }
+            catch (OperationCanceledException) { }
+        });
+    }
+
+    async Task IVerifierLeaseHost.UnwatchAsync(string agentId)
+    {
+        if (_pendingStarts.TryRemove(agentId, out var pending)) { pending.Cancel(); pending.Dispose(); }
+        await StopWatchAsync(agentId).ConfigureAwait(false);
+    }
+}
