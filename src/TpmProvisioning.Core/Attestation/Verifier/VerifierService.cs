@@ -31,6 +31,7 @@ public sealed partial class VerifierService : IAsyncDisposable
     private readonly SemaphoreSlim _concurrency;
     private readonly ConcurrentDictionary<string, Watch> _watches = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
+    private readonly VerdictWriter _writer;
 
     private sealed record Watch(CancellationTokenSource Cts, Task Task);
 
@@ -45,7 +46,11 @@ public sealed partial class VerifierService : IAsyncDisposable
         _time = time ?? TimeProvider.System;
         _log = log;
         _concurrency = new SemaphoreSlim(Math.Max(1, settings.MaxConcurrentRequests));
+        _writer = new VerdictWriter(store, log);
     }
+
+    /// <summary>Verdict writes so far: commits and records (several watches' verdicts share one commit under load).</summary>
+    public (long Commits, long Records) VerdictWrites => _writer.Counts;
 
     public VerifierSettings Settings => _settings;
 
@@ -227,7 +232,7 @@ public sealed partial class VerifierService : IAsyncDisposable
                 if (providingV && step.Record.State == OperationalState.GetQuote) provideV = false;
                 r = step.Record;
                 // Gone from the store (removed by another verifier sharing it): nothing left to watch.
-                if (!await _store.UpdateVerifierAgentAsync(r, ct).ConfigureAwait(false)) return;
+                if (!await _writer.WriteAsync(r).ConfigureAwait(false)) return;
                 if (step.Failure is { } failure) await FailAsync(r, failure, step.NotifyType, ct).ConfigureAwait(false);
                 if (step.Done) return;
                 if (step.Delay > TimeSpan.Zero) await Task.Delay(step.Delay, _time, ct).ConfigureAwait(false);
@@ -406,6 +411,7 @@ public sealed partial class VerifierService : IAsyncDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         await _stopping.CancelAsync().ConfigureAwait(false);
         foreach (var id in _watches.Keys.ToList()) await StopWatchAsync(id).ConfigureAwait(false);
+        await _writer.DisposeAsync().ConfigureAwait(false);
         _agents.Dispose();
         _notifier.Dispose();
     }
