@@ -390,6 +390,7 @@ public static class VerifierLoad
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k =>
         {
+            k.Limits.KeepAliveTimeout = TimeSpan.FromMinutes(10); // agents keep the verifier's connection between quotes
             k.Listen(IPAddress.Any, 0, lo =>
             {
                 lo.Use(next => ctx => ctx.RemoteEndPoint is IPEndPoint ep && IPAddress.IsLoopback(ep.Address) ? next(ctx) : Task.CompletedTask);
