@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
@@ -7,6 +8,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.Logging;
 using TpmProvisioning.Attestation.Verifier;
 
@@ -56,7 +58,7 @@ public sealed class AgentConnectorConnectionTests : IAsyncLifetime
         san.AddIpAddress(IPAddress.Loopback);
         leafReq.CertificateExtensions.Add(san.Build());
         leafReq.CertificateExtensions.Add(new X509AuthorityInformationAccessExtension(null, [$"http://127.0.0.1:{aiaPort}/ca.cer"]));
-        using var leafPublic = leafReq.Create(ca, DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddDays(1), [1, 2, 3, 4]);
+        using var leafPublic = leafReq.Create(ca, DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddHours(12), [1, 2, 3, 4]);
         using var leaf = leafPublic.CopyWithPrivateKey(leafKey);
         _agentCert = X509CertificateLoader.LoadPkcs12(leaf.Export(X509ContentType.Pkcs12), null);
 
@@ -65,7 +67,12 @@ public sealed class AgentConnectorConnectionTests : IAsyncLifetime
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, lo =>
         {
             lo.Use(next => ctx => { Interlocked.Increment(ref _agentConnections); return next(ctx); });
-            lo.UseHttps(_agentCert);
+            // offline: the stand-in itself must not fetch its chain, so every visit to the AIA address is the verifier's.
+            var context = SslStreamCertificateContext.Create(_agentCert, null, offline: true);
+            lo.UseHttps(new TlsHandshakeCallbackOptions
+            {
+                OnConnection = _ => ValueTask.FromResult(new SslServerAuthenticationOptions { ServerCertificateContext = context }),
+            });
         }));
         _agent = builder.Build();
         _agent.MapGet("/v2.1/quotes/integrity", () => Results.Json(new { code = 200, status = "Success", results = new { quote = "r" } }));
