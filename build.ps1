@@ -225,6 +225,10 @@ function Invoke-Bench {
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'image-hash', '--size-mib', '1024') | Out-Null
     Write-Step 'Bench: 3000 agents watched by 1, 2 and 3 verifier servers on one PostgreSQL (load test, cluster.md)'
     Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'cluster', '--agents', '3000', '--servers', '3', '--duration', '20') | Out-Null
+    Write-Step 'Bench: one verifier watching 10,000 agents every 2 s (agents in a child process; verifier CPU and memory apart)'
+    $code = Invoke-Native dotnet @('run', '-c', 'Release', '--no-build', '--project', $project, '--', '--artifacts', $out, '--load', 'verifier', '--agents', '10000', '--interval', '2', '--duration', '30') -AllowFailure
+    if ($code -eq 2) { Write-Warning "10,000 agents: not every agent kept on schedule on this machine; figures in $(Join-Path $out 'verifier-load-10000.md')" }
+    elseif ($code -ne 0) { throw "the 10,000-agent verifier load failed (exit $code)" }
     Write-Host "    summaries: $(Join-Path $out '*.md')"
 }
 

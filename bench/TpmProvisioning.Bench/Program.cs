@@ -29,6 +29,8 @@ public static class Program
         // `--load verifier [--duration S] [--agents N] [--interval S]`, `--load image-hash [--size-mib N]`.
         if (OptionValue(list, "--load") is { } load)
         {
+            if (load == "verifier-agents") // the child process of `--load verifier`
+                return Load.VerifierLoad.RunAgentsAsync(int.Parse(OptionValue(list, "--agents") ?? "500"), OptionValue(list, "--manifest") ?? "agents.json").GetAwaiter().GetResult();
             if (load == "verifier")
                 return Load.VerifierLoad.RunAsync(artifacts,
                     TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "20")),

@@ -43,12 +43,38 @@ public abstract partial class SqlStore
         return await ExecuteAsync("update a verifier agent", cmd =>
         {
             AddVerifierParams(cmd, agent);
-            return """
-                UPDATE verifier_agents SET progress_json = @progress, operational_state = @state, severity_level = @sev, last_event_id = @event,
-                    attestation_count = @count, last_received_quote = @recv, last_successful_attestation = @ok, updated_ms = @upd
-                WHERE agent_id = @id
-                """;
+            return UpdateVerifierAgentSql;
         }, ct).ConfigureAwait(false) > 0;
+    }
+
+    private const string UpdateVerifierAgentSql = """
+        UPDATE verifier_agents SET progress_json = @progress, operational_state = @state, severity_level = @sev, last_event_id = @event,
+            attestation_count = @count, last_received_quote = @recv, last_successful_attestation = @ok, updated_ms = @upd
+        WHERE agent_id = @id
+        """;
+
+    /// <summary>One connection, one transaction and one prepared statement for the whole batch: one commit instead of one per agent.</summary>
+    public Task<bool[]> UpdateVerifierAgentsAsync(IReadOnlyList<VerifierAgentRecord> agents, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(agents);
+        if (agents.Count == 0) return Task.FromResult(Array.Empty<bool>());
+        return Guard("update verifier agents", async () =>
+        {
+            var done = new bool[agents.Count];
+            await using var conn = await OpenAsync(ct).ConfigureAwait(false);
+            await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.Transaction = tx;
+            cmd.CommandText = UpdateVerifierAgentSql;
+            for (int i = 0; i < agents.Count; i++)
+            {
+                cmd.Parameters.Clear();
+                AddVerifierParams(cmd, agents[i]);
+                done[i] = await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
+            }
+            await tx.CommitAsync(ct).ConfigureAwait(false);
+            return done;
+        });
     }
 
     private static void AddVerifierParams(DbCommand cmd, VerifierAgentRecord agent)

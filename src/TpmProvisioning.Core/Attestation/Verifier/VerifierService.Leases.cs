@@ -21,7 +21,7 @@ public sealed partial class VerifierService : IVerifierLeaseHost
     private bool MayJudge(string agentId) => Leases?.MayJudge(agentId) ?? true;
 
     private Task<bool> WriteVerdictAsync(VerifierAgentRecord r, CancellationToken ct) =>
-        Leases is { } l ? l.WriteAsync(r, ct) : _store.UpdateVerifierAgentAsync(r, ct);
+        Shared ? Leases!.WriteAsync(r, ct) : _writer.WriteAsync(r);
 
     private Task<bool> TenantWriteAsync(VerifierAgentRecord r, CancellationToken ct) =>
         Leases is { } l ? l.TenantWriteAsync(r, ct) : _store.UpdateVerifierAgentAsync(r, ct);

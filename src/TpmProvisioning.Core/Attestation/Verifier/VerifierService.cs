@@ -31,6 +31,7 @@ public sealed partial class VerifierService : IAsyncDisposable
     private readonly SemaphoreSlim _concurrency;
     private readonly ConcurrentDictionary<string, Watch> _watches = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
+    private readonly VerdictWriter _writer;
 
     private sealed record Watch(CancellationTokenSource Cts, Task Task);
 
@@ -45,7 +46,11 @@ public sealed partial class VerifierService : IAsyncDisposable
         _time = time ?? TimeProvider.System;
         _log = log;
         _concurrency = new SemaphoreSlim(Math.Max(1, settings.MaxConcurrentRequests));
+        _writer = new VerdictWriter(store, log);
     }
+
+    /// <summary>Verdict writes so far: commits and records (several watches' verdicts share one commit under load).</summary>
+    public (long Commits, long Records) VerdictWrites => _writer.Counts;
 
     public VerifierSettings Settings => _settings;
 
@@ -413,6 +418,7 @@ public sealed partial class VerifierService : IAsyncDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         await _stopping.CancelAsync().ConfigureAwait(false);
         foreach (var id in _watches.Keys.ToList()) await StopWatchAsync(id).ConfigureAwait(false);
+        await _writer.DisposeAsync().ConfigureAwait(false);
         _agents.Dispose();
         _notifier.Dispose();
     }
