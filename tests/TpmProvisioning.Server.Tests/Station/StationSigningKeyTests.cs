@@ -274,6 +274,29 @@ public sealed class StationSigningKeyTests : IClassFixture<SigningKeyServerFixtu
         Assert.Equal(HttpStatusCode.OK, (await S.PostJsonAsync("/options/keys/activate", J(new { id = "builtin" }))).Status);
         var third = await ProvisionAsync(S.TpmCa);
         Assert.True(SignedBy(third.AkCertificate, S.TpmCa));
+
+        // The cmdlets' client reads the same answers back into the engine's types.
+        using var client = new TpmProvisioning.Station.StationClient(new TpmProvisioning.Station.StationClientOptions { Server = new Uri(S.Url), Token = S.Token, CaCertificate = S.ServerCa });
+        var listed = (await client.GetSigningKeysAsync()).Single(k => k.Label == "hsm");
+        Assert.Equal("pkcs11", listed.Location);
+        Assert.Equal(StationSoftHsm.Module, listed.Pkcs11Module);
+        Assert.False(listed.Active);
+        var found = (await client.DiscoverPkcs11Async(StationSoftHsm.Module)).Single(t => t.Label == StationSoftHsm.Token);
+        Assert.True(found.LoggedIn);
+        Assert.Contains(found.Objects, o => o.Class == "private-key" && o.Label == StationSoftHsm.KeyLabel && o.KeyType == "EC");
+        Assert.Contains(await client.GetPkcs11PinStatusAsync(), p => p.Module == StationSoftHsm.Module && p.Token == StationSoftHsm.Token && p.Wrapped);
+        Assert.Contains(await client.GetPkcs11StatusAsync(), m => m.Module == StationSoftHsm.Module && m.Loaded);
+        var validation = await client.ValidateKeyAsync(null, null, new TpmProvisioning.Station.Pkcs11KeyRequest
+        {
+            Module = StationSoftHsm.Module, TokenLabel = StationSoftHsm.Token, KeyId = "CA01", CertificatePem = hsmCertPem,
+        });
+        Assert.True(validation.Valid);
+        Assert.Contains("verifies", validation.Message);
+        var refused = await Assert.ThrowsAsync<TpmProvisioning.Station.StationRequestException>(() => client.SetPkcs11PinAsync(StationSoftHsm.Module, StationSoftHsm.Token, null, "wrong-pin-0000"));
+        Assert.Equal("PKCS11_PIN_REFUSED", refused.Code);
+        // The refused PIN did not replace the stored one: the key still activates and signs.
+        Assert.Equal("hsm", (await client.SigningKeyOperationAsync("activate", "hsm")).Label);
+        Assert.Equal("builtin", (await client.SigningKeyOperationAsync("activate", "builtin")).Label);
     }
 
     [Fact]
