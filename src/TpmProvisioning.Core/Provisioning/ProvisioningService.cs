@@ -178,11 +178,13 @@ public sealed class ProvisioningService
                 if (binding.State == DeviceBindingState.SameDevice
                     && await FindCurrentRecordAsync(device, ekFingerprint, Convert.ToHexString(akName), ct).ConfigureAwait(false) is { } existing)
                 {
-                    await watch.LogAsync($"already provisioned: record {existing.Id} holds this AK (Name {p.AkName}) with certificate serial {existing.AkCertificateSerial}, still valid; it is returned again and nothing is written", ct).ConfigureAwait(false);
+                    await watch.LogAsync($"already provisioned: record {existing.Id} holds this AK (Name {p.AkName}) with certificate serial {existing.AkCertificateSerial}, still valid", ct).ConfigureAwait(false);
                     await watch.FinishAsync(DeviceStates.TriageFinished, ct).ConfigureAwait(false);
-                    p.AkCertificate = existing.AkCertificate;
-                    p.AkCertificateSerial = existing.AkCertificateSerial;
-                    p.Record = existing;
+                    // The device ends where a provisioning ends; no hook runs (nothing is issued) and the record's station facts
+                    // stay as they are (no Record on the progress).
+                    await watch.EnterAsync("PROVISIONER", DeviceLogType.Provisioner, DeviceStates.ProvisionerStarted, ct).ConfigureAwait(false);
+                    await watch.LogAsync($"AK certificate serial {existing.AkCertificateSerial} sealed again for AK Name {p.AkName}; nothing issued, record {existing.Id} unchanged", ct).ConfigureAwait(false);
+                    await watch.FinishAsync(DeviceStates.ProvisionerFinished, ct).ConfigureAwait(false);
                     outcome = Seal(existing, ekPublic, akName, key.KeyId, alreadyProvisioned: true);
                     await AuditAsync(actor, target, call, AuditOutcome.Success,
                         $"200 already provisioned; ak_cert_serial={existing.AkCertificateSerial} returned again, record {existing.Id} unchanged, ek_cert_sha256={ekFingerprint}", ct).ConfigureAwait(false);
