@@ -20,6 +20,20 @@ public static class SettingsCatalog
     private static long Long(object? v) => Convert.ToInt64(v, CultureInfo.InvariantCulture);
     private static Uri? U(object? v) => v is null ? null : new Uri((string)v, UriKind.Absolute);
 
+    /// <summary>A connection string without its password (never shown or returned).</summary>
+    private static string? RedactedConnectionString(string? cs)
+    {
+        if (cs is null) return null;
+        try
+        {
+            var b = new System.Data.Common.DbConnectionStringBuilder { ConnectionString = cs };
+            foreach (var k in b.Keys.Cast<string>().Where(k => k.Replace(" ", "", StringComparison.Ordinal).Equals("password", StringComparison.OrdinalIgnoreCase) || k.Equals("pwd", StringComparison.OrdinalIgnoreCase)).ToList())
+                b[k] = "***";
+            return b.ConnectionString;
+        }
+        catch (ArgumentException) { return "(unreadable connection string)"; }
+    }
+
     private static SettingDefinition S(string name, string section, SettingType type, SettingApply apply, string description,
         Func<ServerOptions, object?> get, Action<ServerOptions, object?>? set = null) => new(name, section, type, description, apply, get, set);
 
@@ -70,6 +84,8 @@ public static class SettingsCatalog
                 o => o.MaxBufferedRequestBytes, (o, v) => o.MaxBufferedRequestBytes = Long(v)) with { Minimum = 64 * 1024, Maximum = 16L * 1024 * 1024 * 1024 },
             S("SERVER_LOG_LEVEL", Srv, SettingType.Enum, R, "Minimum level written to the log file and the in-memory log.",
                 o => o.LogLevel.ToString(), (o, v) => o.LogLevel = Enum.Parse<LogLevelName>((string)v!)) with { StartParameters = ["LogLevel"], Allowed = levels },
+            S("SERVER_STORE_CONNECTION_STRING", Srv, SettingType.String, O, "A PostgreSQL connection string: the store several servers share (docs/cluster.md) instead of the SQLite file in the data path; also read from TPMPROVISIONING_STORE. Shown without its password.",
+                o => RedactedConnectionString(o.StoreConnectionString)) with { StartParameters = ["StoreConnectionString"], Nullable = true, NullMeaning = "TPMPROVISIONING_STORE, else SQLite under the data path" },
             S("SERVER_CONTACT_ADDRESS", Srv, SettingType.String, R, "The address agents and tenants are told to reach this server at (NAT, multi-homed host, wildcard bind).",
                 o => o.ContactAddress, (o, v) => o.ContactAddress = (string?)v) with { StartParameters = ["ContactAddress"], Nullable = true, NullMeaning = "the bound address" },
             S("SERVER_CONTACT_PORT", Srv, SettingType.Integer, R, "The port registered and reported instead of the bound one (NAT or a proxy).",
@@ -156,6 +172,9 @@ public static class SettingsCatalog
             S("VERIFIER_ID", Ver, SettingType.String, R, "This verifier's id (Keylime's verifier_id).",
                 o => o.Verifier.VerifierId, (o, v) => o.Verifier.VerifierId = (string)v!)
                 with { Role = ServerRole.Verifier, Extra = v => ((string)v).Length is >= 1 and <= 80 && ((string)v).All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.') ? null : "must be 1-80 characters of A-Z, a-z, 0-9, '.', '_' and '-'" },
+            S("VERIFIER_LEASE_DURATION_SECONDS", Ver, SettingType.Duration, R, "On a shared (PostgreSQL) store: how long a verifier's claim on an agent lasts unrenewed; a dead verifier's agents move to the others after it.",
+                o => o.Verifier.LeaseDuration is { } d ? Sec(d) : null, (o, v) => o.Verifier.LeaseDuration = v is null ? null : FromSec(v))
+                with { Role = ServerRole.Verifier, Unit = "seconds", Minimum = 2, Maximum = Day, Nullable = true, NullMeaning = "three quote intervals, at least 6 s" },
             S("VERIFIER_REVOCATION_WEBHOOKS", Ver, SettingType.List, R, "Webhooks that receive revocation notifications (Keylime's webhook_url), comma-separated http(s) URLs.",
                 o => o.Verifier.RevocationWebhooks.Select(u => u.ToString()).ToList(), (o, v) => o.Verifier.RevocationWebhooks = ((IEnumerable<string>)v!).Select(s => new Uri(s)).ToList())
                 with { Role = ServerRole.Verifier, StartParameters = ["RevocationWebhook"], Extra = v => ((IEnumerable<string>)v).All(s => Uri.TryCreate(s, UriKind.Absolute, out var u) && u.Scheme is "http" or "https" && u.UserInfo.Length == 0) ? null : "each webhook must be an absolute http or https URL without user information" },

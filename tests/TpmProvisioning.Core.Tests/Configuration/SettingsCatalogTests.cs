@@ -62,7 +62,7 @@ public sealed class SettingsCatalogTests
             (typeof(TpmProvisioning.Attestation.Verifier.VerifierSettings), "VERIFIER_", ["Secrets", "MasterKey"]),
             (typeof(TpmProvisioning.Kms.KmsSettings), "KMS_", ["LoginThrottle"]),
             (typeof(TpmProvisioning.Kms.KmsLoginThrottleSettings), "KMS_LOGIN_", []),
-            (typeof(TpmProvisioning.Station.StationSettings), "STATION_", []),
+            (typeof(TpmProvisioning.Station.StationSettings), "STATION_", ["MasterKey"]),
         };
         var names = SettingsCatalog.All.Select(d => d.Name).ToHashSet();
         var missing = new List<string>();
