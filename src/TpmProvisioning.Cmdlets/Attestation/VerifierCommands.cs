@@ -652,8 +652,12 @@ public sealed class NewAttestationPolicyCommand : TpmCmdletBase
     /// Station images whose artefacts become the runtime policy: an artefact folder or a tar/zip archive (a path), or the output of
     /// Get-ProvisioningImage -Analyze. Each file's path on the device (-PathPrefix, default /, joined with its path in the image) maps to its SHA-256.
     /// </summary>
-    [Parameter(ValueFromPipeline = true)]
+    [Parameter]
     public object[]? Image { get; set; }
+
+    /// <summary>Analysed artefact images from the pipeline (Get-ProvisioningImage -Analyze), as -Image takes them.</summary>
+    [Parameter(ValueFromPipeline = true)]
+    public global::TpmProvisioning.Station.ImageAnalysis[]? Analysis { get; set; }
 
     /// <summary>With -Path or -Image: the path the tree has on the device (e.g. / for an image mounted at /mnt/image).</summary>
     [Parameter]
@@ -687,7 +691,7 @@ public sealed class NewAttestationPolicyCommand : TpmCmdletBase
                 if (rp is null) rp = part;
                 else foreach (var (path, digests) in part.Digests) foreach (var d in digests) rp.AddDigest(path, d);
             }
-            foreach (var item in Image ?? [])
+            foreach (var item in (Image ?? []).Concat(Analysis ?? []))
             {
                 var analysis = (item is PSObject ps ? ps.BaseObject : item) switch
                 {

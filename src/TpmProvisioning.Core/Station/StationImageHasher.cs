@@ -28,6 +28,9 @@ public sealed class StationImageHasher
 
     internal StationImageHasher(StationImages images) => _images = images;
 
+    /// <summary>The slots jobs wait for (tests hold them to keep a job pending).</summary>
+    internal SemaphoreSlim Slots => _slots;
+
     /// <summary>One running hash.</summary>
     public sealed class Job
     {

@@ -58,7 +58,7 @@ internal sealed partial class StationRole
                 ["message"] = job is { Done: > 0 } ? "SHA256 calculation is in progress." : "SHA256 calculation started.",
             };
             if (job is { Progress: > 0 } j) { body["progress"] = Math.Round(j.Progress, 4); body["progress_percent"] = (int)Math.Floor(j.Progress * 100); }
-            return Task.FromResult(JsonOk(body, 202));
+            return Task.FromResult(JsonOk(body)); // 200 while pending too, as the original answers
         });
 
         Route(routes, env, "/analyze-image", "GET", Access.Operator, "station.image.analyze", async (http, _) =>
@@ -118,7 +118,7 @@ internal sealed partial class StationRole
             if (up.Renamed) body["original_filename"] = up.OriginalName;
             // The hash starts now, as the original's does.
             images.Hasher.GetOrStart(up.Name).Subscription.Dispose();
-            return JsonOk(body, 201);
+            return JsonOk(body); // 200, as the original answers
         });
 
         Route(routes, env, "/delete-image", "POST", Access.Operator, "station.image.delete", async (http, caller) =>

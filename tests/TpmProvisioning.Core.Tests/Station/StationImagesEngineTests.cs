@@ -47,8 +47,12 @@ public sealed class StationImagesEngineTests : IDisposable
         var data = RandomNumberGenerator.GetBytes(48 << 20);
         await File.WriteAllBytesAsync(Path.Combine(Images, "a.img"), data);
         var seen = new List<ImageHashState>();
+        // Hold every hashing slot so the job stays pending while the second caller asks.
+        int held = 0;
+        while (images.Hasher.Slots.Wait(0)) held++;
         var (first, job1, sub1) = images.Hasher.GetOrStart("a.img", s => { lock (seen) seen.Add(s); });
         var (_, job2, sub2) = images.Hasher.GetOrStart("a.img");
+        images.Hasher.Slots.Release(held);
         Assert.Equal("pending", first.Status);
         Assert.NotNull(job1);
         Assert.Same(job1, job2);

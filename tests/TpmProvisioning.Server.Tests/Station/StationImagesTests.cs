@@ -85,7 +85,7 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
         for (var until = DateTime.UtcNow.AddMinutes(3); DateTime.UtcNow < until; await Task.Delay(100))
         {
             var r = await S.GetAsync("/get-image-sha256?name=" + Uri.EscapeDataString(name));
-            Assert.True(r.Status is HttpStatusCode.OK or HttpStatusCode.Accepted, r.Body);
+            Assert.True(r.Status == HttpStatusCode.OK, r.Body);
             var j = StationTestServer.Json(r.Body);
             if (j.GetProperty("status").GetString() == "complete") return j.GetProperty("sha256").GetString()!;
         }
@@ -97,7 +97,7 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
     {
         var data = RandomNumberGenerator.GetBytes(3 * 1024 * 1024 + 17);
         var up = await UploadRawAsync("rt-disk.img", data);
-        Assert.Equal(HttpStatusCode.Created, up.Status);
+        Assert.Equal(HttpStatusCode.OK, up.Status);
         var uj = StationTestServer.Json(up.Body);
         Assert.Equal("rt-disk.img", uj.GetProperty("filename").GetString());
         Assert.False(uj.GetProperty("renamed").GetBoolean());
@@ -107,7 +107,7 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
         {
             form.Add(new ByteArrayContent(data), "file", "rt-disk.img");
             var again = await S.SendAsync(HttpMethod.Post, "/upload-image", form);
-            Assert.Equal(HttpStatusCode.Created, again.Status);
+            Assert.Equal(HttpStatusCode.OK, again.Status);
             var aj = StationTestServer.Json(again.Body);
             Assert.Equal("rt-disk_1.img", aj.GetProperty("filename").GetString());
             Assert.True(aj.GetProperty("renamed").GetBoolean());
@@ -156,8 +156,12 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
     {
         var before = Directory.GetFileSystemEntries(fx.Images).Order().ToList();
         var big = new byte[StationImagesFixture.MaxImageBytes + 1024];
-        // Declared length over the limit: refused before the body is read.
-        Assert.Equal("IMAGE_TOO_LARGE", StationTestServer.ErrorCode(await UploadRawAsync("big.img", big), HttpStatusCode.RequestEntityTooLarge));
+        // Declared length over the limit: refused before any of the body is read (none is sent here).
+        var declared = await RawHttp.SendAsync(S.Url, $"POST /upload-image?name=big.img HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {S.Token}\r\n" +
+            $"Content-Type: application/octet-stream\r\nContent-Length: {big.Length}\r\n\r\n");
+        Assert.Equal(413, declared.Status);
+        Assert.Equal("IMAGE_TOO_LARGE", JsonDocument.Parse(declared.Body).RootElement.GetProperty("error").GetProperty("code").GetString());
+        long refusedBefore = (await S.Store.QueryAuditAsync(new TpmProvisioning.Storage.AuditQuery { Action = "station.image.upload", Limit = 100_000 })).Count(e => e.Detail == "POST 413");
         // Chunked (no length): refused when the count passes the limit; the temporary file is removed.
         using (var req = new HttpRequestMessage(HttpMethod.Post, S.Url + "/upload-image?name=big.img"))
         {
@@ -173,6 +177,9 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
             }
             catch (HttpRequestException) { } // the server may close while the rest is still being sent
         }
+        // Whatever the client saw, the server refused it once more with 413 (the count passed the limit).
+        long refusedAfter = (await S.Store.QueryAuditAsync(new TpmProvisioning.Storage.AuditQuery { Action = "station.image.upload", Limit = 100_000 })).Count(e => e.Detail == "POST 413");
+        Assert.Equal(refusedBefore + 1, refusedAfter);
         Assert.Equal(before, Directory.GetFileSystemEntries(fx.Images).Order().ToList());
         Assert.DoesNotContain(Directory.GetFiles(fx.Images), f => Path.GetFileName(f).StartsWith(".upload-", StringComparison.Ordinal));
         Assert.Equal("INVALID_CONTENT_TYPE", StationTestServer.ErrorCode(await S.PostJsonAsync("/upload-image?name=x.img", "{}"), HttpStatusCode.BadRequest));
@@ -452,8 +459,8 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
     public async Task AnAssignedImageGoesIntoTheManufacturingRecord()
     {
         var data = RandomNumberGenerator.GetBytes(1 << 20);
-        Assert.Equal(HttpStatusCode.Created, (await UploadRawAsync("factory-os.img", data)).Status);
-        Assert.Equal(HttpStatusCode.Created, (await UploadRawAsync("other-os.img", RandomNumberGenerator.GetBytes(1000))).Status);
+        Assert.Equal(HttpStatusCode.OK, (await UploadRawAsync("factory-os.img", data)).Status);
+        Assert.Equal(HttpStatusCode.OK, (await UploadRawAsync("other-os.img", RandomNumberGenerator.GetBytes(1000))).Status);
 
         // Bad assignments change nothing.
         Assert.Equal("MISSING_REQUIRED_FIELDS", StationTestServer.ErrorCode(await S.PostJsonAsync("/images/assign", "{\"image\":\"factory-os.img\"}"), HttpStatusCode.BadRequest));
