@@ -252,6 +252,10 @@ public static class SettingsCatalog
                 o => o.Station.Verifier?.ToString(), (o, v) => o.Station.Verifier = U(v)) with { Role = ServerRole.Station, StartParameters = ["StationVerifier"], Nullable = true, NullMeaning = "none" },
             S("STATION_WATCH_INTERVAL_SECONDS", St, SettingType.Duration, R, "How often the station looks for registrations and the verifier's verdicts.",
                 o => Sec(o.Station.WatchInterval), (o, v) => o.Station.WatchInterval = FromSec(v)) with { Role = ServerRole.Station, Unit = "seconds", Minimum = 0.5, Maximum = 3600 },
+            S("STATION_IMAGES_DIRECTORY", St, SettingType.Path, R, "The images folder: uploads, hashes and analysis are confined to it.",
+                o => o.Station.ImagesDirectory, (o, v) => o.Station.ImagesDirectory = (string?)v) with { Role = ServerRole.Station, Nullable = true, NullMeaning = "<DataPath>/station/images" },
+            S("STATION_MAX_IMAGE_BYTES", St, SettingType.Integer, R, "Largest image /upload-image accepts (413 IMAGE_TOO_LARGE above); uploads are streamed to disk, never held in memory.",
+                o => o.Station.MaxImageBytes, (o, v) => o.Station.MaxImageBytes = Long(v)) with { Role = ServerRole.Station, Unit = "bytes", Minimum = 1024 * 1024, Maximum = 16L * 1024 * 1024 * 1024 * 1024 },
             S("STATION_FIRMWARE_DIRECTORY", St, SettingType.Path, L, "The firmware catalogue: one folder per device family, each with release files and optional notes.",
                 o => o.Station.FirmwareDirectory, (o, v) => o.Station.FirmwareDirectory = (string?)v) with { Role = ServerRole.Station, Nullable = true, NullMeaning = "<DataPath>/station/firmware" },
         ];
