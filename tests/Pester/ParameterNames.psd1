@@ -144,13 +144,33 @@
         VerifierClientCertificate  = @{ Type = 'X509Certificate2'; Meaning = "verifier role: client certificate it presents to agents" }
         Version                    = @{ Type = 'String'; Meaning = 'version of the thing the noun names (device version, key version)'; Generic = $true }
         Wait                       = @{ Type = 'SwitchParameter'; Meaning = 'run in the foreground until stopped' }
+        Activate                   = @{ Type = 'SwitchParameter'; Meaning = 'make the signing key just added the active one' }
+        Analysis                   = @{ Type = 'ImageAnalysis'; Meaning = 'an image analysis (Get-ProvisioningImage -Analyze) to turn into a policy' }
+        Analyze                    = @{ Type = 'SwitchParameter'; Meaning = "also analyse the image (partition table, or an artefact folder's files)" }
+        Family                     = @{ Type = 'String'; Meaning = 'a device family of the firmware catalogue' }
+        Image                      = @{ Type = 'Object'; Meaning = 'an image folder or archive of artefacts (path or image object)' }
+        KeyLabel                   = @{ Type = 'String'; Meaning = "a PKCS#11 private key object's CKA_LABEL" }
+        KeyObjectId                = @{ Type = 'String'; Meaning = "a PKCS#11 private key object's CKA_ID (hex)"; Aliases = @('KeyId') }
+        Label                      = @{ Type = 'String'; Meaning = 'the label of a TPM CA signing key' }
+        Module                     = @{ Type = 'String'; Meaning = 'absolute path of a PKCS#11 module (shared library)' }
+        Notes                      = @{ Type = 'SwitchParameter'; Meaning = "include a firmware release's notes" }
+        Pin                        = @{ Type = 'SecureString'; Meaning = 'the user PIN of a PKCS#11 token' }
+        Section                    = @{ Type = 'String'; Meaning = 'a section of the settings catalogue (Server, Verifier, Station, ...)' }
+        Slot                       = @{ Type = 'UInt64'; Meaning = 'a PKCS#11 slot id' }
+        StoreConnectionString      = @{ Type = 'String'; Meaning = 'a PostgreSQL connection string of the store several servers share' }
+        StoreCredential            = @{ Type = 'PSCredential'; Meaning = 'user and password for the shared PostgreSQL store' }
+        Target                     = @{ Type = 'String'; Meaning = 'which kind of stored secrets to wrap (all, key, pin, verifier)' }
+        TokenLabel                 = @{ Type = 'String'; Meaning = "a PKCS#11 token's label" }
+        Value                      = @{ Type = 'Object'; Meaning = 'the value of a setting' }
+        VerifierId                 = @{ Type = 'String'; Meaning = "a verifier's id (Keylime verifier_id)" }
+        VerifierLease              = @{ Type = 'TimeSpan'; Meaning = "on a shared store, how long a verifier's claim on an agent lasts unrenewed" }
     }
 
     # An alias that two concepts carry, or that is another concept's canonical name, is allowed only here, with the reason.
     # Each is an old name or a property name that objects of each concept carry, so binding by property name keeps working;
     # on any one cmdlet it means that cmdlet's canonical parameter.
     SharedAliases = @{
-        KeyId   = 'old name of -ApiKeyId (API key objects) and -ProviderKeyId (KMS provider objects); property name of KMS key versions (-Key) and Get-KmsKey/Get-ProvisioningApiKey -Name'
+        KeyId   = 'old name of -ApiKeyId (API key objects) and -ProviderKeyId (KMS provider objects); property name of KMS key versions (-Key) and Get-KmsKey/Get-ProvisioningApiKey -Name; PKCS#11 key objects of Get-Pkcs11Status -Module (-KeyObjectId)'
         Payload = 'Test-DeviceQrCode -Text: the scanned QR payload; not the agent payload of Start-AgentAttestation -Payload'
     }
 }

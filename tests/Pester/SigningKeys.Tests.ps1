@@ -46,10 +46,10 @@ Describe 'Signing keys' {
     }
 
     It 'adds nothing with -WhatIf, then adds a PEM key sealed with the master key' {
-        Add-ProvisioningSigningKey -DataPath $script:Data -Label plant -Path $script:Good.Key -CertificatePath $script:Good.Cert -WhatIf
+        Add-ProvisioningSigningKey -DataPath $script:Data -Label plant -Path $script:Good.Cert -KeyPath $script:Good.Key -WhatIf
         Get-ProvisioningSigningKey -DataPath $script:Data -Label plant -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
         $e[0].FullyQualifiedErrorId | Should -BeLike 'KEY_NOT_FOUND,*'
-        $k = Add-ProvisioningSigningKey @script:Remote -Label plant -Path $script:Good.Key -CertificatePath $script:Good.Cert -Confirm:$false
+        $k = Add-ProvisioningSigningKey @script:Remote -Label plant -Path $script:Good.Cert -KeyPath $script:Good.Key -Confirm:$false
         $k.Location | Should -Be 'pem-wrapped'
         $k.WrapKeyId | Should -Match '^[0-9a-f]{16}$'
         (Get-ProvisioningSigningKey -DataPath $script:Data -Label plant).Fingerprint | Should -Be $k.Fingerprint
@@ -57,9 +57,9 @@ Describe 'Signing keys' {
     }
 
     It 'refuses a weak key with the station''s error id, locally and remotely, and adds nothing' {
-        Add-ProvisioningSigningKey -DataPath $script:Data -Label weak -Path $script:Weak.Key -CertificatePath $script:Weak.Cert -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e1
+        Add-ProvisioningSigningKey -DataPath $script:Data -Label weak -Path $script:Weak.Cert -KeyPath $script:Weak.Key -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e1
         $e1[0].FullyQualifiedErrorId | Should -BeLike 'INVALID_KEY,*'
-        Add-ProvisioningSigningKey @script:Remote -Label weak -Path $script:Weak.Key -CertificatePath $script:Good.Cert -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e2
+        Add-ProvisioningSigningKey @script:Remote -Label weak -Path $script:Good.Cert -KeyPath $script:Weak.Key -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e2
         $e2[0].FullyQualifiedErrorId | Should -BeLike 'INVALID_KEY,*'
         (Get-ProvisioningSigningKey -DataPath $script:Data).Label | Should -Not -Contain 'weak'
     }
@@ -88,7 +88,7 @@ Describe 'PKCS#11 and secrets at rest' {
     }
 
     It 'reports no plaintext secret, wraps nothing twice, and says the same locally and remotely' {
-        Add-ProvisioningSigningKey -DataPath $script:Data -Label again -Path $script:Good.Key -CertificatePath $script:Good.Cert -Confirm:$false | Out-Null
+        Add-ProvisioningSigningKey -DataPath $script:Data -Label again -Path $script:Good.Cert -KeyPath $script:Good.Key -Confirm:$false | Out-Null
         $remote = Get-ProvisioningSecretStatus @script:Remote
         $local = Get-ProvisioningSecretStatus -DataPath $script:Data
         ($remote | Where-Object Kind -eq 'signing-keys').Plaintext | Should -Be 0

@@ -78,14 +78,14 @@ public sealed class AddProvisioningSigningKeyCommand : SigningKeyCmdletBase
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     public string Label { get; set; } = "";
 
-    /// <summary>The PEM private key file (PKCS#8, SEC1 EC or PKCS#1 RSA; RSA of at least 2048 bits, EC P-256 or P-384).</summary>
+    /// <summary>The PEM CA certificate of the key.</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [Alias("KeyPath")]
+    [Alias("CertificatePath")]
     public string Path { get; set; } = "";
 
-    /// <summary>The PEM CA certificate of the key.</summary>
+    /// <summary>The PEM private key file (PKCS#8, SEC1 EC or PKCS#1 RSA; RSA of at least 2048 bits, EC P-256 or P-384).</summary>
     [Parameter(Mandatory = true, Position = 2, ValueFromPipelineByPropertyName = true)]
-    public string CertificatePath { get; set; } = "";
+    public string KeyPath { get; set; } = "";
 
     /// <summary>Makes the key the active one after adding it.</summary>
     [Parameter]
@@ -93,7 +93,7 @@ public sealed class AddProvisioningSigningKeyCommand : SigningKeyCmdletBase
 
     protected override void ProcessRecord()
     {
-        if (!TryReadFile(Path, nameof(Path), out var key) || !TryReadFile(CertificatePath, nameof(CertificatePath), out var cert)) return;
+        if (!TryReadFile(KeyPath, nameof(KeyPath), out var key) || !TryReadFile(Path, nameof(Path), out var cert)) return;
         if (!ShouldProcess(Label, Activate ? "Add and activate the TPM CA signing key" : "Add the TPM CA signing key")) return;
         if (!TryKeys(k => k.UploadAsync(Label, cert, key), c => c.UploadSigningKeyAsync(Label, cert, key), Label, out var added)) return;
         if (Activate && !TryKeys(k => k.ActivateAsync(Label), c => c.SigningKeyOperationAsync("activate", Label), Label, out added)) return;
@@ -160,11 +160,13 @@ public sealed class RegisterPkcs11SigningKeyCommand : SigningKeyCmdletBase
 
     /// <summary>The private key's CKA_ID as hex.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? KeyId { get; set; }
+    [Alias("KeyId")]
+    public string? KeyObjectId { get; set; }
 
     /// <summary>The PEM CA certificate of the key.</summary>
     [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true)]
-    public string CertificatePath { get; set; } = "";
+    [Alias("CertificatePath")]
+    public string Path { get; set; } = "";
 
     /// <summary>The token's user PIN, stored sealed with the master key before the key is registered (so it is tried at once).</summary>
     [Parameter]
@@ -172,7 +174,7 @@ public sealed class RegisterPkcs11SigningKeyCommand : SigningKeyCmdletBase
 
     protected override void ProcessRecord()
     {
-        if (!TryReadFile(CertificatePath, nameof(CertificatePath), out var cert)) return;
+        if (!TryReadFile(Path, nameof(Path), out var cert)) return;
         if (!ShouldProcess($"{Label} ({Module}, token {TokenLabel ?? Slot?.ToString()})", "Register the PKCS#11 TPM CA signing key")) return;
         var module = Module;
         if (Pin is not null)
@@ -180,7 +182,7 @@ public sealed class RegisterPkcs11SigningKeyCommand : SigningKeyCmdletBase
             var pin = Plain(Pin);
             if (!TryKeys(k => k.SetPinAsync(module, TokenLabel, Slot, pin), c => c.SetPkcs11PinAsync(module, TokenLabel, Slot, pin), TokenLabel, out _)) return;
         }
-        var request = new Pkcs11KeyRequest { Label = Label, Module = module, TokenLabel = TokenLabel, Slot = Slot, KeyLabel = KeyLabel, KeyId = KeyId, CertificatePem = cert };
+        var request = new Pkcs11KeyRequest { Label = Label, Module = module, TokenLabel = TokenLabel, Slot = Slot, KeyLabel = KeyLabel, KeyId = KeyObjectId, CertificatePem = cert };
         if (TryKeys(k => k.RegisterPkcs11Async(request), c => c.RegisterPkcs11KeyAsync(request), Label, out var key)) WriteObject(key);
     }
 }
@@ -216,7 +218,6 @@ public sealed class SetPkcs11PinCommand : SigningKeyCmdletBase
 
     /// <summary>The token's label (or give -Slot).</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [Alias("Label")]
     public string? TokenLabel { get; set; }
 
     /// <summary>The token's slot id.</summary>
