@@ -104,6 +104,20 @@ Describe 'Refused credentials' {
     }
 }
 
+Describe 'A mistyped -DataPath is StoreNotFound, never an empty fleet, and creates nothing' {
+    It '<Reader>' -ForEach @(
+        @{ Reader = 'Get-ManufacturingRecord' }, @{ Reader = 'Get-KmsProvider' }, @{ Reader = 'Get-KmsKey' }, @{ Reader = 'Get-KmsUser' },
+        @{ Reader = 'Get-ProvisioningApiKey' }, @{ Reader = 'Get-ProvisioningAuditLog' }, @{ Reader = 'Get-ProvisioningDevice' },
+        @{ Reader = 'Get-ProvisioningScript' }, @{ Reader = 'Get-StationToken' }) {
+        $typo = Join-Path $script:Work 'plant-typo'
+        $cmdlet = $Reader
+        $e = Failure { & $cmdlet -DataPath $typo }
+        $e.FullyQualifiedErrorId | Should -BeLike 'StoreNotFound,*'
+        $e.CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        Test-Path $typo | Should -BeFalse
+    }
+}
+
 Describe 'One server per name and per data path' {
     It 'refuses a second server with the same -Name in the session (ServerNameInUse) and starts nothing' {
         $before = @(Get-ProvisioningServer).Count
