@@ -74,6 +74,26 @@ try {
     Write-Fact 'token' "$($stationToken.TokenId) (secret shown once, stored hashed)"
     Write-Fact 'hook' "$($hook.Filename) enabled=$($hook.Enabled) sha256 $($hook.Sha256.Substring(0, 16))..."
 
+    Write-DemoStep 'Station: the OS image this family gets (streamed upload, SHA-256, assignment), its options and signing keys'
+    $bearer = @{ Authorization = 'Bearer ' + [System.Net.NetworkCredential]::new('', $stationToken.Token).Password }
+    $imageFile = Join-Path $DataPath 'demo-os.img'
+    $imageBytes = [byte[]]::new(16MB); [System.Random]::new(2026).NextBytes($imageBytes); [IO.File]::WriteAllBytes($imageFile, $imageBytes)
+    $image = Add-ProvisioningImage @station -Path $imageFile -Confirm:$false
+    $imageHash = Get-ProvisioningImageHash @station -Name $image.Name
+    Write-Fact 'image' "$($image.Name), $($image.Size) bytes, SHA-256 $($imageHash.Sha256.Substring(0, 16))..."
+    Write-Check 'image SHA-256 = Get-FileHash' ($imageHash.Sha256 -eq (Get-FileHash -Algorithm SHA256 $imageFile).Hash.ToLowerInvariant())
+    $assignment = Invoke-RestMethod -Method Post "$($server.Urls[0])/images/assign" -Headers $bearer -SkipCertificateCheck -ContentType 'application/json' `
+        -Body (@{ image = $image.Name; vendor = 'Contoso' } | ConvertTo-Json)
+    Write-Fact 'assigned to' $assignment.family
+    $traversal = Invoke-WebRequest "$($server.Urls[0])/get-image-sha256?name=..%2F..%2Fetc%2Fpasswd" -Headers $bearer -SkipCertificateCheck -SkipHttpErrorCheck
+    Write-Check 'image name outside the folder refused' ($traversal.StatusCode -eq 400)
+    $timeout = Set-ProvisioningOption @station -Name STATION_HOOK_TIMEOUT_SECONDS -Value 120 -Confirm:$false
+    Write-Fact 'option' "$($timeout.Name): $($timeout.OldValue) -> $($timeout.NewValue) ($($timeout.Applied))"
+    $badOption = Test-ProvisioningOption @station -Name STATION_HOOK_TIMEOUT_SECONDS -Value 0
+    Write-Check 'out-of-range option refused' (-not $badOption.Valid)
+    Write-Fact 'rule' $badOption.Message
+    Get-ProvisioningSigningKey @station | ForEach-Object { Write-Fact "signing key$(if ($_.Active) { ' (active)' })" "$($_.Label) $($_.Algorithm) $($_.Location) $($_.Fingerprint.Substring(0, 16))..." }
+
     Write-DemoStep 'Provision the device: EK-checked AK certificate, delivered encrypted to this TPM (POST /api/tpm/tpm/provision)'
     $device = New-TpmProvisioning -Server $server.Urls[0] -ApiKey $key.Key -SkipCertificateCheck -TpmCaCertificate $tpmCaPem `
         -Tpm $sim.ConnectionString -DeviceName 'demo-sensor-01' -Serial 'SN-DEMO-0001' -Vendor 'Contoso' -Version '1.0' -Confirm:$false
@@ -85,11 +105,13 @@ try {
     Write-Check 'AK cert chains to TPM CA' $chain2.Build($device.AkCertificate)
     $record = Get-ManufacturingRecord -DataPath $DataPath -Serial 'SN-DEMO-0001'
     Write-Check 'manufacturing record stored' ($null -ne $record)
+    $stationRecord = @(Invoke-RestMethod "$($server.Urls[0])/api/v2/manufacturing?limit=1" -Headers $bearer -SkipCertificateCheck)[0]
+    Write-Check 'record names the assigned image' ($stationRecord.os_image_filename -eq $image.Name -and $stationRecord.os_image_sha256 -eq $imageHash.Sha256)
     Write-Fact 'record' "$($record.Serial) $($record.Vendor) EK $($record.EkFingerprint.Substring(0, 16))... AK cert $($record.AkCertificateSerial)"
     $wrong = ConvertTo-SecureString 'tpk_0000000000000000_not-a-key' -AsPlainText -Force
     New-TpmProvisioning -Server $server.Urls[0] -ApiKey $wrong -SkipCertificateCheck -Tpm $sim.ConnectionString -DeviceName 'demo-sensor-01' `
         -Serial 'SN-DEMO-0001' -Vendor 'Contoso' -Version '1.0' -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable refused | Out-Null
-    Write-Check 'unknown API key refused' ($refused.Count -gt 0 -and $refused[0].FullyQualifiedErrorId -like 'ProvisioningRefused401*')
+    Write-Check 'unknown API key refused' ($refused.Count -gt 0 -and $refused[0].FullyQualifiedErrorId -like 'CredentialsRefused*')
 
     Write-DemoStep 'Station: the device''s state history, its logs with the hook''s output, its public key, its QR label verified'
     $stationDevice = Get-ProvisioningDevice @station -Serial 'SN-DEMO-0001'
@@ -99,7 +121,6 @@ try {
     $deviceLog = Get-ProvisioningDeviceLog @station -Serial 'SN-DEMO-0001'
     $deviceLog | Select-Object -Last 5 | ForEach-Object { Write-Host ('    {0:HH:mm:ss.fff} {1,-11} {2}' -f $_.Time.ToLocalTime(), $_.Log, ($_.Line.Length -gt 90 ? $_.Line.Substring(0, 90) + '...' : $_.Line)) }
     Write-Check 'hook output in the device log' (@($deviceLog.Line -like '*label queued for SN-DEMO-0001*').Count -eq 1)
-    $bearer = @{ Authorization = 'Bearer ' + [System.Net.NetworkCredential]::new('', $stationToken.Token).Password }
     $akPem = Invoke-RestMethod "$($server.Urls[0])/devices/SN-DEMO-0001/key/public" -Headers $bearer -SkipCertificateCheck
     Write-Check 'AK public key = AK certificate key' ($akPem.Trim() -eq [System.Security.Cryptography.PemEncoding]::WriteString('PUBLIC KEY', $device.AkCertificate.PublicKey.ExportSubjectPublicKeyInfo()).Trim())
     $private = Invoke-WebRequest "$($server.Urls[0])/devices/SN-DEMO-0001/key/private" -Headers $bearer -SkipCertificateCheck -SkipHttpErrorCheck
