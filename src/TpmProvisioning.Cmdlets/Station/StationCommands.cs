@@ -95,7 +95,13 @@ public abstract class StationCmdletBase : PSCmdlet
             401 => ErrorCategory.AuthenticationError,
             403 => ErrorCategory.PermissionDenied,
             404 => ErrorCategory.ObjectNotFound,
-            _ => ErrorCategory.NotSpecified,
+            405 => ErrorCategory.InvalidOperation,
+            409 => ErrorCategory.ResourceExists,
+            412 or 422 => ErrorCategory.InvalidData,
+            429 => ErrorCategory.LimitsExceeded,
+            503 => ErrorCategory.ResourceUnavailable,
+            507 => ErrorCategory.WriteError,
+            _ => ErrorCategory.InvalidResult,
         };
         WriteError(new ErrorRecord(ex, code, category, target));
     }

@@ -30,6 +30,10 @@ public abstract class StationImageCmdletBase : StationCmdletBase
     protected bool TryPump<T>(string activity, Func<Task<T>> work, object? target, out T result)
     {
         const int id = 14;
+        // Checked here, on the pipeline thread: a -Server that is not an absolute URL, or a data path without a store (for the
+        // readers) or that cannot hold one (for Add), is the module's own error before any work starts.
+        if (Remote) TransportErrors.RequireServerUri(this, Server, nameof(Server));
+        else Defaults.OpenStore(this, ResolvedDataPath, Defaults.Creates(this)).Dispose();
         var task = Task.Run(work, Stopping);
         string? shown = null;
         double shownFraction = -2;
@@ -48,21 +52,28 @@ public abstract class StationImageCmdletBase : StationCmdletBase
             result = task.GetAwaiter().GetResult();
             return true;
         }
-        catch (Exception ex) when (ex is StationException or StationRequestException)
+        catch (Exception outer) when (outer is not PipelineStoppedException)
         {
-            WriteStationError(ex, target);
+            var ex = outer is AggregateException { InnerException: { } inner } ? inner : outer;
             result = default!;
-            return false;
-        }
-        catch (AggregateException ex) when (ex.InnerException is StationException or StationRequestException)
-        {
-            WriteStationError(ex.InnerException!, target);
-            result = default!;
-            return false;
-        }
-        catch (Exception ex) when (ex is HttpRequestException or System.Net.WebSockets.WebSocketException)
-        {
-            ThrowTerminatingError(new ErrorRecord(ex, "StationUnreachable", ErrorCategory.ConnectionError, Server));
+            if (ex is StationException or StationRequestException)
+            {
+                WriteStationError(ex, target);
+                return false;
+            }
+            if (ex is OperationCanceledException && Stopping.IsCancellationRequested) throw new PipelineStoppedException();
+            ErrorRecord record;
+            if (Remote)
+            {
+                var to = new TransportTarget(Server!, CertificateInput.Load(this, CaCertificate, nameof(CaCertificate)), false, ClientCertificate);
+                record = TransportErrors.Classify(ex, to, Server)
+                    ?? (ex is OperationCanceledException ? new ErrorRecord(ex, "StationTimeout", ErrorCategory.OperationTimeout, Server)
+                        : ex is System.Net.WebSockets.WebSocketException ? new ErrorRecord(ex, TransportErrors.ServerUnreachable, ErrorCategory.ConnectionError, Server)
+                        : new ErrorRecord(ex, "StationFailed", ErrorCategory.InvalidResult, target));
+            }
+            else if (Defaults.IsPathFailure(ex)) record = Defaults.DataPathNotWritable(ResolvedDataPath, ex);
+            else record = new ErrorRecord(ex, "StationFailed", ErrorCategory.InvalidResult, target);
+            ThrowTerminatingError(record);
             throw;
         }
         finally
@@ -81,7 +92,6 @@ public abstract class StationImageCmdletBase : StationCmdletBase
     /// <summary>Opens the data path's store and station engine for the duration of <paramref name="local"/>.</summary>
     protected async Task<T> WithLocalAsync<T>(string dataPath, Func<IStore, StationService, Task<T>> local)
     {
-        Directory.CreateDirectory(dataPath);
         using var store = await SqliteStore.OpenInDataPathAsync(dataPath).ConfigureAwait(false);
         return await local(store, new StationService(store, new StationSettings(), dataPath)).ConfigureAwait(false);
     }

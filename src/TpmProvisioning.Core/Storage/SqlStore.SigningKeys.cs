@@ -219,8 +219,23 @@ public abstract partial class SqlStore
         {
             await using var conn = await OpenAsync(ct).ConfigureAwait(false);
             // Copies the current pages into the database file and truncates the WAL, dropping the frames that held old values.
-            await ExecAsync(conn, null, "PRAGMA wal_checkpoint(TRUNCATE)", ct).ConfigureAwait(false);
-            return 0;
+            // A reader of another connection (a watch loop, an admin session) can hold the checkpoint back: it then answers
+            // busy, or checkpoints only part of the log. Retry until the whole log is copied and truncated, for a bounded time.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (true)
+            {
+                await using var cmd = conn.CreateCommand();
+                cmd.CommandText = "PRAGMA wal_checkpoint(TRUNCATE)";
+                await using var r = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+                bool done = true;
+                if (await r.ReadAsync(ct).ConfigureAwait(false))
+                {
+                    long busy = r.GetInt64(0), log = r.GetInt64(1), copied = r.GetInt64(2);
+                    done = busy == 0 && (log <= 0 || log == copied);
+                }
+                if (done || DateTime.UtcNow > deadline) return 0;
+                await Task.Delay(50, ct).ConfigureAwait(false);
+            }
         }).ConfigureAwait(false);
     }
 }
