@@ -88,9 +88,19 @@ public static class ClusterLoad
             var url = hosts[0].Info.Urls[0];
             await Parallel.ForEachAsync(Enumerable.Range(0, fleet.Count), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
             {
-                using var content = new StringContent(fleet.AddBody(i), Encoding.UTF8, "application/json");
-                using var r = await http.PostAsync($"{url}/v2.1/agents/{fleet.AgentIds[i]}", content, ct);
-                if (r.StatusCode != HttpStatusCode.OK) throw new InvalidOperationException($"add {i}: {(int)r.StatusCode} {await r.Content.ReadAsStringAsync(ct)}");
+                for (int attempt = 1; ; attempt++)
+                {
+                    using var content = new StringContent(fleet.AddBody(i), Encoding.UTF8, "application/json");
+                    using var r = await http.PostAsync($"{url}/v2.1/agents/{fleet.AgentIds[i]}", content, ct);
+                    if (r.StatusCode == HttpStatusCode.OK) break;
+                    // A busy server answers 503 with Retry-After: a client waits and tries again, as a tenant would.
+                    if (r.StatusCode == HttpStatusCode.ServiceUnavailable && attempt < 10)
+                    {
+                        await Task.Delay(r.Headers.RetryAfter?.Delta ?? TimeSpan.FromSeconds(2), ct);
+                        continue;
+                    }
+                    throw new InvalidOperationException($"add {i}: {(int)r.StatusCode} {await r.Content.ReadAsStringAsync(ct)}");
+                }
             });
 
             var warm = Stopwatch.StartNew();
