@@ -26,6 +26,7 @@ public static class ClusterLoad
         Directory.CreateDirectory(artifacts);
         if (PostgresInstance.Unavailable() is { } why) { output.WriteLine($"Cluster load skipped: {why}"); return 0; }
         output.WriteLine($"Cluster load: {agents} agents, quote interval {interval.TotalSeconds:0.#} s, 1..{maxServers} servers on one PostgreSQL, {duration.TotalSeconds:0} s measured each, {Environment.ProcessorCount} cores.");
+        string loadStart = LoadAverage();
         await using var pg = await PostgresInstance.StartAsync();
         await using var fleet = await SoftwareAgentFleet.StartAsync(agents);
         var rows = new List<string>();
@@ -39,7 +40,7 @@ public static class ClusterLoad
         var report = new StringBuilder();
         report.AppendLine("# Verifier servers sharing one PostgreSQL database (software agents over HTTPS, loopback)");
         report.AppendLine();
-        report.AppendLine($"Machine: {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}. The servers, the agents and PostgreSQL share the machine: the servers run in this process, PostgreSQL in its own processes.");
+        report.AppendLine($"Machine: {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}, load average at the start {loadStart}, at the end {LoadAverage()}. The servers, the agents and PostgreSQL share the machine: the servers run in this process, PostgreSQL in its own processes.");
         report.AppendLine($"Fleet: {agents} agents (P-256 AKs, one loopback HTTPS port each), quote interval {interval.TotalSeconds:0.#} s, verifier leases of {Math.Max(6, 3 * interval.TotalSeconds):0} s; each row a fresh database, {duration.TotalSeconds:0} s measured after every agent was judged and the servers had settled on their shares.");
         report.AppendLine();
         report.AppendLine("| servers | quotes judged/s | demand/s | kept | agents not in GET_QUOTE | agents per server | CPU this process | CPU PostgreSQL | effective period |");
@@ -87,9 +88,19 @@ public static class ClusterLoad
             var url = hosts[0].Info.Urls[0];
             await Parallel.ForEachAsync(Enumerable.Range(0, fleet.Count), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
             {
-                using var content = new StringContent(fleet.AddBody(i), Encoding.UTF8, "application/json");
-                using var r = await http.PostAsync($"{url}/v2.1/agents/{fleet.AgentIds[i]}", content, ct);
-                if (r.StatusCode != HttpStatusCode.OK) throw new InvalidOperationException($"add {i}: {(int)r.StatusCode} {await r.Content.ReadAsStringAsync(ct)}");
+                for (int attempt = 1; ; attempt++)
+                {
+                    using var content = new StringContent(fleet.AddBody(i), Encoding.UTF8, "application/json");
+                    using var r = await http.PostAsync($"{url}/v2.1/agents/{fleet.AgentIds[i]}", content, ct);
+                    if (r.StatusCode == HttpStatusCode.OK) break;
+                    // A busy server answers 503 with Retry-After: a client waits and tries again, as a tenant would.
+                    if (r.StatusCode == HttpStatusCode.ServiceUnavailable && attempt < 10)
+                    {
+                        await Task.Delay(r.Headers.RetryAfter?.Delta ?? TimeSpan.FromSeconds(2), ct);
+                        continue;
+                    }
+                    throw new InvalidOperationException($"add {i}: {(int)r.StatusCode} {await r.Content.ReadAsStringAsync(ct)}");
+                }
             });
 
             var warm = Stopwatch.StartNew();
@@ -132,6 +143,13 @@ public static class ClusterLoad
             foreach (var h in hosts) await h.StopAsync();
             foreach (var d in dirs) { try { Directory.Delete(d, true); } catch (IOException) { } }
         }
+    }
+
+    /// <summary>The 1-minute load average (what else competes for the cores), or "n/a".</summary>
+    private static string LoadAverage()
+    {
+        try { return File.ReadAllText("/proc/loadavg").Split(' ')[0]; }
+        catch (IOException) { return "n/a"; }
     }
 
     private static void CopyFolder(string from, string to)

@@ -73,7 +73,8 @@ public sealed class PostgresStore : SqlStore
         }
         if (string.IsNullOrEmpty(builder.Host)) throw new ArgumentException("The store connection string names no Host.", nameof(connectionString));
         // Sensible defaults for a shared fleet database, unless the admin set them.
-        if (!connectionString.Contains("Timeout", StringComparison.OrdinalIgnoreCase)) builder.Timeout = 5;
+        // A busy server waits for a pooled connection rather than answering 503 at once.
+        if (!connectionString.Contains("Timeout", StringComparison.OrdinalIgnoreCase)) builder.Timeout = 15;
         if (!connectionString.Contains("Maximum Pool Size", StringComparison.OrdinalIgnoreCase) && !connectionString.Contains("MaxPoolSize", StringComparison.OrdinalIgnoreCase)) builder.MaxPoolSize = 50;
         builder.ApplicationName ??= "TpmProvisioning";
         builder.PersistSecurityInfo = false;

@@ -4,20 +4,25 @@ using TpmProvisioning.Storage;
 
 namespace TpmProvisioning.Tests.Provisioning;
 
-public sealed class ApiKeyAndStoreTests : IAsyncLifetime
+/// <summary>API keys and bindings. The store cases run against both providers (<see cref="StoreFactory"/>): SQLite and a real PostgreSQL.</summary>
+[Collection(Fixtures.PostgresCollection.Name)]
+public sealed class ApiKeyAndStoreTests(Fixtures.PostgresFixture pg) : IAsyncLifetime
 {
+    private readonly Fixtures.StoreFactory _stores = new(pg);
+    public static TheoryData<string> Kinds => Fixtures.StoreFactory.Kinds;
+
     private readonly string _dir = Directory.CreateTempSubdirectory("tpmprov-keys-").FullName;
     private SqliteStore _store = null!;
     private string Db => Path.Combine(_dir, "store.db");
 
     public async Task InitializeAsync() => _store = await SqliteStore.OpenAsync(Db);
 
-    public Task DisposeAsync()
+    public async Task DisposeAsync()
     {
         _store.Dispose();
+        await _stores.DisposeAsync();
         SqliteConnection.ClearAllPools();
         Directory.Delete(_dir, true);
-        return Task.CompletedTask;
     }
 
     [Fact]
@@ -50,10 +55,11 @@ public sealed class ApiKeyAndStoreTests : IAsyncLifetime
         Assert.DoesNotContain(k.Key, audit[0].Detail);
     }
 
-    [Fact]
-    public async Task KeysListDisableEnableRescopeAndRemove()
+    [SkippableTheory, MemberData(nameof(Kinds))]
+    public async Task KeysListDisableEnableRescopeAndRemove(string kind)
     {
-        var keys = new ApiKeyManager(_store);
+        var store = await _stores.OpenAsync(kind);
+        var keys = new ApiKeyManager(store);
         var a = await keys.CreateAsync("a");
         var b = await keys.CreateAsync("b", ["Contoso"], 10, enabled: false);
         Assert.Equal(["*"], a.Info.Vendors);
@@ -76,7 +82,7 @@ public sealed class ApiKeyAndStoreTests : IAsyncLifetime
         Assert.False(await keys.RemoveAsync(a.Info.KeyId));
         Assert.Equal(ApiKeyCheck.Unknown, (await keys.AuthenticateAsync(a.Key)).Check);
         Assert.Single(await keys.ListAsync());
-        var actions = (await _store.QueryAuditAsync(new AuditQuery())).Select(e => e.Action).ToList();
+        var actions = (await store.QueryAuditAsync(new AuditQuery())).Select(e => e.Action).ToList();
         Assert.Contains("provision.apikey.enable", actions);
         Assert.Contains("provision.apikey.update", actions);
         Assert.Contains("provision.apikey.remove", actions);
@@ -119,49 +125,51 @@ public sealed class ApiKeyAndStoreTests : IAsyncLifetime
         AkName = "000B" + new string('A', 64), AkCertificateSerial = "01", AkCertificate = [0x30, 0x00], ApiKeyId = key,
     };
 
-    [Fact]
-    public async Task BindingsKeepOneEkPerDeviceAndOneDevicePerEk()
+    [SkippableTheory, MemberData(nameof(Kinds))]
+    public async Task BindingsKeepOneEkPerDeviceAndOneDevicePerEk(string kind)
     {
-        Assert.Equal(DeviceBindingState.Free, (await _store.CheckDeviceBindingAsync("V", "S1", "EK1")).State);
-        var (first, id1) = await _store.AddManufacturingRecordAsync(Record("V", "S1", "EK1"));
+        var store = await _stores.OpenAsync(kind);
+        Assert.Equal(DeviceBindingState.Free, (await store.CheckDeviceBindingAsync("V", "S1", "EK1")).State);
+        var (first, id1) = await store.AddManufacturingRecordAsync(Record("V", "S1", "EK1"));
         Assert.Equal(DeviceBindingState.Free, first.State);
         Assert.True(id1 > 0);
 
-        Assert.Equal(DeviceBindingState.SameDevice, (await _store.CheckDeviceBindingAsync("V", "S1", "EK1")).State);
-        var (again, id2) = await _store.AddManufacturingRecordAsync(Record("V", "S1", "EK1"));
+        Assert.Equal(DeviceBindingState.SameDevice, (await store.CheckDeviceBindingAsync("V", "S1", "EK1")).State);
+        var (again, id2) = await store.AddManufacturingRecordAsync(Record("V", "S1", "EK1"));
         Assert.Equal(DeviceBindingState.SameDevice, again.State);
         Assert.True(id2 > id1);
 
-        var serialTaken = await _store.AddManufacturingRecordAsync(Record("V", "S1", "EK2"));
+        var serialTaken = await store.AddManufacturingRecordAsync(Record("V", "S1", "EK2"));
         Assert.Equal(DeviceBindingState.SerialBoundToOtherEk, serialTaken.Binding.State);
         Assert.Equal("EK1", serialTaken.Binding.OtherEkFingerprint);
-        var ekTaken = await _store.AddManufacturingRecordAsync(Record("V", "S2", "EK1"));
+        var ekTaken = await store.AddManufacturingRecordAsync(Record("V", "S2", "EK1"));
         Assert.Equal(DeviceBindingState.EkBoundToOtherDevice, ekTaken.Binding.State);
         Assert.Equal("S1", ekTaken.Binding.OtherSerial);
         // Serials are per vendor.
-        Assert.Equal(DeviceBindingState.Free, (await _store.AddManufacturingRecordAsync(Record("W", "S1", "EK3"))).Binding.State);
-        Assert.Equal(3, await _store.CountManufacturingRecordsAsync());
+        Assert.Equal(DeviceBindingState.Free, (await store.AddManufacturingRecordAsync(Record("W", "S1", "EK3"))).Binding.State);
+        Assert.Equal(3, await store.CountManufacturingRecordsAsync());
 
-        var recs = await _store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { Vendor = "V", Serial = "S1" });
+        var recs = await store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { Vendor = "V", Serial = "S1" });
         Assert.Equal([id2, id1], recs.Select(r => r.Id));
-        Assert.Single(await _store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { EkFingerprint = "ek3" }));
-        Assert.Empty(await _store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { ApiKeyId = "nobody" }));
-        Assert.Single(await _store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { Limit = 1 }));
+        Assert.Single(await store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { EkFingerprint = "ek3" }));
+        Assert.Empty(await store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { ApiKeyId = "nobody" }));
+        Assert.Single(await store.QueryManufacturingRecordsAsync(new ManufacturingRecordQuery { Limit = 1 }));
         var r0 = recs[0];
         Assert.Equal(("device-S1", "1"), (r0.DeviceName, r0.DeviceVersion));
         Assert.Equal(new byte[] { 0x30, 0x00 }, r0.AkCertificate);
     }
 
-    [Fact]
-    public async Task SchemaVersionTwoIsApplied()
+    [SkippableTheory, MemberData(nameof(Kinds))]
+    public async Task SchemaVersionTwoIsApplied(string kind)
     {
-        Assert.True(_store.SchemaVersion >= 2);
+        var store = await _stores.OpenAsync(kind);
+        Assert.True(store.SchemaVersion >= 2);
         Assert.Contains(Migrations.All, m => m.Version == 2);
         await Assert.ThrowsAsync<InvalidOperationException>(async () =>
         {
             var r = new ApiKeyRecord { KeyId = "dup", SecretHash = new byte[32] };
-            await _store.InsertApiKeyAsync(r);
-            await _store.InsertApiKeyAsync(r);
+            await store.InsertApiKeyAsync(r);
+            await store.InsertApiKeyAsync(r);
         });
     }
 }

@@ -168,6 +168,46 @@ public sealed class ClusterStoreTests(PostgresFixture pg, ClusterStoreFixture sh
         }
     }
 
+    [SkippableFact]
+    public async Task TheStorePasswordIsNeverLoggedAuditedOrShown()
+    {
+        const string secret = "pw-Secret-4711-never-shown";
+        var db = await pg.CreateDatabaseAsync("secret");
+        string dataPath;
+        await using (var nodes = new ClusterNodes(db + ";Password=" + secret)) // trust authentication ignores it; the server still holds it
+        {
+            var host = await nodes.StartAsync(ServerRole.Provisioning | ServerRole.Verifier, o => o.Verifier = new VerifierSettings { VerifierId = "secret-node" }, Trust);
+            dataPath = host.Info.DataPath;
+            Assert.StartsWith("postgresql Host=127.0.0.1", host.Info.Store);
+            Assert.DoesNotContain(secret, host.Info.Store);
+            var (st, body, r) = await ClusterNodes.SendAsync(nodes.Anonymous, HttpMethod.Get, host.Info.Urls[0] + "/healthz");
+            r.Dispose();
+            Assert.Equal(HttpStatusCode.OK, st);
+            Assert.Contains("postgresql", body);
+            Assert.DoesNotContain(secret, body);
+            Assert.DoesNotContain(host.RecentLog(1000), e => (e.Message + e.Exception).Contains(secret, StringComparison.Ordinal));
+            await host.StopAsync();
+            foreach (var f in Directory.EnumerateFiles(dataPath, "*", SearchOption.AllDirectories))
+                Assert.DoesNotContain(secret, await File.ReadAllTextAsync(f));
+        }
+        using var admin = await PostgresStore.OpenAsync(db);
+        Assert.DoesNotContain(await admin.QueryAuditAsync(new AuditQuery()), e => (e.Detail ?? "").Contains(secret, StringComparison.Ordinal));
+        // An unreachable database: the start error names host and database, not the password.
+        var scratch = Directory.CreateTempSubdirectory("tpmprov-node-").FullName;
+        try
+        {
+            var ex = await Assert.ThrowsAsync<TpmProvisioning.Hosting.ServerStartException>(() => TpmProvisioning.Server.Hosting.ProvisioningServerHost.StartAsync(new ServerOptions
+            {
+                DataPath = scratch, Port = 0, StoreConnectionString = $"Host=127.0.0.1;Port=1;Database=none;Timeout=2;Password={secret}",
+            }));
+            Assert.Equal("StoreUnavailable", ex.Reason);
+            Assert.DoesNotContain(secret, ex.ToString());
+            foreach (var f in Directory.EnumerateFiles(scratch, "*", SearchOption.AllDirectories))
+                Assert.DoesNotContain(secret, await File.ReadAllTextAsync(f));
+        }
+        finally { Directory.Delete(scratch, true); }
+    }
+
     private static async Task WaitUntil(TimeSpan limit, Func<Task<bool>> condition, string what)
     {
         var until = DateTime.UtcNow + limit;

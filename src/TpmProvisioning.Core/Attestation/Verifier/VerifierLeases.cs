@@ -12,8 +12,11 @@ public interface IVerifierLeaseHost
     /// <summary>True while the agent is watched here (or its first quote is scheduled).</summary>
     bool IsWatching(string agentId);
 
-    /// <summary>Stop watching the agent and wait until its loop has ended (nothing more is written for it).</summary>
-    Task UnwatchAsync(string agentId);
+    /// <summary>
+    /// Stop watching the agent and wait until its loop has ended (nothing more is written for it). <paramref name="graceful"/>:
+    /// let a quote in flight be judged and stored first (the loop ends at its next pause), instead of cancelling it.
+    /// </summary>
+    Task UnwatchAsync(string agentId, bool graceful = false);
 }
 
 /// <summary>
@@ -32,6 +35,8 @@ public sealed class VerifierLeases : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly Action<string>? _log;
     private readonly ConcurrentDictionary<string, DateTimeOffset> _held = new(StringComparer.Ordinal);
+    /// <summary>Agents being given back: still leased in the store until their watch has ended, no longer judged here.</summary>
+    private readonly ConcurrentDictionary<string, Task> _releasing = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _round = new(1, 1);
     private IVerifierLeaseHost? _host;
@@ -81,9 +86,12 @@ public sealed class VerifierLeases : IAsyncDisposable
     /// <summary>True when this verifier may judge the agent now: it holds a lease whose local deadline has not passed.</summary>
     public bool MayJudge(string agentId) => !Shared || (_held.TryGetValue(agentId, out var until) && _time.GetUtcNow() < until);
 
-    /// <summary>Stores a verdict: fenced by the lease on a shared store; false when the agent is gone or no longer ours.</summary>
+    /// <summary>
+    /// Stores a verdict: fenced by the lease on a shared store (and stamped with the time it is stored, which is after the
+    /// quote was answered: the next holder schedules from it); false when the agent is gone or no longer ours.
+    /// </summary>
     public Task<bool> WriteAsync(VerifierAgentRecord record, CancellationToken ct) =>
-        Shared ? _store.UpdateLeasedVerifierAgentAsync(record, VerifierId, ct) : _store.UpdateVerifierAgentAsync(record, ct);
+        Shared ? _store.UpdateLeasedVerifierAgentAsync(record with { Updated = _time.GetUtcNow() }, VerifierId, ct) : _store.UpdateVerifierAgentAsync(record, ct);
 
     /// <summary>A tenant's change to an agent (stop, reactivate): on a shared store it also ends the agent's lease, wherever held.</summary>
     public async Task<bool> TenantWriteAsync(VerifierAgentRecord record, CancellationToken ct)
@@ -137,11 +145,12 @@ public sealed class VerifierLeases : IAsyncDisposable
             var now0 = _time.GetUtcNow();
             foreach (var c in renewed)
             {
+                if (_releasing.ContainsKey(c.AgentId)) continue;
                 _held[c.AgentId] = start + LocalLease;
                 // Held but not watched (its watch paused while the store was down): watch it again on its rhythm.
                 if (!_host.IsWatching(c.AgentId)) _host.WatchClaimed(c.AgentId, Due(c, now0));
             }
-            foreach (var lost in _held.Keys.Where(k => !renewedSet.Contains(k)).ToList())
+            foreach (var lost in _held.Keys.Where(k => !renewedSet.Contains(k) && !_releasing.ContainsKey(k)).ToList())
             {
                 // Expired (a store outage, a long pause) or taken by a tenant's change: stop watching it here.
                 _held.TryRemove(lost, out _);
@@ -164,15 +173,23 @@ public sealed class VerifierLeases : IAsyncDisposable
             }
             else if (held > fair && live > 1)
             {
-                // A verifier joined: give back the surplus, each one after its watch has ended, so nothing is judged twice.
-                var surplus = _held.Keys.Order(StringComparer.Ordinal).Take(held - fair).ToList();
-                foreach (var id in surplus)
+                // A verifier joined: give back the surplus. Each agent is released only once its watch has ended (a quote in
+                // flight is judged and stored first), so its next holder, which starts one interval after the last stored
+                // verdict, never judges it twice in an interval. The lease stays ours (renewed) until then.
+                var surplus = _held.Keys.Where(k => !_releasing.ContainsKey(k)).Order(StringComparer.Ordinal).Take(held - fair).ToList();
+                foreach (var id in surplus) _held.TryRemove(id, out _);
+                var giveBack = Task.Run(async () =>
                 {
-                    _held.TryRemove(id, out _);
-                    await _host.UnwatchAsync(id).ConfigureAwait(false);
-                }
-                await _store.ReleaseVerifierLeasesAsync(VerifierId, surplus, ct).ConfigureAwait(false);
-                _log?.Invoke($"Verifier leases: {VerifierId} gave back {surplus.Count} agent(s) (fair share {fair})");
+                    try
+                    {
+                        await Task.WhenAll(surplus.Select(id => _host.UnwatchAsync(id, graceful: true))).ConfigureAwait(false);
+                        await _store.ReleaseVerifierLeasesAsync(VerifierId, surplus, CancellationToken.None).ConfigureAwait(false);
+                        _log?.Invoke($"Verifier leases: {VerifierId} gave back {surplus.Count} agent(s) (fair share {fair})");
+                    }
+                    catch (StoreUnavailableException ex) { _log?.Invoke($"Verifier leases: giving back {surplus.Count} agent(s) failed ({ex.Message}); their leases expire instead"); }
+                    finally { foreach (var id in surplus) _releasing.TryRemove(id, out _); }
+                }, CancellationToken.None);
+                foreach (var id in surplus) _releasing[id] = giveBack;
             }
         }
         finally { _round.Release(); }
@@ -195,6 +212,10 @@ public sealed class VerifierLeases : IAsyncDisposable
             try { await _loop.ConfigureAwait(false); } catch (OperationCanceledException) { }
         }
         _held.Clear();
+        foreach (var t in _releasing.Values.Distinct().ToList())
+        {
+            try { await t.ConfigureAwait(false); } catch (Exception) { }
+        }
         if (leave) await LeaveAsync().ConfigureAwait(false);
     }
 

@@ -53,9 +53,16 @@ public sealed partial class VerifierService : IVerifierLeaseHost
         });
     }
 
-    async Task IVerifierLeaseHost.UnwatchAsync(string agentId)
+    async Task IVerifierLeaseHost.UnwatchAsync(string agentId, bool graceful)
     {
         if (_pendingStarts.TryRemove(agentId, out var pending)) { pending.Cancel(); pending.Dispose(); }
+        if (graceful && _watches.TryGetValue(agentId, out var w))
+        {
+            // MayJudge is already false for it: the loop stores the verdict of a quote in flight, then ends at its next pause.
+            var limit = Task.Delay(_settings.QuoteInterval * 2 + TimeSpan.FromSeconds(5), _time, _stopping.Token);
+            try { if (await Task.WhenAny(w.Task, limit).ConfigureAwait(false) == w.Task) return; }
+            catch (OperationCanceledException) { }
+        }
         await StopWatchAsync(agentId).ConfigureAwait(false);
     }
 }
