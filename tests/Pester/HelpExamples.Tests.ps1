@@ -15,16 +15,20 @@
 #   /var/lib/tpmprov        a copy, per page, of a prepared data path: store, TPM CA, components CA (ca/cacert.pem), API keys
 #                           'plant-shenzhen-1', 'plant-brno-1' and 'plant-brno-2', a provisioned device GW-004711 (vendor Contoso), KMS users
 #                           kms-admin (Administrator), kms-reader and vcenter-reader (ReadOnly), KMS providers vsphere-prod,
-#                           vsphere-old, test-lab, KMS key disk-encryption (two versions), station token 'line-3 dashboard',
+#                           vsphere-old, test-lab, KMS keys disk-encryption (two versions) and
+#                           imported-key, station token 'line-3 dashboard',
 #                           station scripts tpm-provisioner-post-provision (disabled) and -provision-started (enabled),
-#                           the simulator's EK CAs trusted. Pages that create one of these objects (New-KmsUser,
-#                           New-KmsProvider, New-KmsKey) get a copy without it.
-#                           /var/lib/tpmprov-* (other roles' data paths) are mapped to empty folders of the page.
+#                           the simulator's EK CAs trusted, a lab KMS master key (InsecureFile, so it survives a new TPM). Pages that create one of these objects (New-KmsUser,
+#                           New-KmsProvider, New-KmsKey, New-TpmCa, Import-TpmCa) get a copy without it.
+#                           /var/lib/tpmprov-agent is a copy of it too (a data path an agent has run on); the other
+#                           /var/lib/tpmprov-* (other roles' data paths) are empty folders of the page.
 #   servers (loopback, port 0, shared by every runspace, restarted if an example stops one):
 #     factory  Provisioning, Station, Kms; it serves the page's /var/lib/tpmprov while an example of that page talks to it
-#              (https://station:8443, https://kms:8443, $url, Get-ProvisioningServer -Name factory), else a copy of the prepared data path
+#              (https://station:8443, https://kms:8443, $url, Get-ProvisioningServer -Name factory) and
+#              no example of the page starts its own server there; else a copy of the prepared data path
 #     registrar, verifier (its client certificate to agents: ./verifier-1.pfx), each on a copy of the prepared data path
-#     agent    Agent on the simulator, registered at the lab registrar as d432fbb3-d2f1-8a97-9ef7-75bd81c00000
+#     agent    Agent on the simulator, registered at the lab registrar as d432fbb3-d2f1-8a97-9ef7-75bd81c00000 (registered
+#              again after a page that removed it)
 #   host names in the examples are rewritten to the lab servers' URLs:
 #     https://factory-ca.contoso.com:8443, https://station:8443, https://kms:8443, $url -> factory
 #     https://registrar.contoso.com:8891, https://registrar:8891 -> registrar;  https://verifier(.contoso.com):8881 -> verifier
@@ -33,7 +37,8 @@
 #     ./server.pem (certificate and key from openssl), client certificates without a password: ./tenant-alice.pfx, ./tenant-alice-registrar.pfx,
 #     ./tenant-alice-verifier.pfx, ./tenant-ops-verifier.pfx, ./agent-mtls.pfx (Tenant) and ./verifier-1.pfx (Verifier);
 #     ./contoso-ak-ca.pem + .key (an AK CA made by openssl), ./infineon/IFX-RootCA.pem, ./infineon/intermediates/*.pem and
-#     ./ek-ca-041.pem (the simulator's EK manufacturer CAs), ./batch-42-results.csv, ./tpms.csv, ./post-provision.ps1.
+#     ./ek-ca-041.pem (the simulator's EK manufacturer CAs), ./batch-42-results.csv, ./tpms.csv, ./devices.csv (a second simulator,
+#     line-2), ./settings.csv, etc/tpmprov/monitor.pfx + monitor.pass + verifier-ca.pem (mapped /etc/tpmprov), ./gateway-fw2.3-policy.json and ./gateway-fw2.4-policy.json (tpm_policy JSON), ./post-provision.ps1.
 #   variables in each page's runspace: $cred (kms-admin), $url (the factory's URL, set before each example), $token (a station token), $sim (the simulator).
 #   Examples of one page run in order in one runspace (a page's examples build on each other, as its prose does);
 #   servers an example starts stop when it ends, unless it keeps them in a variable (then when its page ends);
@@ -51,7 +56,9 @@ BeforeDiscovery {
             if ($line -match '^\s*([^#\s][^#]*#\d+)\s+(.*)$') { $pending[$Matches[1].Trim()] = $Matches[2].Trim() }
         }
     }
-    $script:Examples = foreach ($page in Get-ChildItem (Join-Path $root 'docs/cmdlets') -Filter '*.md' | Sort-Object Name) {
+    # TPMPROV_EXAMPLES_PAGES (a wildcard, such as 'New-Kms*') runs only those pages' examples, while working on them.
+    $only = if ($env:TPMPROV_EXAMPLES_PAGES) { $env:TPMPROV_EXAMPLES_PAGES } else { '*' }
+    $script:Examples = foreach ($page in Get-ChildItem (Join-Path $root 'docs/cmdlets') -Filter '*.md' | Where-Object BaseName -Like $only | Sort-Object Name) {
         $lines = Get-Content $page.FullName
         $inExamples = $false; $inCode = $false; $n = 0; $code = $null; $mark = $null; $prev = ''
         foreach ($line in $lines) {
@@ -102,7 +109,7 @@ BeforeAll {
     Copy-Item $script:Sim.ManufacturerRootPath (Join-Path $script:Files 'infineon/IFX-RootCA.pem')
     Copy-Item $script:Sim.ManufacturerIssuerPath (Join-Path $script:Files 'infineon/intermediates/IFX-TPM-EK-Intermediate-CA-041.pem')
     Copy-Item $script:Sim.ManufacturerIssuerPath (Join-Path $script:Files 'ek-ca-041.pem')
-    $prep = Start-ProvisioningServer -Name 'help-lab-prepare' -Role Provisioning, Station -Address 127.0.0.1 -Port 0 -DataPath $script:Template
+    $prep = Start-ProvisioningServer -Name 'help-lab-prepare' -Role Provisioning, Station, Kms -KmsMasterKey InsecureFile -Address 127.0.0.1 -Port 0 -DataPath $script:Template
     try {
         $shenzhen = $prep | New-ProvisioningApiKey -Name 'plant-shenzhen-1' -Vendor 'Contoso', 'Fabrikam' -RatePerMinute 600
         $null = $prep | New-ProvisioningApiKey -Name 'plant-brno-2' -Vendor 'Contoso' -RatePerMinute 300
@@ -130,6 +137,7 @@ BeforeAll {
     Copy-Item -Recurse $script:Template $script:TemplateNoKey
     New-KmsKey -DataPath $script:Template -Name 'disk-encryption' | Out-Null
     Add-KmsKeyVersion -DataPath $script:Template -Key 'disk-encryption' -Native | Out-Null
+    New-KmsKey -DataPath $script:Template -Name 'imported-key' | Out-Null
     Copy-Item (Join-Path $script:Template 'ca/cacert.pem') (Join-Path $script:Work 'lab/ca.pem')
     foreach ($f in 'ca.pem', 'cacert.pem', 'factory-ca.pem', 'registrar-ca.pem', 'verifier-ca.pem') { Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $script:Files $f) }
     Copy-Item (Join-Path $script:Work 'lab/tpm-ca.pem') (Join-Path $script:Files 'tpm-ca.pem')
@@ -154,10 +162,18 @@ BeforeAll {
     finally { Pop-Location }
     @('Serial,Vendor', 'GW-004711,Contoso') | Set-Content (Join-Path $script:Files 'batch-42-results.csv')
     @('Tpm', "`"$($script:Sim.ConnectionString)`"") | Set-Content (Join-Path $script:Files 'tpms.csv')
-    @('Tpm,DeviceName,Serial,Vendor,Version', "`"$($script:Sim.ConnectionString)`",gateway-004712,GW-004712,Contoso,2.3.0") | Set-Content (Join-Path $script:Files 'devices.csv')
+    $line2 = Start-TpmSimulator -Name 'line-2'   # not -Fast: a TPM of its own (the fast ones share one EK)
+    @('Tpm,DeviceName,Serial,Vendor,Version', "`"$($line2.ConnectionString)`",gateway-004712,GW-004712,Contoso,2.3.0") | Set-Content (Join-Path $script:Files 'devices.csv')
     (New-AttestationPolicy -Pcr (0..7 + 15)).TpmPolicy | Set-Content (Join-Path $script:Files 'gateway-fw2.3-policy.json')
     (New-AttestationPolicy -Pcr (0..7)).TpmPolicy | Set-Content (Join-Path $script:Files 'gateway-fw2.4-policy.json')
     @('Write-Output "post-provision: $env:TPMPROV_SERIAL"') | Set-Content (Join-Path $script:Files 'post-provision.ps1')
+    @('Name,Value', 'STATION_HOOK_TIMEOUT_SECONDS,300', 'VERIFIER_MAX_RETRIES,8') | Set-Content (Join-Path $script:Files 'settings.csv')
+    # The monitoring job's files (Test-AgentAttestation): its client certificate, the password file beside it, the verifier's CA.
+    $etc = New-Item -ItemType Directory -Path (Join-Path $script:Files 'etc/tpmprov') -Force
+    $monitor = New-ProvisioningClientCertificate -DataPath $script:Template -Name 'monitor'
+    [IO.File]::WriteAllBytes((Join-Path $etc 'monitor.pfx'), $monitor.Export('Pfx', 'Example-Passw0rd-1'))
+    'Example-Passw0rd-1' | Set-Content (Join-Path $etc 'monitor.pass')
+    Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $etc 'verifier-ca.pem')
 
     # The lab's servers, by the names the examples use; (re)started by Start-LabServer.
     $script:LabSpec = [ordered]@{
@@ -167,16 +183,18 @@ BeforeAll {
         agent     = @{ Role = 'Agent'; Extra = { @{ Tpm = $script:Sim.ConnectionString; Registrar = (LabUrl registrar)
                 RegistrarCaCertificate = (Join-Path $script:Files 'registrar-ca.pem'); AgentId = 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' } } }
     }
+    # The running server of that name (a stopped one stays listed in the session).
+    function script:Get-LabServer([string] $name) { Get-ProvisioningServer -Name $name -ErrorAction Ignore | Where-Object State -EQ 'Running' | Select-Object -First 1 }
     function script:Start-LabServer {
         foreach ($name in $script:LabSpec.Keys) {
-            if (Get-ProvisioningServer -Name $name -ErrorAction Ignore) { continue }
+            if (Get-LabServer $name) { continue }
             $path = $script:LabPaths[$name] ?? (Join-Path $script:Work "lab/$name")
             if (-not (Test-Path $path)) { Copy-Item -Recurse $script:Template $path; Remove-Item (Join-Path $path 'server.lock') -ErrorAction Ignore }
             $extra = if ($script:LabSpec[$name].Extra) { & $script:LabSpec[$name].Extra } else { @{} }
             $script:LabIds += (Start-ProvisioningServer -Name $name -Role $script:LabSpec[$name].Role -Address 127.0.0.1 -Port 0 -DataPath $path @extra).Id
         }
     }
-    function script:LabUrl([string] $name) { (Get-ProvisioningServer -Name $name).Urls[0].ToString().TrimEnd('/') }
+    function script:LabUrl([string] $name) { (Get-LabServer $name).Urls[0].ToString().TrimEnd('/') }
     $env:TPMPROV_API_KEY = $script:ApiKey
     $script:LabIds = @()
     $script:LabPaths = @{}
@@ -199,7 +217,9 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         New-Item -ItemType Directory -Path (Split-Path $data) -Force | Out-Null
         # A page whose examples create one of the lab's objects gets a copy without it.
         Copy-Item -Recurse ($page -eq 'New-KmsKey' ? $script:TemplateNoKey : $script:Template) $data
+        Copy-Item -Recurse $script:Template (Join-Path (Split-Path $data) 'tpmprov-agent')
         if ($page -eq 'New-KmsUser') { 'kms-admin', 'vcenter-reader' | ForEach-Object { Remove-KmsUser -DataPath $data -Name $_ -Confirm:$false } }
+        if ($page -in 'Import-TpmCa', 'New-TpmCa') { Remove-Item -Recurse -Force (Join-Path $data 'provisioning/tpm-ca') }
         if ($page -eq 'New-KmsProvider') { Remove-KmsProvider -DataPath $data -Name 'vsphere-prod' -Confirm:$false }
         Remove-Item (Join-Path $data 'server.lock') -ErrorAction Ignore
         $text = Get-Content -Raw (Join-Path $script:Docs "$page.md") -ErrorAction Ignore
@@ -224,7 +244,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
     }
     function script:Convert-ExampleCode([string] $code, [string] $dir) {
         # A host name is rewritten only while its lab server runs (an example may stand in for it).
-        function LabUrl([string] $name) { $s = Get-ProvisioningServer -Name $name -ErrorAction Ignore; if ($s) { $s.Urls[0].ToString().TrimEnd('/') } else { '$0' } }
+        function LabUrl([string] $name) { $s = Get-LabServer $name; if ($s) { $s.Urls[0].ToString().TrimEnd('/') } else { '$0' } }
         $code = $code -replace '(?<![\w.])/(var/lib/tpmprov|etc/tpmprov|opt/tpmprov)', ($dir.TrimEnd('/') + '/$1')
         $code = $code -replace 'https://(factory-ca\.contoso\.com|station):8443', (LabUrl factory)
         $code = $code -replace 'https://kms:8443', (LabUrl factory)
@@ -242,6 +262,12 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             # A page's own servers run until its last example; then the lab is as it was.
             Get-ProvisioningServer | Where-Object Id -NotIn $script:LabIds | Stop-ProvisioningServer -Confirm:$false
             $script:Runspaces[$script:Page].Runspace.Dispose(); $script:Runspaces.Remove($script:Page)
+            # A page that removed the lab agent's registration (Remove-AttestationAgent, Stop-AgentAttestation -Remove) gets it back.
+            $tenant = Get-PfxCertificate -FilePath (Join-Path $script:Files 'tenant-alice.pfx')
+            if ((Get-LabServer registrar) -and -not (Get-AttestationAgent -Registrar (LabUrl registrar) `
+                    -CaCertificate (Join-Path $script:Files 'ca.pem') -ClientCertificate $tenant -AgentId 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' -ErrorAction Ignore)) {
+                Get-ProvisioningServer -Name agent -ErrorAction Ignore | Where-Object Id -In $script:LabIds | Stop-ProvisioningServer -Confirm:$false
+            }
             if ($script:LabPaths['factory']) {
                 Get-ProvisioningServer -Name factory -ErrorAction Ignore | Stop-ProvisioningServer -Confirm:$false
                 $script:LabPaths.Remove('factory')
@@ -260,14 +286,15 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         # The station/factory server of the examples' prose serves the page's /var/lib/tpmprov.
         $pageData = Join-Path $dir 'var/lib/tpmprov'
         if ($code -match "https://(factory-ca\.contoso\.com|station|kms):8443|-Server\s+\`$url\b|Get-ProvisioningServer\s+-Name\s+'?factory\b" -and
-            (Get-ProvisioningServer -Name factory -ErrorAction Ignore).DataPath -ne $pageData -and
-            -not (Get-ProvisioningServer | Where-Object DataPath -EQ $pageData)) {
+            (Get-LabServer factory).DataPath -ne $pageData -and
+            -not (Get-ProvisioningServer | Where-Object { $_.DataPath -eq $pageData -and $_.State -eq 'Running' }) -and
+            -not ((Get-Content -Raw (Join-Path $script:Docs "$page.md") -ErrorAction Ignore) -match 'Start-ProvisioningServer[^\n]*-DataPath /var/lib/tpmprov(\s|$)')) {
             Get-ProvisioningServer -Name factory -ErrorAction Ignore | Stop-ProvisioningServer -Confirm:$false
             $script:LabPaths['factory'] = $pageData
             Start-LabServer
         }
         $before = @(Get-ProvisioningServer | ForEach-Object Id)
-        if (Get-ProvisioningServer -Name factory -ErrorAction Ignore) { $lab.Runspace.SessionStateProxy.SetVariable('url', (LabUrl factory)) }
+        if (Get-LabServer factory) { $lab.Runspace.SessionStateProxy.SetVariable('url', (LabUrl factory)) }
         $code = Convert-ExampleCode $code $dir
         $ps = [powershell]::Create()
         $ps.Runspace = $lab.Runspace
@@ -286,7 +313,9 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             if (-not (Get-TpmSimulator -Name 'help-examples' -ErrorAction Ignore)) {
                 # The example stopped every simulator (Stop-TpmSimulator's own examples do): the lab gets a new one.
                 Start-LabSimulator
-                Get-ProvisioningServer -Name agent -ErrorAction Ignore | Where-Object Id -In $script:LabIds | Stop-ProvisioningServer -Confirm:$false
+                # The agent comes back on the new TPM, at a registrar that has not seen the old one.
+                Get-ProvisioningServer -Name agent, registrar -ErrorAction Ignore | Where-Object Id -In $script:LabIds | Stop-ProvisioningServer -Confirm:$false
+                Remove-Item -Recurse -Force (Join-Path $script:Work 'lab/registrar') -ErrorAction Ignore
                 $lab.Runspace.SessionStateProxy.SetVariable('sim', $script:Sim)
             }
             # Servers the example started and did not keep in a variable are done with; kept ones serve the page's later examples.
