@@ -10,6 +10,43 @@
 #   scratch folder, so no example writes outside it.
 #   tests/Pester/HelpExamples.pending.txt    "<Page>#<n>  reason" lines: examples that do not run yet; skipped, with the
 #                                            reason (not run, to keep the suite short), so the list shows what is left.
+#
+# The lab (BeforeAll, once for the whole file) is the fleet the examples' prose assumes:
+#   /var/lib/tpmprov        a copy, per page, of a prepared data path: store, TPM CA, components CA (ca/cacert.pem), API keys
+#                           'plant-shenzhen-1', 'plant-brno-1' and 'plant-brno-2', a provisioned device GW-004711 (vendor Contoso), KMS users
+#                           kms-admin (Administrator), kms-reader and vcenter-reader (ReadOnly), KMS providers vsphere-prod,
+#                           vsphere-old, test-lab, KMS keys disk-encryption (two versions) and
+#                           imported-key, station token 'line-3 dashboard',
+#                           station scripts tpm-provisioner-post-provision (disabled) and -provision-started (enabled),
+#                           the simulator's EK CAs trusted, a lab KMS master key (InsecureFile, so it survives a new TPM). Pages that create one of these objects (New-KmsUser,
+#                           New-KmsProvider, New-KmsKey, New-TpmCa, Import-TpmCa) get a copy without it.
+#                           /var/lib/tpmprov-agent is a copy of it too (a data path an agent has run on); the other
+#                           /var/lib/tpmprov-* (other roles' data paths) are empty folders of the page.
+#   servers (loopback, port 0, shared by every runspace, restarted if an example stops one):
+#     factory  Provisioning, Station, Kms; it serves the page's /var/lib/tpmprov while an example of that page talks to it
+#              (https://station:8443, https://kms:8443, $url, Get-ProvisioningServer -Name factory) and
+#              no example of the page starts its own server there; else a copy of the prepared data path
+#     registrar, verifier (its client certificate to agents: ./verifier-1.pfx), each on a copy of the prepared data path
+#     agent    Agent on the simulator, registered at the lab registrar as d432fbb3-d2f1-8a97-9ef7-75bd81c00000 (registered
+#              again after a page that removed it)
+#   host names in the examples are rewritten to the lab servers' URLs:
+#     https://factory-ca.contoso.com:8443, https://station:8443, https://kms:8443, $url -> factory
+#     https://registrar.contoso.com:8891, https://registrar:8891 -> registrar;  https://verifier(.contoso.com):8881 -> verifier
+#   files in each page's folder: ./ca.pem, ./cacert.pem, ./factory-ca.pem, ./registrar-ca.pem, ./verifier-ca.pem (the lab's
+#     components CA), ./tpm-ca.pem (its TPM CA), ./components-ca.pfx (that CA with its key, password as Read-Host answers),
+#     ./server.pem (certificate and key from openssl), client certificates without a password: ./tenant-alice.pfx, ./tenant-alice-registrar.pfx,
+#     ./tenant-alice-verifier.pfx, ./tenant-ops-verifier.pfx, ./agent-mtls.pfx (Tenant) and ./verifier-1.pfx (Verifier);
+#     ./contoso-ak-ca.pem + .key (an AK CA made by openssl), ./infineon/IFX-RootCA.pem, ./infineon/intermediates/*.pem and
+#     ./ek-ca-041.pem (the simulator's EK manufacturer CAs), ./batch-42-results.csv, ./tpms.csv, ./devices.csv (a second simulator,
+#     line-2), ./settings.csv, etc/tpmprov/monitor.pfx + monitor.pass + verifier-ca.pem (mapped /etc/tpmprov), ./gateway-fw2.3-policy.json and ./gateway-fw2.4-policy.json (tpm_policy JSON), ./post-provision.ps1.
+#   variables in each page's runspace: $cred (kms-admin), $url (the factory's URL, set before each example), $token (a station token), $sim (the simulator).
+#   Examples of one page run in order in one runspace (a page's examples build on each other, as its prose does);
+#   servers an example starts stop when it ends, unless it keeps them in a variable (then when its page ends);
+#   literal ids in the prose: API key id 3f9c1a2b4d5e6f70 is plant-brno-1's, manufacturer CA thumbprint 5B1D0C3E...
+#   is the simulator's EK issuing CA; $env:TPMPROV_API_KEY and a Read-Host 'API key' answer are plant-shenzhen-1's key;
+#   the module is on PSModulePath.
+#   ports an example names are rewritten to 0 and listen addresses (0.0.0.0, 192.0.2.10) to 127.0.0.1;
+#   the TPM device device:/dev/tpmrm0 is the simulator (an attestation key at 0x81000010; restarted if an example stops it).
 BeforeDiscovery {
     $root = Split-Path (Split-Path $PSScriptRoot)
     $pending = @{}
@@ -19,7 +56,9 @@ BeforeDiscovery {
             if ($line -match '^\s*([^#\s][^#]*#\d+)\s+(.*)$') { $pending[$Matches[1].Trim()] = $Matches[2].Trim() }
         }
     }
-    $script:Examples = foreach ($page in Get-ChildItem (Join-Path $root 'docs/cmdlets') -Filter '*.md' | Sort-Object Name) {
+    # TPMPROV_EXAMPLES_PAGES (a wildcard, such as 'New-Kms*') runs only those pages' examples, while working on them.
+    $only = if ($env:TPMPROV_EXAMPLES_PAGES) { $env:TPMPROV_EXAMPLES_PAGES } else { '*' }
+    $script:Examples = foreach ($page in Get-ChildItem (Join-Path $root 'docs/cmdlets') -Filter '*.md' | Where-Object BaseName -Like $only | Sort-Object Name) {
         $lines = Get-Content $page.FullName
         $inExamples = $false; $inCode = $false; $n = 0; $code = $null; $mark = $null; $prev = ''
         foreach ($line in $lines) {
@@ -47,30 +86,220 @@ BeforeAll {
     Import-Module $ModulePath -Force
     $script:Work = Join-Path ([IO.Path]::GetTempPath()) ("tpmprov-pester-examples-" + [guid]::NewGuid())
     New-Item -ItemType Directory -Path $script:Work | Out-Null
-    $script:Saved = @{ TPMPROV_DATA = $env:TPMPROV_DATA; TPM2TOOLS_TCTI = $env:TPM2TOOLS_TCTI }
-    $script:Sim = Start-TpmSimulator -Name 'help-examples' -Fast
-    $env:TPM2TOOLS_TCTI = $script:Sim.ConnectionString
+    $script:Saved = @{ TPMPROV_DATA = $env:TPMPROV_DATA; TPM2TOOLS_TCTI = $env:TPM2TOOLS_TCTI; TPMPROV_API_KEY = $env:TPMPROV_API_KEY; PSModulePath = $env:PSModulePath }
+    # The module is installed, as the examples' scheduled scripts (Import-Module TpmProvisioning) assume.
+    $env:PSModulePath = (Split-Path (Split-Path (Split-Path $ModulePath))) + [IO.Path]::PathSeparator + $env:PSModulePath
+    # The default TPM: a simulator with an attestation key at 0x81000010, the handle the examples' prose uses.
+    function script:Start-LabSimulator {
+        $script:Sim = Start-TpmSimulator -Name 'help-examples' -Fast
+        $env:TPM2TOOLS_TCTI = $script:Sim.ConnectionString
+        New-TpmAttestationKey -AkHandle 0x81000010 -Tpm $script:Sim.ConnectionString | Out-Null
+    }
+    Start-LabSimulator
+    $script:Password = ConvertTo-SecureString 'Example-Passw0rd-1' -AsPlainText -Force
+
+    # The prepared data path every page gets a copy of at /var/lib/tpmprov.
+    $script:Docs = Join-Path (Split-Path (Split-Path $PSScriptRoot)) 'docs/cmdlets'
+    $script:Template = Join-Path $script:Work 'lab/template'
+    $script:Files = Join-Path $script:Work 'lab/files'
+    New-Item -ItemType Directory -Path (Join-Path $script:Files 'infineon/intermediates') -Force | Out-Null
+    New-Item -ItemType Directory -Path $script:Template -Force | Out-Null
+    Add-TpmManufacturerCa -DataPath $script:Template -Path $script:Sim.ManufacturerRootPath | Out-Null
+    Add-TpmManufacturerCa -DataPath $script:Template -Path $script:Sim.ManufacturerIssuerPath -Intermediate | Out-Null
+    Copy-Item $script:Sim.ManufacturerRootPath (Join-Path $script:Files 'infineon/IFX-RootCA.pem')
+    Copy-Item $script:Sim.ManufacturerIssuerPath (Join-Path $script:Files 'infineon/intermediates/IFX-TPM-EK-Intermediate-CA-041.pem')
+    Copy-Item $script:Sim.ManufacturerIssuerPath (Join-Path $script:Files 'ek-ca-041.pem')
+    $prep = Start-ProvisioningServer -Name 'help-lab-prepare' -Role Provisioning, Station, Kms -KmsMasterKey InsecureFile -Address 127.0.0.1 -Port 0 -DataPath $script:Template
+    try {
+        $shenzhen = $prep | New-ProvisioningApiKey -Name 'plant-shenzhen-1' -Vendor 'Contoso', 'Fabrikam' -RatePerMinute 600
+        $null = $prep | New-ProvisioningApiKey -Name 'plant-brno-2' -Vendor 'Contoso' -RatePerMinute 300
+        $null = $prep | New-ProvisioningApiKey -Name 'plant-brno-1' -Vendor 'Contoso' -RatePerMinute 300
+        Export-TpmCa -DataPath $script:Template -Path (Join-Path $script:Work 'lab/tpm-ca.pem') | Out-Null
+        $null = New-TpmProvisioning -Server $prep.Urls[0] -ApiKey $shenzhen.Key -Tpm $script:Sim.ConnectionString `
+            -CaCertificate $prep.CaCertificatePath -TpmCaCertificate (Join-Path $script:Work 'lab/tpm-ca.pem') `
+            -DeviceName 'gateway-004711' -Serial 'GW-004711' -Vendor 'Contoso' -Version '2.3.0'
+        $script:StationToken = (New-StationToken -DataPath $script:Template -Name 'line-3 dashboard').Token
+        $script:ApiKey = ConvertFrom-SecureString -SecureString $shenzhen.Key -AsPlainText
+        $script:BrnoKeyId = (Get-ProvisioningApiKey -DataPath $script:Template -Name 'plant-brno-1').KeyId
+    }
+    finally { $prep | Stop-ProvisioningServer -Confirm:$false }
+    New-KmsUser -DataPath $script:Template -Name 'kms-admin' -Password $script:Password -Role Administrator | Out-Null
+    New-KmsUser -DataPath $script:Template -Name 'kms-reader' -Password $script:Password -Role ReadOnly | Out-Null
+    New-KmsUser -DataPath $script:Template -Name 'vcenter-reader' -Password $script:Password -Role ReadOnly | Out-Null
+    foreach ($p in 'vsphere-prod', 'vsphere-old', 'test-lab') {
+        $kdk = ConvertTo-SecureString ([Convert]::ToBase64String([Security.Cryptography.RandomNumberGenerator]::GetBytes(32))) -AsPlainText -Force
+        New-KmsProvider -DataPath $script:Template -Name $p -ProviderKeyId "$p-1" -KeyDerivationKey $kdk | Out-Null
+    }
+    Set-ProvisioningScript -DataPath $script:Template -Name 'tpm-provisioner-post-provision' -Content 'Write-Output "post-provision: $env:TPMPROV_SERIAL"' | Out-Null
+    Set-ProvisioningScript -DataPath $script:Template -Name 'tpm-provisioner-provision-started' -Enable -Content 'Write-Output "started: $env:TPMPROV_SERIAL"' | Out-Null
+    $script:IssuerThumbprint = (Get-TpmManufacturerCa -DataPath $script:Template | Where-Object Kind -NE Root | Select-Object -First 1).Thumbprint
+    $script:TemplateNoKey = Join-Path $script:Work 'lab/template-nokey'
+    Copy-Item -Recurse $script:Template $script:TemplateNoKey
+    New-KmsKey -DataPath $script:Template -Name 'disk-encryption' | Out-Null
+    Add-KmsKeyVersion -DataPath $script:Template -Key 'disk-encryption' -Native | Out-Null
+    New-KmsKey -DataPath $script:Template -Name 'imported-key' | Out-Null
+    Copy-Item (Join-Path $script:Template 'ca/cacert.pem') (Join-Path $script:Work 'lab/ca.pem')
+    foreach ($f in 'ca.pem', 'cacert.pem', 'factory-ca.pem', 'registrar-ca.pem', 'verifier-ca.pem') { Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $script:Files $f) }
+    Copy-Item (Join-Path $script:Work 'lab/tpm-ca.pem') (Join-Path $script:Files 'tpm-ca.pem')
+    foreach ($c in @{ n = 'tenant-alice' }, @{ n = 'tenant-alice-registrar' }, @{ n = 'tenant-alice-verifier' }, @{ n = 'tenant-ops-verifier' },
+        @{ n = 'verifier-1'; r = 'Verifier' }, @{ n = 'agent-mtls' }) {
+        $extra = if ($c.r) { @{ Role = $c.r } } else { @{} }
+        $cert = New-ProvisioningClientCertificate -DataPath $script:Template -Name $c.n @extra
+        [IO.File]::WriteAllBytes((Join-Path $script:Files "$($c.n).pfx"), $cert.Export('Pfx'))
+    }
+    Export-ProvisioningCertificate -DataPath $script:Template -Kind ComponentCa -Path (Join-Path $script:Files 'components-ca.pfx') -IncludePrivateKey -Password $script:Password | Out-Null
+    Push-Location $script:Files
+    try {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout contoso-ak-ca.key -out contoso-ak-ca.pem -days 3650 `
+            -subj '/CN=Contoso Device AK CA/O=Contoso Ltd/C=DE' -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' 2>$null
+        if ($LASTEXITCODE) { throw 'openssl could not make the lab AK CA' }
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.crt -days 365 `
+            -subj '/CN=factory.contoso.com' -addext 'subjectAltName=DNS:factory.contoso.com,DNS:localhost,IP:127.0.0.1' 2>$null
+        if ($LASTEXITCODE) { throw 'openssl could not make the lab server certificate' }
+        (Get-Content -Raw server.crt) + (Get-Content -Raw server.key) | Set-Content server.pem
+        Remove-Item server.crt, server.key
+    }
+    finally { Pop-Location }
+    @('Serial,Vendor', 'GW-004711,Contoso') | Set-Content (Join-Path $script:Files 'batch-42-results.csv')
+    @('Tpm', "`"$($script:Sim.ConnectionString)`"") | Set-Content (Join-Path $script:Files 'tpms.csv')
+    $line2 = Start-TpmSimulator -Name 'line-2'   # not -Fast: a TPM of its own (the fast ones share one EK)
+    @('Tpm,DeviceName,Serial,Vendor,Version', "`"$($line2.ConnectionString)`",gateway-004712,GW-004712,Contoso,2.3.0") | Set-Content (Join-Path $script:Files 'devices.csv')
+    (New-AttestationPolicy -Pcr (0..7 + 15)).TpmPolicy | Set-Content (Join-Path $script:Files 'gateway-fw2.3-policy.json')
+    (New-AttestationPolicy -Pcr (0..7)).TpmPolicy | Set-Content (Join-Path $script:Files 'gateway-fw2.4-policy.json')
+    @('Write-Output "post-provision: $env:TPMPROV_SERIAL"') | Set-Content (Join-Path $script:Files 'post-provision.ps1')
+    @('Name,Value', 'STATION_HOOK_TIMEOUT_SECONDS,300', 'VERIFIER_MAX_RETRIES,8') | Set-Content (Join-Path $script:Files 'settings.csv')
+    # The monitoring job's files (Test-AgentAttestation): its client certificate, the password file beside it, the verifier's CA.
+    $etc = New-Item -ItemType Directory -Path (Join-Path $script:Files 'etc/tpmprov') -Force
+    $monitor = New-ProvisioningClientCertificate -DataPath $script:Template -Name 'monitor'
+    [IO.File]::WriteAllBytes((Join-Path $etc 'monitor.pfx'), $monitor.Export('Pfx', 'Example-Passw0rd-1'))
+    'Example-Passw0rd-1' | Set-Content (Join-Path $etc 'monitor.pass')
+    Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $etc 'verifier-ca.pem')
+
+    # The lab's servers, by the names the examples use; (re)started by Start-LabServer.
+    $script:LabSpec = [ordered]@{
+        factory   = @{ Role = 'Provisioning', 'Station', 'Kms' }
+        registrar = @{ Role = 'Registrar' }
+        verifier  = @{ Role = 'Verifier'; Extra = { @{ VerifierClientCertificate = Get-PfxCertificate -FilePath (Join-Path $script:Files 'verifier-1.pfx') } } }
+        agent     = @{ Role = 'Agent'; Extra = { @{ Tpm = $script:Sim.ConnectionString; Registrar = (LabUrl registrar)
+                RegistrarCaCertificate = (Join-Path $script:Files 'registrar-ca.pem'); AgentId = 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' } } }
+    }
+    # The running server of that name (a stopped one stays listed in the session).
+    function script:Get-LabServer([string] $name) { Get-ProvisioningServer -Name $name -ErrorAction Ignore | Where-Object State -EQ 'Running' | Select-Object -First 1 }
+    function script:Start-LabServer {
+        foreach ($name in $script:LabSpec.Keys) {
+            if (Get-LabServer $name) { continue }
+            $path = $script:LabPaths[$name] ?? (Join-Path $script:Work "lab/$name")
+            if (-not (Test-Path $path)) { Copy-Item -Recurse $script:Template $path; Remove-Item (Join-Path $path 'server.lock') -ErrorAction Ignore }
+            $extra = if ($script:LabSpec[$name].Extra) { & $script:LabSpec[$name].Extra } else { @{} }
+            $script:LabIds += (Start-ProvisioningServer -Name $name -Role $script:LabSpec[$name].Role -Address 127.0.0.1 -Port 0 -DataPath $path @extra).Id
+        }
+    }
+    function script:LabUrl([string] $name) { (Get-LabServer $name).Urls[0].ToString().TrimEnd('/') }
+    $env:TPMPROV_API_KEY = $script:ApiKey
+    $script:LabIds = @()
+    $script:LabPaths = @{}
+    Start-LabServer
+
     # The unattended user: what Get-Credential and Read-Host would have been answered with.
     $script:Scaffold = @'
 function Get-Credential { param([Parameter(Position = 0)][string] $UserName = 'admin', [string] $Message, [string] $Title)
     [pscredential]::new($UserName, (ConvertTo-SecureString 'Example-Passw0rd-1' -AsPlainText -Force)) }
 function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecureString, [switch] $MaskInput)
-    if ($AsSecureString) { ConvertTo-SecureString 'Example-Passw0rd-1' -AsPlainText -Force } else { 'example' } }
+    $answer = if ($Prompt -match 'base64') { 'q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=' } elseif ($Prompt -match 'API key') { $env:TPMPROV_API_KEY } else { 'Example-Passw0rd-1' }
+    if ($AsSecureString) { ConvertTo-SecureString $answer -AsPlainText -Force } else { 'example' } }
 '@
-    function script:Invoke-Example([string] $id, [string] $code) {
-        $dir = Join-Path $script:Work ($id -replace '[^\w]', '-')
+    $script:Runspaces = @{}
+    function script:Get-PageRunspace([string] $page) {
+        if ($script:Runspaces[$page]) { return $script:Runspaces[$page] }
+        $dir = Join-Path $script:Work ($page -replace '[^\w]', '-')
         New-Item -ItemType Directory -Path $dir -Force | Out-Null
-        $env:TPMPROV_DATA = Join-Path $dir 'data'
-        $env:TPM2TOOLS_TCTI = $script:Sim.ConnectionString
-        $code = $code -replace '(?<![\w.])/(var/lib/tpmprov|etc/tpmprov|opt/tpmprov)', ($dir.TrimEnd('/') + '/$1')
+        $data = Join-Path $dir 'var/lib/tpmprov'
+        New-Item -ItemType Directory -Path (Split-Path $data) -Force | Out-Null
+        # A page whose examples create one of the lab's objects gets a copy without it.
+        Copy-Item -Recurse ($page -eq 'New-KmsKey' ? $script:TemplateNoKey : $script:Template) $data
+        Copy-Item -Recurse $script:Template (Join-Path (Split-Path $data) 'tpmprov-agent')
+        if ($page -eq 'New-KmsUser') { 'kms-admin', 'vcenter-reader' | ForEach-Object { Remove-KmsUser -DataPath $data -Name $_ -Confirm:$false } }
+        if ($page -in 'Import-TpmCa', 'New-TpmCa') { Remove-Item -Recurse -Force (Join-Path $data 'provisioning/tpm-ca') }
+        if ($page -eq 'New-KmsProvider') { Remove-KmsProvider -DataPath $data -Name 'vsphere-prod' -Confirm:$false }
+        Remove-Item (Join-Path $data 'server.lock') -ErrorAction Ignore
+        $text = Get-Content -Raw (Join-Path $script:Docs "$page.md") -ErrorAction Ignore
+        foreach ($f in Get-ChildItem $script:Files) {
+            # A lab file is left out of a page whose examples make it (so they make it as written).
+            $first = ($text -split "`n" | Where-Object { $_ -match "\./$([regex]::Escape($f.Name))\b" } | Select-Object -First 1)
+            if ($first -match "(Export|New)-\w+[^\n]*-Path\s+\./$([regex]::Escape($f.Name))") { continue }
+            Copy-Item -Recurse -Path $f.FullName -Destination $dir
+        }
         $iss = [Management.Automation.Runspaces.InitialSessionState]::CreateDefault2()
         $iss.ImportPSModule($ModulePath)
         $rs = [runspacefactory]::CreateRunspace($iss)
         $rs.Open()
+        $rs.SessionStateProxy.SetVariable('LabToken', $script:StationToken)
+        $rs.SessionStateProxy.SetVariable('LabTcti', $script:Sim.ConnectionString)
+        $ps = [powershell]::Create(); $ps.Runspace = $rs
+        [void]$ps.AddScript("$script:Scaffold`nSet-Location -LiteralPath '$dir'; `$ConfirmPreference = 'None'; `$ProgressPreference = 'SilentlyContinue'
+`$cred = Get-Credential kms-admin; `$token = `$LabToken; `$sim = Get-TpmSimulator -Name help-examples")
+        $ps.Invoke(); $ps.Dispose()
+        $script:Runspaces[$page] = @{ Runspace = $rs; Dir = $dir }
+        return $script:Runspaces[$page]
+    }
+    function script:Convert-ExampleCode([string] $code, [string] $dir) {
+        # A host name is rewritten only while its lab server runs (an example may stand in for it).
+        function LabUrl([string] $name) { $s = Get-LabServer $name; if ($s) { $s.Urls[0].ToString().TrimEnd('/') } else { '$0' } }
+        $code = $code -replace '(?<![\w.])/(var/lib/tpmprov|etc/tpmprov|opt/tpmprov)', ($dir.TrimEnd('/') + '/$1')
+        $code = $code -replace 'https://(factory-ca\.contoso\.com|station):8443', (LabUrl factory)
+        $code = $code -replace 'https://kms:8443', (LabUrl factory)
+        $code = $code -replace 'https://registrar(\.contoso\.com)?:8891', (LabUrl registrar)
+        $code = $code -replace 'https://verifier(\.contoso\.com)?:8881', (LabUrl verifier)
+        $code = $code -replace '(-Port\s+)\d+', '${1}0'
+        $code = $code -replace 'device:/dev/tpmrm0', "'$($script:Sim.ConnectionString)'"
+        $code = $code -replace '3f9c1a2b4d5e6f70', $script:BrnoKeyId
+        $code = $code -replace '5B1D0C3E9A7F4E22C8D6B0A1F3E5C7D9B2A4C6E8F0A1B3C5D7E9F1A3B5C7D9E1', $script:IssuerThumbprint
+        $code = $code -replace '(-Address\s+)(0\.0\.0\.0|192\.0\.2\.10)', '${1}127.0.0.1'
+        return $code
+    }
+    function script:Invoke-Example([string] $id, [string] $page, [string] $code) {
+        if ($script:Page -and $script:Page -ne $page) {
+            # A page's own servers run until its last example; then the lab is as it was.
+            Get-ProvisioningServer | Where-Object Id -NotIn $script:LabIds | Stop-ProvisioningServer -Confirm:$false
+            $script:Runspaces[$script:Page].Runspace.Dispose(); $script:Runspaces.Remove($script:Page)
+            # A page that removed the lab agent's registration (Remove-AttestationAgent, Stop-AgentAttestation -Remove) gets it back.
+            $tenant = Get-PfxCertificate -FilePath (Join-Path $script:Files 'tenant-alice.pfx')
+            if ((Get-LabServer registrar) -and -not (Get-AttestationAgent -Registrar (LabUrl registrar) `
+                    -CaCertificate (Join-Path $script:Files 'ca.pem') -ClientCertificate $tenant -AgentId 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' -ErrorAction Ignore)) {
+                Get-ProvisioningServer -Name agent -ErrorAction Ignore | Where-Object Id -In $script:LabIds | Stop-ProvisioningServer -Confirm:$false
+            }
+            if ($script:LabPaths['factory']) {
+                Get-ProvisioningServer -Name factory -ErrorAction Ignore | Stop-ProvisioningServer -Confirm:$false
+                $script:LabPaths.Remove('factory')
+            }
+            Start-LabServer
+        }
+        $script:Page = $page
+        $lab = Get-PageRunspace $page
+        $dir = $lab.Dir
+        $env:TPMPROV_DATA = Join-Path $dir 'data'
+        $env:TPM2TOOLS_TCTI = $script:Sim.ConnectionString
+        # An example that starts a server by a lab server's name stands in for it while it runs.
+        foreach ($name in $script:LabSpec.Keys) {
+            if ($code -match "Start-ProvisioningServer[^\n]*-Name\s+'?$name\b" -and $code -notmatch "Get-ProvisioningServer\s+-Name\s+'?$name\b") { Get-ProvisioningServer -Name $name | Stop-ProvisioningServer -Confirm:$false }
+        }
+        # The station/factory server of the examples' prose serves the page's /var/lib/tpmprov.
+        $pageData = Join-Path $dir 'var/lib/tpmprov'
+        if ($code -match "https://(factory-ca\.contoso\.com|station|kms):8443|-Server\s+\`$url\b|Get-ProvisioningServer\s+-Name\s+'?factory\b" -and
+            (Get-LabServer factory).DataPath -ne $pageData -and
+            -not (Get-ProvisioningServer | Where-Object { $_.DataPath -eq $pageData -and $_.State -eq 'Running' }) -and
+            -not ((Get-Content -Raw (Join-Path $script:Docs "$page.md") -ErrorAction Ignore) -match 'Start-ProvisioningServer[^\n]*-DataPath /var/lib/tpmprov(\s|$)')) {
+            Get-ProvisioningServer -Name factory -ErrorAction Ignore | Stop-ProvisioningServer -Confirm:$false
+            $script:LabPaths['factory'] = $pageData
+            Start-LabServer
+        }
+        $before = @(Get-ProvisioningServer | ForEach-Object Id)
+        if (Get-LabServer factory) { $lab.Runspace.SessionStateProxy.SetVariable('url', (LabUrl factory)) }
+        $code = Convert-ExampleCode $code $dir
         $ps = [powershell]::Create()
-        $ps.Runspace = $rs
+        $ps.Runspace = $lab.Runspace
         try {
-            [void]$ps.AddScript("Set-Location -LiteralPath '$dir'; `$ConfirmPreference = 'None'; `$ProgressPreference = 'SilentlyContinue'; $script:Scaffold`n$code`nGet-ProvisioningServer | Stop-ProvisioningServer -Confirm:`$false")
+            [void]$ps.AddScript("Set-Location -LiteralPath '$dir'`n$code")
             $async = $ps.BeginInvoke()
             if (-not $async.AsyncWaitHandle.WaitOne([TimeSpan]::FromSeconds(180))) { $ps.Stop(); return "did not finish within 180 s" }
             try { [void]$ps.EndInvoke($async) } catch { return "terminating error: $($_.Exception.InnerException.Message ?? $_.Exception.Message)" }
@@ -80,13 +309,27 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             return $null
         }
         finally {
-            $ps.Dispose(); $rs.Dispose()
-            Get-ProvisioningServer | Where-Object DataPath -Like "$dir*" | Stop-ProvisioningServer -Confirm:$false
+            $ps.Dispose()
+            if (-not (Get-TpmSimulator -Name 'help-examples' -ErrorAction Ignore)) {
+                # The example stopped every simulator (Stop-TpmSimulator's own examples do): the lab gets a new one.
+                Start-LabSimulator
+                # The agent comes back on the new TPM, at a registrar that has not seen the old one.
+                Get-ProvisioningServer -Name agent, registrar -ErrorAction Ignore | Where-Object Id -In $script:LabIds | Stop-ProvisioningServer -Confirm:$false
+                Remove-Item -Recurse -Force (Join-Path $script:Work 'lab/registrar') -ErrorAction Ignore
+                $lab.Runspace.SessionStateProxy.SetVariable('sim', $script:Sim)
+            }
+            # Servers the example started and did not keep in a variable are done with; kept ones serve the page's later examples.
+            if ($code -notmatch '\$\w+\s*=\s*(Start-ProvisioningServer|[^\n]*\|\s*Start-ProvisioningServer)') {
+                Get-ProvisioningServer | Where-Object { $_.Id -notin $before -and $_.Id -notin $script:LabIds } | Stop-ProvisioningServer -Confirm:$false
+            }
+            Start-LabServer
         }
     }
 }
 
 AfterAll {
+    foreach ($r in $script:Runspaces.Values) { $r.Runspace.Dispose() }
+    Get-ProvisioningServer | Stop-ProvisioningServer -Confirm:$false
     Get-TpmSimulator | Where-Object Name -NE 'help-examples' | Stop-TpmSimulator -Confirm:$false
     $script:Sim | Stop-TpmSimulator -Confirm:$false
     foreach ($k in $script:Saved.Keys) { Set-Item "env:$k" $script:Saved[$k] }
@@ -97,7 +340,15 @@ Describe 'Help examples run as written' {
     It '<Id>' -ForEach $script:Examples {
         if ($NotUnattended) { Set-ItResult -Skipped -Because "marked not-unattended in the help: $NotUnattended"; return }
         if ($Pending) { Set-ItResult -Skipped -Because "pending: $Pending"; return }
-        $problem = Invoke-Example $Id $Code
+        $problem = Invoke-Example $Id $Page $Code
         $problem | Should -BeNullOrEmpty -Because "$Id should run as written:`n$Code"
+    }
+}
+
+Describe 'The example runner' {
+    It 'reports an example that writes an error, one that throws, and passes one that works' {
+        Invoke-Example 'Runner-SelfTest#1' 'Runner-SelfTest' 'Get-ProvisioningServer -Name no-such-server' | Should -Match '^error: ServerNotFound,'
+        Invoke-Example 'Runner-SelfTest#2' 'Runner-SelfTest' "throw 'the device failed'" | Should -Match 'the device failed'
+        Invoke-Example 'Runner-SelfTest#3' 'Runner-SelfTest' 'Get-KmsUser -DataPath /var/lib/tpmprov -Name kms-admin | Out-Null' | Should -BeNullOrEmpty
     }
 }

@@ -46,6 +46,20 @@ Describe 'Provisioning administration' {
         $e[0].FullyQualifiedErrorId | Should -Be 'NotACaCertificate,TpmProvisioning.Cmdlets.AddTpmManufacturerCaCommand'
     }
 
+    It 'takes CA certificates from the pipeline as objects and as files (Get-ChildItem), into the piped data path' {
+        $other = Join-Path $script:Work 'pipe-data'
+        $issuer = [System.Security.Cryptography.X509Certificates.X509Certificate2]::CreateFromPem((Get-Content -Raw $script:Sim.ManufacturerIssuerPath))
+        $added = $issuer | Add-TpmManufacturerCa -Intermediate -DataPath $other -Confirm:$false
+        $added.Kind | Should -Be 'Intermediate'
+        $added.Thumbprint | Should -Be $issuer.Thumbprint
+        $inbox = Join-Path $script:Work 'pipe-in'
+        New-Item -ItemType Directory -Path $inbox -Force | Out-Null
+        Copy-Item $script:Sim.ManufacturerRootPath (Join-Path $inbox 'root.pem')
+        (Get-ChildItem $inbox -File | Add-TpmManufacturerCa -DataPath $other -Confirm:$false).Kind | Should -Be 'Root'
+        @(Get-TpmManufacturerCa -DataPath $other).Count | Should -Be 2
+        @(Get-TpmManufacturerCa -DataPath $script:Data).Count | Should -Be 2
+    }
+
     It 'says so when a file is not a certificate, and when an export folder does not exist' {
         $before = @(Get-TpmManufacturerCa -DataPath $script:Data).Count
         $junk = Join-Path $TestDrive 'junk.pem'

@@ -300,7 +300,7 @@ public sealed class GetManufacturingRecordCommand : ProvisioningDataCmdletBase
 }
 
 /// <summary>Adds a TPM manufacturer CA (root, or intermediate with -Intermediate) that EK certificates must chain to.</summary>
-[Cmdlet(VerbsCommon.Add, "TpmManufacturerCa", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, DefaultParameterSetName = "Path")]
+[Cmdlet(VerbsCommon.Add, "TpmManufacturerCa", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, DefaultParameterSetName = "Certificate")]
 [OutputType(typeof(EkTrustEntry))]
 public sealed class AddTpmManufacturerCaCommand : ProvisioningDataCmdletBase
 {
