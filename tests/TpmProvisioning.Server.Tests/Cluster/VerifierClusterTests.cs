@@ -123,8 +123,10 @@ public sealed class VerifierClusterTests(PostgresFixture pg, ClusterFleetFixture
         }
         // Every stored verdict is an answered quote: the store holds at most what the agents answered, and the agents' answers
         // that are missing from it are only the quotes in flight when node-c died (at most one per agent).
-        long answered = Enumerable.Range(0, n).Sum(i => (long)fleet.Quotes(i).Count);
+        // The survivors keep judging meanwhile: read the store first, then the agents, so every verdict counted was answered
+        // before the agents are counted (the other order lets a quote answered between the two reads count as stored only).
         long stored = (await admin.ListVerifierAgentsAsync()).Sum(a => a.AttestationCount);
+        long answered = Enumerable.Range(0, n).Sum(i => (long)fleet.Quotes(i).Count);
         output.WriteLine($"quotes answered by agents {answered}, verdicts stored {stored}");
         Assert.True(stored <= answered, $"more verdicts ({stored}) than answered quotes ({answered})");
         Assert.True(answered - stored <= victims.Count + n, $"{answered - stored} answered quotes have no stored verdict");
