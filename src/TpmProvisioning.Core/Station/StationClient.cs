@@ -29,6 +29,23 @@ public sealed class StationRequestException(int status, string code, string deta
     public int Status { get; } = status;
     public string Code { get; } = code;
     public string Detail { get; } = detail;
+
+    /// <summary>The failure a station answer describes: its error object's code and detail, else <c>HTTP_&lt;status&gt;</c> and the reason.</summary>
+    internal static StationRequestException FromResponse(int status, string? reason, string body)
+    {
+        string code = "HTTP_" + status, detail = reason ?? "";
+        try
+        {
+            using var doc = JsonDocument.Parse(body);
+            if (doc.RootElement.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.Object)
+            {
+                code = e.TryGetProperty("code", out var c) ? c.GetString() ?? code : code;
+                detail = e.TryGetProperty("detail", out var d) ? d.GetString() ?? detail : detail;
+            }
+        }
+        catch (JsonException) { }
+        return new StationRequestException(status, code, detail);
+    }
 }
 
 /// <summary>
@@ -44,14 +61,24 @@ public sealed partial class StationClient : IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         _base = new Uri(options.Server.GetLeftPart(UriPartial.Authority) + "/");
+        _http = CreateHttp(options, options.Timeout);
+    }
+
+    /// <summary>
+    /// The HTTP client of a station client: the server certificate pinned to <see cref="StationClientOptions.CaCertificate"/>,
+    /// the client certificate and the bearer token presented, JSON asked for.
+    /// </summary>
+    internal static HttpClient CreateHttp(StationClientOptions options, TimeSpan timeout)
+    {
         var handler = new SocketsHttpHandler { UseCookies = false };
         if (options.CaCertificate is { } ca)
             handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, errors) => PinnedCaTls.Validates(ca, cert, errors);
         if (options.ClientCertificate is { } cc)
             handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => cc;
-        _http = new HttpClient(handler) { Timeout = options.Timeout };
-        if (options.Token is { Length: > 0 } t) _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", t);
-        _http.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+        var http = new HttpClient(handler) { Timeout = timeout };
+        if (options.Token is { Length: > 0 } t) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", t);
+        http.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+        return http;
     }
 
     private async Task<string> SendAsync(HttpMethod method, string path, HttpContent? content, CancellationToken ct)
@@ -60,18 +87,7 @@ public sealed partial class StationClient : IDisposable
         using var resp = await _http.SendAsync(req, ct).ConfigureAwait(false);
         var body = await resp.Content.ReadAsStringAsync(ct).ConfigureAwait(false);
         if (resp.IsSuccessStatusCode) return body;
-        string code = "HTTP_" + (int)resp.StatusCode, detail = resp.ReasonPhrase ?? "";
-        try
-        {
-            using var doc = JsonDocument.Parse(body);
-            if (doc.RootElement.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.Object)
-            {
-                code = e.TryGetProperty("code", out var c) ? c.GetString() ?? code : code;
-                detail = e.TryGetProperty("detail", out var d) ? d.GetString() ?? detail : detail;
-            }
-        }
-        catch (JsonException) { }
-        throw new StationRequestException((int)resp.StatusCode, code, detail);
+        throw StationRequestException.FromResponse((int)resp.StatusCode, resp.ReasonPhrase, body);
     }
 
     private async Task<JsonElement> GetJsonAsync(string path, CancellationToken ct) =>

@@ -22,14 +22,8 @@ public sealed class StationImageClient : IDisposable
     {
         _options = options ?? throw new ArgumentNullException(nameof(options));
         _base = new Uri(options.Server.GetLeftPart(UriPartial.Authority) + "/");
-        var handler = new SocketsHttpHandler { UseCookies = false };
-        if (options.CaCertificate is { } ca)
-            handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, errors) => PinnedCaTls.Validates(ca, cert, errors);
-        if (options.ClientCertificate is { } cc)
-            handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => cc;
-        _http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
-        if (options.Token is { Length: > 0 } t) _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", t);
-        _http.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+        // Each call sets its own time limit (an upload or a hash of a large image outlasts the default).
+        _http = StationClient.CreateHttp(options, Timeout.InfiniteTimeSpan);
     }
 
     private async Task<JsonElement> SendAsync(HttpMethod method, string path, HttpContent? content, CancellationToken ct, TimeSpan? timeout = null)
@@ -40,18 +34,7 @@ public sealed class StationImageClient : IDisposable
         using var resp = await _http.SendAsync(req, cts.Token).ConfigureAwait(false);
         var body = await resp.Content.ReadAsStringAsync(cts.Token).ConfigureAwait(false);
         if (resp.IsSuccessStatusCode) return body.Length == 0 ? default : JsonDocument.Parse(body).RootElement.Clone();
-        string code = "HTTP_" + (int)resp.StatusCode, detail = resp.ReasonPhrase ?? "";
-        try
-        {
-            using var doc = JsonDocument.Parse(body);
-            if (doc.RootElement.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.Object)
-            {
-                code = e.TryGetProperty("code", out var c) ? c.GetString() ?? code : code;
-                detail = e.TryGetProperty("detail", out var d) ? d.GetString() ?? detail : detail;
-            }
-        }
-        catch (JsonException) { }
-        throw new StationRequestException((int)resp.StatusCode, code, detail);
+        throw StationRequestException.FromResponse((int)resp.StatusCode, resp.ReasonPhrase, body);
     }
 
     private static string Q(string s) => Uri.EscapeDataString(s);
