@@ -105,6 +105,7 @@
         ProviderKeyId              = @{ Type = 'String'; Meaning = "a KMS provider's key id (spec 002 key_id)"; Aliases = @('KeyId') }
         Quiet                      = @{ Type = 'SwitchParameter'; Meaning = 'return only a Boolean' }
         QuoteInterval              = @{ Type = 'TimeSpan'; Meaning = 'verifier: time between quotes' }
+        QuoteSchedule              = @{ Type = 'QuoteSchedule'; Meaning = 'verifier: what the quote interval counts from' }
         RatePerMinute              = @{ Type = 'Int32'; Meaning = 'requests per minute of an API key' }
         Registrar                  = @{ Type = 'Uri'; Meaning = "a Keylime registrar's address" }
         RegistrarCaCertificate     = @{ Type = 'Object'; Meaning = "the CA the registrar's TLS certificate must chain to: a certificate, or a PEM/DER file" }

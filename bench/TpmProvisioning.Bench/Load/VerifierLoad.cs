@@ -33,11 +33,11 @@ public static class VerifierLoad
 
     // ------------------------------------------------------------------ the verifier (parent)
 
-    public static async Task<int> RunAsync(string artifacts, TimeSpan duration, int agents, TimeSpan interval, TextWriter output)
+    public static async Task<int> RunAsync(string artifacts, TimeSpan duration, int agents, TimeSpan interval, QuoteSchedule schedule, TextWriter output)
     {
         Directory.CreateDirectory(artifacts);
         var dataPath = Directory.CreateTempSubdirectory("tpmprov-bench-verifier-").FullName;
-        output.WriteLine($"Verifier load: {agents} agents (in a child process), quote interval {interval.TotalSeconds:0.#} s, {duration.TotalSeconds:0} s measured, {Environment.ProcessorCount} cores.");
+        output.WriteLine($"Verifier load: {agents} agents (in a child process), quote interval {interval.TotalSeconds:0.#} s ({schedule}), {duration.TotalSeconds:0} s measured, {Environment.ProcessorCount} cores.");
         var started = DateTimeOffset.UtcNow;
         var baseline = ProcStats.Self();
         using var child = AgentProcess.Start(agents, Path.Combine(dataPath, "agents.json"));
@@ -48,7 +48,7 @@ public static class VerifierLoad
         {
             var manifest = await child.WaitReadyAsync(TimeSpan.FromMinutes(3));
             store = await SqliteStore.OpenAsync(Path.Combine(dataPath, "tpmprovisioning.db"));
-            var settings = new VerifierSettings { QuoteInterval = interval, RequestTimeout = TimeSpan.FromSeconds(30) };
+            var settings = new VerifierSettings { QuoteInterval = interval, QuoteSchedule = schedule, RequestTimeout = TimeSpan.FromSeconds(30) };
             verifier = new VerifierService(store, settings, new AgentConnector(null, settings.RequestTimeout), new RevocationNotifier([]), MeasurementChecks.Default);
 
             string policy = TpmPolicy.Format(new Dictionary<int, IReadOnlyList<string>> { [15] = [new string('0', 64)] });
@@ -136,7 +136,7 @@ public static class VerifierLoad
             bool kept = allJudged && rate >= 0.95 * demand && notWatched == 0;
             var r = new LoadResult
             {
-                Started = started, Agents = agents, IntervalSeconds = interval.TotalSeconds, MeasuredSeconds = Math.Round(elapsed.TotalSeconds, 2),
+                Started = started, Agents = agents, IntervalSeconds = interval.TotalSeconds, Schedule = schedule, MeasuredSeconds = Math.Round(elapsed.TotalSeconds, 2),
                 Cores = Environment.ProcessorCount, Os = System.Runtime.InteropServices.RuntimeInformation.OSDescription, Runtime = Environment.Version.ToString(),
                 ServerGc = System.Runtime.GCSettings.IsServerGC, WarmupSeconds = Math.Round(warmTime.TotalSeconds, 1), AddSeconds = Math.Round(addTime.TotalSeconds, 1),
                 Demand = demand, QuotesPerSecond = Math.Round(rate, 1), RateOfDemand = Math.Round(rate / demand, 4),
@@ -157,8 +157,9 @@ public static class VerifierLoad
             var report = r.Markdown();
             output.WriteLine();
             output.Write(report);
-            File.WriteAllText(Path.Combine(artifacts, $"verifier-load-{agents}.md"), report);
-            File.WriteAllText(Path.Combine(artifacts, $"verifier-load-{agents}.json"), JsonSerializer.Serialize(r, new JsonSerializerOptions { WriteIndented = true }));
+            string name = $"verifier-load-{agents}{(schedule == QuoteSchedule.AfterVerdict ? "-after-verdict" : "")}";
+            File.WriteAllText(Path.Combine(artifacts, name + ".md"), report);
+            File.WriteAllText(Path.Combine(artifacts, name + ".json"), JsonSerializer.Serialize(r, new JsonSerializerOptions { WriteIndented = true }));
             code = kept ? 0 : 2;
         }
         finally
@@ -197,6 +198,8 @@ public static class VerifierLoad
         public long VerifierHwmBytes { get; init; }
         public long VerifierMaxRssMeasuredBytes { get; init; }
         public long BaselineRssBytes { get; init; }
+        [System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<QuoteSchedule>))]
+        public QuoteSchedule Schedule { get; init; }
         public long RssPerAgentBytes { get; init; }
         public long RssAbovePerAgentBytes { get; init; }
         public long AgentsRssBytes { get; init; }
@@ -224,12 +227,12 @@ public static class VerifierLoad
             s.AppendLine($"# Verifier under a fleet of {Agents:N0} agents (software agents over HTTPS, loopback)");
             s.AppendLine();
             s.AppendLine($"Run {Started:yyyy-MM-dd HH:mm} UTC. Machine: {Cores} cores, {Os}, .NET {Runtime}, {(ServerGc ? "server" : "workstation")} GC. The agents run in a child process; CPU and memory below are the verifier process's own unless marked.");
-            s.AppendLine($"Fleet: {Agents:N0} agents (P-256 AKs, one address each, one TLS connection each), tpm_policy on PCR 15, PCR 16 bound to the NK, IMA/measured-boot checks enabled but unused; quote interval {IntervalSeconds:0.#} s; agents added in {AddSeconds:0.0} s, warm-up {WarmupSeconds:0.0} s, measured {MeasuredSeconds:0} s.");
+            s.AppendLine($"Fleet: {Agents:N0} agents (P-256 AKs, one address each, one TLS connection each), tpm_policy on PCR 15, PCR 16 bound to the NK, IMA/measured-boot checks enabled but unused; quote interval {IntervalSeconds:0.#} s, schedule {Schedule}; agents added in {AddSeconds:0.0} s, warm-up {WarmupSeconds:0.0} s, measured {MeasuredSeconds:0} s.");
             s.AppendLine();
             s.AppendLine("| measure | value | target |");
             s.AppendLine("|---|---:|---|");
             s.AppendLine($"| quotes judged per second | {QuotesPerSecond:N0} ({RateOfDemand:P1} of demand) | within 5% of N / interval = {Demand:N0}/s: {(Kept ? "PASS" : "MISS")} |");
-            s.AppendLine($"| effective period per agent | {EffectivePeriodSeconds:0.000} s | interval + one quote round trip |");
+            s.AppendLine($"| effective period per agent | {EffectivePeriodSeconds:0.000} s | {(Schedule == QuoteSchedule.FixedRate ? "the interval (start to start)" : "interval + one quote round trip (Keylime's pacing)")} |");
             s.AppendLine($"| agents not in GET_QUOTE | {AgentsNotInGetQuote} | 0 |");
             s.AppendLine($"| agents judged fewer than (measured / interval) - 1 times | {AgentsBehindSchedule} | 0 |");
             s.AppendLine($"| verifier CPU | {VerifierCpuCores:0.00} cores ({VerifierCpuMicrosecondsPerQuote:N0} µs per quote) | |");

@@ -77,9 +77,16 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
     [TpmHandleTransformation]
     public uint? AkHandle { get; set; }
 
-    /// <summary>Verifier role: time between a judged quote and the next request (default 2 s).</summary>
+    /// <summary>Verifier role: how often each agent is asked for a quote (default 2 s).</summary>
     [Parameter]
     public TimeSpan? QuoteInterval { get; set; }
+
+    /// <summary>
+    /// Verifier role: what -QuoteInterval counts from. FixedRate (default): from when the last quote was due, so each agent is
+    /// asked every interval. AfterVerdict: from the last verdict, as Keylime's own verifier paces (interval plus round trip).
+    /// </summary>
+    [Parameter]
+    public TpmProvisioning.Attestation.Verifier.QuoteSchedule? QuoteSchedule { get; set; }
 
     /// <summary>
     /// A PostgreSQL store (Npgsql connection string, e.g. <c>Host=db1;Database=fleet</c>) that several servers share instead of
@@ -307,6 +314,7 @@ public sealed class StartProvisioningServerCommand : PSCmdlet
             options.Verifier = new TpmProvisioning.Attestation.Verifier.VerifierSettings
             {
                 QuoteInterval = QuoteInterval ?? TimeSpan.FromSeconds(2),
+                QuoteSchedule = QuoteSchedule ?? TpmProvisioning.Attestation.Verifier.QuoteSchedule.FixedRate,
                 RevocationWebhooks = RevocationWebhook ?? [],
                 ClientCertificate = VerifierClientCertificate,
                 VerifierId = VerifierId ?? "default",

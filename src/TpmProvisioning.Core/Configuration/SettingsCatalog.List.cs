@@ -157,8 +157,10 @@ public static class SettingsCatalog
                 o => o.Agent.SelfSignedCertificate, (o, v) => o.Agent.SelfSignedCertificate = (bool)v!) with { Role = ServerRole.Agent, StartParameters = ["AgentSelfSignedCertificate"] },
 
             // ---- Verifier (spec 001) ----
-            S("VERIFIER_QUOTE_INTERVAL_SECONDS", Ver, SettingType.Duration, L, "Time between a judged quote and the next request (Keylime's quote_interval).",
+            S("VERIFIER_QUOTE_INTERVAL_SECONDS", Ver, SettingType.Duration, L, "How often each agent is asked for a quote (Keylime's quote_interval); VERIFIER_QUOTE_SCHEDULE says from when it counts.",
                 o => Sec(o.Verifier.QuoteInterval), (o, v) => o.Verifier.QuoteInterval = FromSec(v)) with { Role = ServerRole.Verifier, StartParameters = ["QuoteInterval"], Unit = "seconds", Minimum = 0, Maximum = Day },
+            S("VERIFIER_QUOTE_SCHEDULE", Ver, SettingType.Enum, L, "What the quote interval counts from: FixedRate, when the last quote was due (each agent asked every interval); AfterVerdict, the last verdict (Keylime's pacing: interval plus round trip).",
+                o => o.Verifier.QuoteSchedule.ToString(), (o, v) => o.Verifier.QuoteSchedule = Enum.Parse<Attestation.Verifier.QuoteSchedule>((string)v!)) with { Role = ServerRole.Verifier, StartParameters = ["QuoteSchedule"], Allowed = Enum.GetNames<Attestation.Verifier.QuoteSchedule>() },
             S("VERIFIER_RETRY_INTERVAL_SECONDS", Ver, SettingType.Number, L, "Base of the retry back-off (Keylime's retry_interval): retry n waits interval^n seconds.",
                 o => o.Verifier.RetryInterval, (o, v) => o.Verifier.RetryInterval = Convert.ToDouble(v, CultureInfo.InvariantCulture)) with { Role = ServerRole.Verifier, Minimum = 0.1, Maximum = 3600 },
             S("VERIFIER_MAX_RETRIES", Ver, SettingType.Integer, L, "Retries before an unreachable agent is FAILED (Keylime's max_retries).",

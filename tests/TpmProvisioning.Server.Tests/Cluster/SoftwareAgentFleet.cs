@@ -48,6 +48,9 @@ public sealed class SoftwareAgentFleet : IAsyncDisposable
     public int Count => _keys.Length;
     public IReadOnlyList<int> Ports { get; private set; } = [];
     public IReadOnlyList<string> AgentIds { get; private set; } = [];
+    /// <summary>How long each agent takes to answer a quote (a real TPM takes a fraction of a second); zero by default.</summary>
+    public TimeSpan AnswerDelay { get; set; }
+
     /// <summary>Time on the fleet's clock (the one quotes are logged with).</summary>
     public static TimeSpan Now => Clock.Elapsed;
 
@@ -85,8 +88,9 @@ public sealed class SoftwareAgentFleet : IAsyncDisposable
         var app = builder.Build();
         var fleet = new SoftwareAgentFleet(app, keys, tls, nkPem, dir);
         long boot = Environment.TickCount64;
-        app.MapGet("/v2.1/quotes/integrity", (HttpContext ctx) =>
+        app.MapGet("/v2.1/quotes/integrity", async (HttpContext ctx) =>
         {
+            if (fleet.AnswerDelay > TimeSpan.Zero) await Task.Delay(fleet.AnswerDelay);
             int i = fleet._portToAgent[ctx.Connection.LocalPort];
             var q = ctx.Request.Query;
             string nonce = q["nonce"].ToString();

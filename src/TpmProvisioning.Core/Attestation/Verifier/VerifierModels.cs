@@ -200,11 +200,29 @@ public sealed class TpmPolicy
     private static string Clip(string s) => s.Length <= 40 ? s : s[..40] + "…";
 }
 
+/// <summary>What the quote interval counts from.</summary>
+public enum QuoteSchedule
+{
+    /// <summary>
+    /// From when the last quote was due: each agent is asked every interval (start to start), however long the round trip took,
+    /// so a fleet of N agents is judged at N / interval per second. A round trip longer than the interval starts the next quote at
+    /// once, without catching up missed ones.
+    /// </summary>
+    FixedRate,
+    /// <summary>
+    /// From the last verdict, as Keylime's verifier schedules it: each agent's period is the interval plus its round trip
+    /// (network, the agent's TPM, judging), so a fleet is judged somewhat slower than N / interval.
+    /// </summary>
+    AfterVerdict,
+}
+
 /// <summary>Settings of the verifier surface.</summary>
 public sealed class VerifierSettings
 {
-    /// <summary>Time between a judged quote and the next request (Keylime's <c>quote_interval</c>, default 2 s).</summary>
+    /// <summary>How often each agent is asked for a quote (Keylime's <c>quote_interval</c>, "time between integrity measurement checks", default 2 s); see <see cref="QuoteSchedule"/>.</summary>
     public TimeSpan QuoteInterval { get; set; } = TimeSpan.FromSeconds(2);
+    /// <summary>What <see cref="QuoteInterval"/> counts from: the time the last quote was due (default) or its verdict, as Keylime's own verifier does.</summary>
+    public QuoteSchedule QuoteSchedule { get; set; } = QuoteSchedule.FixedRate;
     /// <summary>Base of the retry back-off (Keylime's <c>retry_interval</c>, default 2 s): retry n waits interval^n seconds.</summary>
     public double RetryInterval { get; set; } = 2;
     /// <summary>Retries before an unreachable agent is FAILED (Keylime's <c>max_retries</c>, default 5).</summary>

@@ -9,7 +9,8 @@ namespace TpmProvisioning.Attestation.Verifier;
 /// <summary>
 /// Spec 001's cloud verifier. Tenants add agents with a policy; for each watched agent an asynchronous loop (no thread of its
 /// own) asks for a quote with a fresh nonce, judges it (<see cref="QuoteJudge"/>), stores the verdict and schedules the next
-/// quote <see cref="VerifierSettings.QuoteInterval"/> later. Unreachable agents are retried with back-off, then FAILED. After
+/// quote <see cref="VerifierSettings.QuoteInterval"/> later (counted from when the last one was due, or from its verdict:
+/// <see cref="VerifierSettings.QuoteSchedule"/>). Unreachable agents are retried with back-off, then FAILED. After
 /// the first good quote V is delivered. A failed quote stops watching, is audited and is sent to the revocation webhooks.
 /// Watching resumes from the store when the verifier starts again.
 /// </summary>
@@ -224,6 +225,7 @@ public sealed partial class VerifierService : IAsyncDisposable
             var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
             if (r is null || !OperationalStates.IsWatched(r.State)) return;
             prepared = new Prepared(r.Config, _checks);
+            var due = _time.GetUtcNow();
             while (!ct.IsCancellationRequested && MayJudge(agentId))
             {
                 bool providingV = r.State is OperationalState.ProvideV or OperationalState.ProvideVRetry;
@@ -237,7 +239,9 @@ public sealed partial class VerifierService : IAsyncDisposable
                 if (!await WriteVerdictAsync(r, ct).ConfigureAwait(false)) return;
                 if (step.Failure is { } failure) await FailAsync(r, failure, step.NotifyType, ct).ConfigureAwait(false);
                 if (step.Done) return;
-                if (step.Delay > TimeSpan.Zero) await Task.Delay(step.Delay, _time, ct).ConfigureAwait(false);
+                var now = _time.GetUtcNow();
+                due = step.Periodic ? NextDue(_settings.QuoteSchedule, due, now, step.Delay) : now + step.Delay;
+                if (due > now) await Task.Delay(due - now, _time, ct).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
@@ -269,7 +273,21 @@ public sealed partial class VerifierService : IAsyncDisposable
         }
     }
 
-    private sealed record Step(VerifierAgentRecord Record, TimeSpan Delay, bool Done, AttestationFailure? Failure = null, string? NotifyType = null);
+    /// <summary>One round's outcome; <paramref name="Periodic"/>: the delay is the quote interval (not a retry's back-off).</summary>
+    private sealed record Step(VerifierAgentRecord Record, TimeSpan Delay, bool Done, AttestationFailure? Failure = null, string? NotifyType = null, bool Periodic = false);
+
+    /// <summary>
+    /// When the next periodic quote is due. <see cref="QuoteSchedule.FixedRate"/>: one <paramref name="interval"/> after the last
+    /// one was due, so an agent is asked every interval whatever the round trip took; when that time has already passed (a round
+    /// trip longer than the interval, a busy verifier), at once, and the missed slot is not made up later (no burst).
+    /// <see cref="QuoteSchedule.AfterVerdict"/>: one interval after now (the verdict), as Keylime's verifier waits.
+    /// </summary>
+    public static DateTimeOffset NextDue(QuoteSchedule schedule, DateTimeOffset due, DateTimeOffset now, TimeSpan interval)
+    {
+        if (schedule == QuoteSchedule.AfterVerdict) return now + interval;
+        var next = due + interval;
+        return next > now ? next : now;
+    }
 
     private TimeSpan RetryDelay(int retry) =>
         TimeSpan.FromSeconds(_settings.ExponentialBackoff ? Math.Pow(_settings.RetryInterval, retry) : _settings.RetryInterval);
@@ -320,14 +338,14 @@ public sealed partial class VerifierService : IAsyncDisposable
         };
         if (provideV && !string.IsNullOrEmpty(r.Config.V))
             return new(passed with { State = OperationalState.ProvideV }, TimeSpan.Zero, false);
-        return new(passed with { State = OperationalState.GetQuote }, _settings.QuoteInterval, false);
+        return new(passed with { State = OperationalState.GetQuote }, _settings.QuoteInterval, false, Periodic: true);
     }
 
     private async Task<Step> ProvideVStepAsync(VerifierAgentRecord r, int retries, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
         if (r.Progress.NkPem is not { } nk || string.IsNullOrEmpty(r.Config.V))
-            return new(r with { State = OperationalState.GetQuote, Updated = now }, _settings.QuoteInterval, false);
+            return new(r with { State = OperationalState.GetQuote, Updated = now }, _settings.QuoteInterval, false, Periodic: true);
         byte[] v;
         try { v = Convert.FromBase64String(OpenSecret(r, r.Config.V, "v")!); }
         catch (Kms.KmsException ex)
@@ -343,7 +361,7 @@ public sealed partial class VerifierService : IAsyncDisposable
         try { call = await _agents.ProvideVAsync(r.Config, encrypted, ct).ConfigureAwait(false); }
         finally { _concurrency.Release(); }
         if (call.Status == AgentCallStatus.Ok)
-            return new(r with { State = OperationalState.GetQuote, Progress = r.Progress with { VDelivered = true }, Updated = now }, _settings.QuoteInterval, false);
+            return new(r with { State = OperationalState.GetQuote, Progress = r.Progress with { VDelivered = true }, Updated = now }, _settings.QuoteInterval, false, Periodic: true);
         if (call.Status == AgentCallStatus.Unreachable && retries < _settings.MaxRetries)
             return new(r with { State = OperationalState.ProvideVRetry, Updated = now }, RetryDelay(retries + 1), false);
         var f = new AttestationFailure
