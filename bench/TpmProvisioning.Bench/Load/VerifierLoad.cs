@@ -106,6 +106,7 @@ public static class VerifierLoad
             var jit0 = System.Runtime.JitInfo.GetCompilationTime();
             var (commits0, records0) = verifier.VerdictWrites;
             var pause0 = GC.GetTotalPauseDuration();
+            long alloc0 = GC.GetTotalAllocatedBytes(false);
             int gc0 = GC.CollectionCount(0), gc2 = GC.CollectionCount(2);
             int maxThreads = 0; long maxPending = 0, maxRss = 0;
             while (sw.Elapsed - t0 < duration)
@@ -121,6 +122,7 @@ public static class VerifierLoad
             long completed1 = ThreadPool.CompletedWorkItemCount;
             var jitMs = (System.Runtime.JitInfo.GetCompilationTime() - jit0).TotalMilliseconds;
             var pause1 = GC.GetTotalPauseDuration();
+            long alloc1 = GC.GetTotalAllocatedBytes(false);
             int gc0n = GC.CollectionCount(0) - gc0, gc2n = GC.CollectionCount(2) - gc2;
             var gcInfo = GC.GetGCMemoryInfo(GCKind.Any);
             var t1 = sw.Elapsed;
@@ -148,6 +150,7 @@ public static class VerifierLoad
                 RssPerAgentBytes = self1.RssBytes / agents, RssAbovePerAgentBytes = (self1.RssBytes - baseline.RssBytes) / agents,
                 AgentsRssBytes = agents1.RssBytes,
                 GcHeapBytes = gcInfo.HeapSizeBytes, GcCommittedBytes = gcInfo.TotalCommittedBytes, GcGen0 = gc0n, GcGen2 = gc2n,
+                AllocatedBytesPerQuote = (alloc1 - alloc0) / Math.Max(1, judged),
                 GcPausePercent = Math.Round((pause1 - pause0).TotalMilliseconds / cpuWindow.TotalMilliseconds * 100, 2),
                 ThreadPoolThreads = ThreadPool.ThreadCount, ThreadPoolMaxThreads = maxThreads, ThreadPoolMaxPending = maxPending,
                 ThreadPoolItemsPerSecond = Math.Round((completed1 - completed0) / cpuWindow.TotalSeconds),
@@ -208,6 +211,7 @@ public static class VerifierLoad
         public int GcGen0 { get; init; }
         public int GcGen2 { get; init; }
         public double GcPausePercent { get; init; }
+        public long AllocatedBytesPerQuote { get; init; }
         public int ThreadPoolThreads { get; init; }
         public int ThreadPoolMaxThreads { get; init; }
         public long ThreadPoolMaxPending { get; init; }
@@ -241,6 +245,7 @@ public static class VerifierLoad
             s.AppendLine($"| verifier RSS per agent (RSS / N; above the process's start) | {RssPerAgentBytes / 1024.0:N1} KiB; {RssAbovePerAgentBytes / 1024.0:N1} KiB | |");
             s.AppendLine($"| GC heap / committed | {Mb(GcHeapBytes)} / {Mb(GcCommittedBytes)} | |");
             s.AppendLine($"| GC during the measure | {GcGen0} gen0, {GcGen2} gen2, {GcPausePercent:0.00}% paused | |");
+            s.AppendLine($"| allocated per judged quote (verifier process) | {AllocatedBytesPerQuote / 1024.0:N1} KiB | |");
             s.AppendLine($"| thread pool: threads (max seen), max queued, items/s | {ThreadPoolThreads} ({ThreadPoolMaxThreads}), {ThreadPoolMaxPending}, {ThreadPoolItemsPerSecond:N0} | no starvation: threads near cores, queue short |");
             s.AppendLine($"| verdicts stored / commits | {VerdictRecords:N0} / {VerdictCommits:N0} | several verdicts per commit under load |");
             s.AppendLine($"| JIT compiling during the measure | {JitMilliseconds:N0} ms | steady state |");

@@ -119,12 +119,8 @@ public static class QuoteJudge
         var qr = QuoteVerifier.VerifyKeylime(quoteText, ak, Encoding.ASCII.GetBytes(nonce), expected);
         foreach (var f in qr.Failures)
             failures.Add(new() { EventId = QuoteValidation, Reason = $"{f.Code}: {f.Message}" });
-        PcrValues? pcrs = null;
-        if (qr.IsValid)
-        {
-            try { pcrs = Tpm2ToolsPcrBlob.Parse(KeylimeQuote.Parse(quoteText).PcrBlob).Values; }
-            catch (TpmFormatException ex) { failures.Add(new() { EventId = QuoteValidation, Reason = "MalformedQuote: " + ex.Message }); }
-        }
+        // The PCR values come from the quote's own blob, parsed once by the verification.
+        PcrValues? pcrs = qr.IsValid ? qr.Pcrs : null;
         if (pcrs is null || qr.Attest is not { } attest)
             return new(failures, progress with { Failures = failures }, null);
 
@@ -152,7 +148,7 @@ public static class QuoteJudge
             failures.Add(new() { EventId = MissingPubkey, Reason = "The agent's NK (pubkey) is not known: the first quote must carry it." });
         else if ((mask & (1u << AgentService.DataPcr)) != 0)
         {
-            var expectedData = TpmHash.Hash(bank, [.. new byte[TpmHash.DigestSize(bank)], .. TpmHash.Hash(bank, Encoding.UTF8.GetBytes(nk))]);
+            var expectedData = ExpectedDataPcr(nk, bank);
             if (!pcrs.TryGet(bank, AgentService.DataPcr, out var v16) || !v16.AsSpan().SequenceEqual(expectedData))
                 failures.Add(new() { EventId = PcrPrefix + AgentService.DataPcr, Pcr = AgentService.DataPcr, Reason = "PCR 16 does not equal the extend of the NK's digest: the NK is not bound to this TPM." });
         }
@@ -200,4 +196,21 @@ public static class QuoteJudge
     }
 
     private static string Clip(string s) => s.Length <= 24 ? s : s[..24] + "…";
+
+    /// <summary>
+    /// PCR 16 as the agent's NK binds it: the extend of zeros with the NK's digest. An agent's NK string is carried from quote to
+    /// quote, so the value is kept with that string (per bank) instead of hashed again for every quote.
+    /// </summary>
+    private static byte[] ExpectedDataPcr(string nk, TpmAlgId bank)
+    {
+        var box = DataPcrs.GetValue(nk, static _ => new System.Runtime.CompilerServices.StrongBox<DataPcr?>());
+        if (Volatile.Read(ref box.Value) is { } cached && cached.Bank == bank) return cached.Value;
+        var value = TpmHash.Hash(bank, [.. new byte[TpmHash.DigestSize(bank)], .. TpmHash.Hash(bank, Encoding.UTF8.GetBytes(nk))]);
+        Volatile.Write(ref box.Value, new DataPcr(bank, value));
+        return value;
+    }
+
+    private sealed record DataPcr(TpmAlgId Bank, byte[] Value);
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<string, System.Runtime.CompilerServices.StrongBox<DataPcr?>> DataPcrs = new();
 }

@@ -415,8 +415,28 @@ public sealed partial class VerifierService : IAsyncDisposable
 
     private const string NonceAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-    /// <summary>A fresh nonce: 20 characters of [A-Za-z0-9] from the system CSPRNG.</summary>
-    public static string NewNonce() => RandomNumberGenerator.GetString(NonceAlphabet, 20);
+    /// <summary>
+    /// A fresh nonce: 20 characters of [A-Za-z0-9] from the system CSPRNG, uniformly: bytes of 248 and above are dropped (248 is
+    /// 4 × 62), the rest taken modulo 62. One call to the generator per nonce (GetString asks it once per character).
+    /// </summary>
+    public static string NewNonce()
+    {
+        Span<byte> random = stackalloc byte[64];
+        Span<char> nonce = stackalloc char[20];
+        int n = 0;
+        while (n < nonce.Length)
+        {
+            RandomNumberGenerator.Fill(random);
+            foreach (byte b in random)
+            {
+                if (b >= 248) continue;
+                nonce[n++] = NonceAlphabet[b % 62];
+                if (n == nonce.Length) break;
+            }
+        }
+        CryptographicOperations.ZeroMemory(random);
+        return new string(nonce);
+    }
 
     private async Task<AttestationOutcome<T>> RejectAsync<T>(string action, int status, string message, string? target, AttestationCallInfo call, CancellationToken ct)
     {

@@ -60,6 +60,8 @@ public sealed class QuoteVerificationResult
     public TpmsAttest? Attest { get; }
     /// <summary>The parsed signature (null when it did not parse).</summary>
     public TpmtSignature? Signature { get; }
+    /// <summary>The PCR values the quote came with (a Keylime quote's PCR blob); null when they did not parse or were given apart.</summary>
+    public PcrValues? Pcrs { get; internal init; }
     /// <summary>True when a failure with this code was reported.</summary>
     public bool Has(string code)
     {
@@ -317,8 +319,8 @@ public static class QuoteVerifier
             {
                 new(QuoteFailureCodes.PcrSelectionMismatch, $"The PCR blob covers {blob.Selection}, the quote {quoted}."),
             };
-            return new QuoteVerificationResult(l, r.Attest, r.Signature);
+            return new QuoteVerificationResult(l, r.Attest, r.Signature) { Pcrs = blob.Values };
         }
-        return r;
+        return new QuoteVerificationResult(r.Failures, r.Attest, r.Signature) { Pcrs = blob.Values };
     }
 }
