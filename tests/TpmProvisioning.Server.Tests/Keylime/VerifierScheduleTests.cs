@@ -22,8 +22,7 @@ public sealed class VerifierScheduleTests(ITestOutputHelper output) : IAsyncLife
 
     public async Task InitializeAsync()
     {
-        _fleet = await SoftwareAgentFleet.StartAsync(2);
-        _fleet.AnswerDelay = RoundTrip;
+        _fleet = await SoftwareAgentFleet.StartAsync(2 + Resumed);
     }
 
     public async Task DisposeAsync()
@@ -36,6 +35,7 @@ public sealed class VerifierScheduleTests(ITestOutputHelper output) : IAsyncLife
     [Fact]
     public async Task FixedRateKeepsTheIntervalAndAfterVerdictAddsTheRoundTrip()
     {
+        _fleet.AnswerDelay = RoundTrip;
         var fixedRate = await WatchAsync(0, QuoteSchedule.FixedRate);
         var afterVerdict = await WatchAsync(1, QuoteSchedule.AfterVerdict);
         try
@@ -62,6 +62,43 @@ public sealed class VerifierScheduleTests(ITestOutputHelper output) : IAsyncLife
             await fixedRate.DisposeAsync();
             await afterVerdict.DisposeAsync();
         }
+    }
+
+    private const int Resumed = 8;
+
+    [Fact]
+    public async Task AResumedFleetIsSpreadOverOneIntervalNotAskedAtOnce()
+    {
+        // Agents 2.. of the fleet, watched every 4 s; the verifier stops and a new one resumes them from the store.
+        var interval = TimeSpan.FromSeconds(4);
+        var settings = new VerifierSettings { QuoteInterval = interval, RequestTimeout = TimeSpan.FromSeconds(30) };
+        var store = await SqliteStore.OpenAsync(Path.Combine(_dir, "resume.db"));
+        try
+        {
+            var first = new VerifierService(store, settings, new AgentConnector(null, settings.RequestTimeout), new RevocationNotifier([]), MeasurementChecks.Default);
+            for (int i = 2; i < 2 + Resumed; i++)
+                Assert.True((await first.AddAsync(_fleet.AgentIds[i], System.Text.Encoding.UTF8.GetBytes(_fleet.AddBody(i)))).Succeeded);
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            while (Enumerable.Range(2, Resumed).Any(i => _fleet.Quotes(i).Count == 0) && DateTime.UtcNow < until) await Task.Delay(100);
+            await first.DisposeAsync();
+
+            var resumedAt = SoftwareAgentFleet.Now;
+            var second = new VerifierService(store, settings, new AgentConnector(null, settings.RequestTimeout), new RevocationNotifier([]), MeasurementChecks.Default);
+            try
+            {
+                Assert.Equal(Resumed, await second.ResumeAsync());
+                until = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+                while (Enumerable.Range(2, Resumed).Any(i => !_fleet.Quotes(i).Any(q => q.At > resumedAt)) && DateTime.UtcNow < until) await Task.Delay(100);
+                var firsts = Enumerable.Range(2, Resumed).Select(i => _fleet.Quotes(i).First(q => q.At > resumedAt).At - resumedAt).OrderBy(t => t).ToList();
+                output.WriteLine("first quotes after resume (s): " + string.Join(", ", firsts.Select(t => t.TotalSeconds.ToString("0.00"))));
+                // Agent k of 8 is due k/8 of 4 s after the resume: the first and last are 3.5 s apart, at least 2 s on any machine;
+                // asked all at once, 8 quotes are answered within a fraction of a second.
+                Assert.True((firsts[^1] - firsts[0]).TotalSeconds >= 2, $"the resumed quotes came within {(firsts[^1] - firsts[0]).TotalSeconds:0.00} s");
+                Assert.True(firsts[^1] < interval + TimeSpan.FromSeconds(3), $"the last resumed agent waited {firsts[^1].TotalSeconds:0.0} s");
+            }
+            finally { await second.DisposeAsync(); }
+        }
+        finally { store.Dispose(); }
     }
 
     /// <summary>Mean time between answered quotes after the first (which comes with the NK), over <see cref="Rounds"/> periods.</summary>

@@ -160,25 +160,27 @@ public sealed partial class VerifierService : IAsyncDisposable
     {
         // Several servers on one store: the lease loop claims agents instead (VerifierService.Leases.cs).
         if (Leases is { } leases) { leases.Start(this); if (leases.Shared) return 0; }
-        int n = 0;
+        var resumed = new List<string>();
         foreach (var r in await _store.ListVerifierAgentsAsync(_settings.VerifierId, ct).ConfigureAwait(false))
         {
             if (r.State == OperationalState.Terminated) { await _store.DeleteVerifierAgentAsync(r.AgentId, ct).ConfigureAwait(false); continue; }
             if (!OperationalStates.IsApprovedReactivate(r.State)) continue;
             await _store.UpdateVerifierAgentAsync(r with { State = OperationalState.Start, Updated = _time.GetUtcNow() }, ct).ConfigureAwait(false);
-            StartWatch(r.AgentId);
-            n++;
+            resumed.Add(r.AgentId);
         }
-        return n;
+        // The first quotes are spread over one interval (agent k of n after k/n of it) rather than all asked at once: each agent
+        // keeps the phase it starts with, so a fleet resumed in one burst would otherwise stay one burst every interval.
+        for (int k = 0; k < resumed.Count; k++) StartWatch(resumed[k], _settings.QuoteInterval * k / resumed.Count);
+        return resumed.Count;
     }
 
     // ------------------------------------------------------------------ the watch loop
 
-    private void StartWatch(string agentId)
+    private void StartWatch(string agentId, TimeSpan firstQuoteAfter = default)
     {
         if (_stopping.IsCancellationRequested) return;
         var cts = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
-        var task = Task.Run(() => WatchAsync(agentId, cts.Token));
+        var task = Task.Run(() => WatchAsync(agentId, firstQuoteAfter, cts.Token));
         if (!_watches.TryAdd(agentId, new Watch(cts, task)))
         {
             cts.Cancel();
@@ -215,13 +217,14 @@ public sealed partial class VerifierService : IAsyncDisposable
     /// One agent's watch. The agent is read from the store once: while it is watched only this loop changes it (the tenant
     /// routes stop the watch before they write), so each round carries the record forward and only writes it back.
     /// </summary>
-    private async Task WatchAsync(string agentId, CancellationToken ct)
+    private async Task WatchAsync(string agentId, TimeSpan firstQuoteAfter, CancellationToken ct)
     {
         bool provideV = true;
         int retries = 0;
         Prepared? prepared = null;
         try
         {
+            if (firstQuoteAfter > TimeSpan.Zero) await Task.Delay(firstQuoteAfter, _time, ct).ConfigureAwait(false);
             var r = await _store.GetVerifierAgentAsync(agentId, ct).ConfigureAwait(false);
             if (r is null || !OperationalStates.IsWatched(r.State)) return;
             prepared = new Prepared(r.Config, _checks);
