@@ -81,11 +81,17 @@ public sealed class AgentConnector : IDisposable
     }
 
     /// <summary>The agent's base address: https when its certificate is pinned (<paramref name="pin"/>), http when the agent has none (only when the verifier allows that).</summary>
-    private static Uri BaseUri(VerifierAgentConfig config, string? pin)
+    private static string BaseAddress(VerifierAgentConfig config, string? pin)
     {
         var host = IPAddress.TryParse(config.Ip, out var ip) && ip.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{ip}]" : config.Ip;
-        return new Uri($"{(pin is null ? "http" : "https")}://{host}:{config.Port}");
+        return new Uri($"{(pin is null ? "http" : "https")}://{host}:{config.Port}").GetLeftPart(UriPartial.Authority);
     }
+
+    /// <summary>Base addresses by agent config: a watch holds its agent's config, so the address is built once, not per request.</summary>
+    private readonly ConditionalWeakTable<VerifierAgentConfig, string> _bases = new();
+
+    private Uri RequestUri(VerifierAgentConfig config, string? pin, string pathAndQuery) =>
+        new(_bases.GetValue(config, c => BaseAddress(c, pin)) + pathAndQuery);
 
     /// <summary>Pins by certificate text: a watched agent's request is held by its watch, so its certificate is parsed once, not per request.</summary>
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<string, StrongBox<string?>> _pins = new();
@@ -125,7 +131,7 @@ public sealed class AgentConnector : IDisposable
     {
         var pin = Pin(config.MtlsCert);
         var http = ClientFor(pin);
-        using var req = new HttpRequestMessage(method, new Uri(BaseUri(config, pin), pathAndQuery));
+        using var req = new HttpRequestMessage(method, RequestUri(config, pin, pathAndQuery));
         if (json is not null) req.Content = new StringContent(json, Encoding.UTF8, new MediaTypeHeaderValue("application/json"));
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(_timeout);
