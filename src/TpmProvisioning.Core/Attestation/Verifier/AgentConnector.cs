@@ -42,6 +42,12 @@ public sealed class AgentConnector : IDisposable
         _timeout = timeout;
     }
 
+    /// <summary>
+    /// The largest answer read from an agent (64 MiB: room for a long IMA log and a UEFI event log); a larger one is not buffered
+    /// and counts as no answer, so a hostile agent cannot make the verifier hold gigabytes.
+    /// </summary>
+    public const int MaxAnswerBytes = 64 * 1024 * 1024;
+
     /// <summary>How long a connection to an agent is kept unused before it is closed.</summary>
     public static readonly TimeSpan IdleConnectionTimeout = TimeSpan.FromMinutes(5);
 
@@ -65,7 +71,7 @@ public sealed class AgentConnector : IDisposable
             },
         };
         if (_clientCertificate is { } cc) handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => cc;
-        return new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
+        return new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan, MaxResponseContentBufferSize = MaxAnswerBytes };
     });
 
     /// <summary>The SHA-256 thumbprint an agent's <c>mtls_cert</c> pins; null when it is absent or not a certificate.</summary>
@@ -139,12 +145,13 @@ public sealed class AgentConnector : IDisposable
         {
             using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseContentRead, cts.Token).ConfigureAwait(false);
             int code = (int)resp.StatusCode;
-            var bytes = await resp.Content.ReadAsByteArrayAsync(cts.Token).ConfigureAwait(false);
+            // The answer is already buffered (ResponseContentRead): parse it from that buffer instead of copying it out first.
+            using var body = await resp.Content.ReadAsStreamAsync(cts.Token).ConfigureAwait(false);
             JsonElement results = default;
             string message = resp.ReasonPhrase ?? "";
             try
             {
-                using var doc = JsonDocument.Parse(bytes);
+                using var doc = await JsonDocument.ParseAsync(body, default, cts.Token).ConfigureAwait(false);
                 if (doc.RootElement.ValueKind == JsonValueKind.Object)
                 {
                     if (doc.RootElement.TryGetProperty("status", out var st) && st.ValueKind == JsonValueKind.String) message = st.GetString() ?? message;
