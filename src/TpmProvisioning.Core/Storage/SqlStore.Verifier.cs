@@ -66,15 +66,31 @@ public abstract partial class SqlStore
             await using var cmd = conn.CreateCommand();
             cmd.Transaction = tx;
             cmd.CommandText = UpdateVerifierAgentSql;
+            // One command and one set of parameters for the whole group: only the values change from record to record.
+            AddVerifierParams(cmd, agents[0]);
             for (int i = 0; i < agents.Count; i++)
             {
-                cmd.Parameters.Clear();
-                AddVerifierParams(cmd, agents[i]);
+                if (i > 0) SetVerifierParams(cmd, agents[i]);
                 done[i] = await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) > 0;
             }
             await tx.CommitAsync(ct).ConfigureAwait(false);
             return done;
         });
+    }
+
+    /// <summary>The values of <see cref="AddVerifierParams"/>'s parameters for another record, in the same order.</summary>
+    private static void SetVerifierParams(DbCommand cmd, VerifierAgentRecord agent)
+    {
+        var p = cmd.Parameters;
+        p[0].Value = agent.AgentId;
+        p[1].Value = JsonSerializer.Serialize(agent.Progress, VerifierAgentRecord.Json);
+        p[2].Value = (int)agent.State;
+        p[3].Value = (object?)agent.SeverityLevel ?? DBNull.Value;
+        p[4].Value = (object?)agent.LastEventId ?? DBNull.Value;
+        p[5].Value = agent.AttestationCount;
+        p[6].Value = agent.LastReceivedQuote;
+        p[7].Value = agent.LastSuccessfulAttestation;
+        p[8].Value = agent.Updated.ToUnixTimeMilliseconds();
     }
 
     private static void AddVerifierParams(DbCommand cmd, VerifierAgentRecord agent)

@@ -50,7 +50,7 @@ public sealed class VerdictWriterTests : IAsyncLifetime
     public async Task BatchUpdateWritesEveryExistingAgentAndAnswersFalseForAMissingOne()
     {
         var agents = await InsertAsync(3);
-        var batch = new[] { Judged(agents[0], 5), Judged(Agent(99), 1), Judged(agents[2], 7) };
+        var batch = new[] { Judged(agents[0], 5), Judged(Agent(99), 1), Judged(agents[2], 7) with { SeverityLevel = 6, LastEventId = "pcr_validation.invalid_pcr_15", LastReceivedQuote = 1_700_000_123 } };
 
         var done = await _store.UpdateVerifierAgentsAsync(batch);
 
@@ -60,7 +60,15 @@ public sealed class VerdictWriterTests : IAsyncLifetime
         Assert.Equal(OperationalState.GetQuote, a0.State);
         Assert.Equal("nonce5", a0.Progress.LastNonce);
         Assert.Equal(0, (await _store.GetVerifierAgentAsync(agents[1].AgentId))!.AttestationCount); // not in the batch: unchanged
-        Assert.Equal(7, (await _store.GetVerifierAgentAsync(agents[2].AgentId))!.AttestationCount);
+        // Every field of a later record of the group is its own, not the first record's (the group shares one command).
+        var a2 = (await _store.GetVerifierAgentAsync(agents[2].AgentId))!;
+        Assert.Equal(7, a2.AttestationCount);
+        Assert.Equal(6, a2.SeverityLevel);
+        Assert.Equal("pcr_validation.invalid_pcr_15", a2.LastEventId);
+        Assert.Equal(1_700_000_123, a2.LastReceivedQuote);
+        Assert.Equal(1_700_000_007, a2.LastSuccessfulAttestation);
+        Assert.Equal("nonce7", a2.Progress.LastNonce);
+        Assert.Null(a0.LastEventId);
         Assert.Null(await _store.GetVerifierAgentAsync(Agent(99).AgentId)); // an update never inserts
         Assert.Empty(await _store.UpdateVerifierAgentsAsync([]));
     }
