@@ -167,6 +167,16 @@ Describe 'A data path follows its server onto PostgreSQL' -Skip:([bool]$script:P
         }
     }
 
+    It 'a PGPASSFILE that does not exist is StoreUnavailable naming the file' {
+        $missing = Join-Path $script:Work 'no-such-pgpass'
+        WithEnv @{ PGPASSFILE = $missing } {
+            $e = Failure { Get-ProvisioningApiKey -DataPath $script:Data }
+            $e.FullyQualifiedErrorId | Should -BeLike 'StoreUnavailable,*'
+            $e.CategoryInfo.Category | Should -Be 'ResourceUnavailable'
+            $e.Exception.Message | Should -Match ([regex]::Escape($missing))
+        }
+    }
+
     It 'Get-VerifierCluster -DataPath opens the same store with -StoreCredential' {
         { Get-VerifierCluster -DataPath $script:Data -StoreCredential $script:Cred -ErrorAction Stop } | Should -Not -Throw
         $bad = [pscredential]::new('fleetadmin', (ConvertTo-SecureString 'wrong-password-7' -AsPlainText -Force))
