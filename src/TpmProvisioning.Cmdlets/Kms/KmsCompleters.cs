@@ -17,12 +17,14 @@ public abstract class KmsStoreNameCompleter : IArgumentCompleter
         if (fakeBoundParameters.Contains("Server") || !DataPathStore.Exists(dir)) return [];
         try
         {
-            using var store = DataPathStore.OpenAsync(dir, mayCreate: false).GetAwaiter().GetResult();
+            // A completion must not hang on a database that does not answer.
+            using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            using var store = DataPathStore.OpenAsync(dir, mayCreate: false, ct: quick.Token).GetAwaiter().GetResult();
             var pattern = new WildcardPattern((wordToComplete.Trim('\'', '"')) + "*", WildcardOptions.IgnoreCase);
             return Names(store).Where(pattern.IsMatch).Order(StringComparer.OrdinalIgnoreCase)
                 .Select(n => new CompletionResult(n.Contains(' ') ? $"'{n}'" : n, n, CompletionResultType.ParameterValue, n)).ToList();
         }
-        catch (Exception ex) when (ex is StoreUnavailableException or DataPathStoreException or IOException or InvalidOperationException) { return []; }
+        catch (Exception ex) when (ex is StoreUnavailableException or DataPathStoreException or IOException or InvalidOperationException or OperationCanceledException) { return []; }
     }
 }
 
