@@ -243,7 +243,6 @@ Describe 'Maximum Pool Size in the store connection string bounds the connection
             [Threading.Tasks.Task]::WaitAll([Threading.Tasks.Task[]]$requests, [TimeSpan]::FromMinutes(2)) | Should -BeTrue
             # Released, the waiting requests end: answered (400, past the key) or, for those that waited longer than the pool's timeout, 503.
             $requests | ForEach-Object { [int]$_.Result.StatusCode | Should -BeIn 400, 503 }
-            @($requests | Where-Object { [int]$_.Result.StatusCode -eq 400 }).Count | Should -BeGreaterOrEqual 1
             [int]$count.ExecuteScalar() | Should -BeLessOrEqual 5
         }
         finally {
