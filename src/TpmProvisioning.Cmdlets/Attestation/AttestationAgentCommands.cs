@@ -266,11 +266,11 @@ public sealed class GetAttestationAgentCommand : RegistrarCmdletBase
     protected override void BeginProcessing()
     {
         if (DataPath is null) return;
-        var file = Defaults.StoreFile(GetUnresolvedProviderPathFromPSPath(DataPath));
-        if (!File.Exists(file)) { ThrowTerminatingError(Defaults.StoreNotFound(GetUnresolvedProviderPathFromPSPath(DataPath))); return; }
+        // The data path's store: the PostgreSQL store its server recorded there, else its SQLite file.
+        var dir = GetUnresolvedProviderPathFromPSPath(DataPath);
+        using var store = Defaults.OpenStore(this, dir, mayCreate: false);
         try
         {
-            using var store = SqliteStore.OpenAsync(file).GetAwaiter().GetResult();
             _devices = DeviceLookup.LoadAsync(store).GetAwaiter().GetResult();
         }
         catch (Exception ex) when (ex is not PipelineStoppedException)

@@ -38,30 +38,14 @@ internal static class Defaults
     public static bool IsPathFailure(Exception ex) => ex is IOException or UnauthorizedAccessException or System.Security.SecurityException or NotSupportedException or ArgumentException;
 
     /// <summary>
-    /// Opens the store of a data path for a cmdlet: StoreNotFound (terminating) when there is none and
-    /// <paramref name="mayCreate"/> is false; DataPathNotWritable when the folder cannot be made; StoreUnavailable when the
-    /// store does not open.
+    /// Opens the store of a data path for a cmdlet (<see cref="DataPathStore"/>: the PostgreSQL store its server recorded there,
+    /// else its SQLite file): StoreNotFound (terminating) when there is none and <paramref name="mayCreate"/> is false;
+    /// DataPathNotWritable when the folder cannot be made; StoreCredentialRequired/Refused when PostgreSQL wants another password;
+    /// StoreUnavailable when the store does not open.
     /// </summary>
-    public static TpmProvisioning.Storage.IStore OpenStore(System.Management.Automation.PSCmdlet cmdlet, string dataPath, bool mayCreate)
-    {
-        if (!mayCreate && !File.Exists(StoreFile(dataPath)))
-        {
-            cmdlet.ThrowTerminatingError(StoreNotFound(dataPath));
-            throw new InvalidOperationException("unreachable");
-        }
-        try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dataPath); }
-        catch (Exception ex) when (IsPathFailure(ex))
-        {
-            cmdlet.ThrowTerminatingError(DataPathNotWritable(dataPath, ex));
-            throw;
-        }
-        try { return TpmProvisioning.Storage.SqliteStore.OpenInDataPathAsync(dataPath).GetAwaiter().GetResult(); }
-        catch (Exception ex) when (ex is not System.Management.Automation.PipelineStoppedException)
-        {
-            cmdlet.ThrowTerminatingError(new System.Management.Automation.ErrorRecord(ex, "StoreUnavailable", System.Management.Automation.ErrorCategory.ResourceUnavailable, dataPath));
-            throw;
-        }
-    }
+    public static TpmProvisioning.Storage.IStore OpenStore(System.Management.Automation.PSCmdlet cmdlet, string dataPath, bool mayCreate,
+        System.Management.Automation.PSCredential? storeCredential = null) =>
+        DataPathStore.Open(cmdlet, dataPath, mayCreate, storeCredential);
 
     /// <summary>Whether a cmdlet makes things (New-, Set-, Add-, Import-): those may create a data path's store, the others only read one.</summary>
     public static bool Creates(System.Management.Automation.PSCmdlet cmdlet) =>

@@ -53,7 +53,7 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
         if (MasterKeyTpm is not null) settings.MasterKeyTpm = MasterKeyTpm;
         // Reading a data path that has no store is an error (StoreNotFound), not an empty KMS: the backend serves the whole
         // pipeline, so nothing after it could succeed either.
-        if (!mayCreate && !File.Exists(Defaults.StoreFile(dir))) ThrowTerminatingError(Defaults.StoreNotFound(dir));
+        if (!mayCreate && !DataPathStore.Exists(dir)) ThrowTerminatingError(Defaults.StoreNotFound(dir));
         if (present is null && !mayCreate) return null;
         if (settings.MasterKey == MasterKeyKind.Tpm && string.IsNullOrWhiteSpace(settings.MasterKeyTpm))
         {
@@ -66,19 +66,8 @@ public abstract class KmsLocalCmdletBase : PSCmdlet
                     "KmsMasterKeyTpmRequired", ErrorCategory.InvalidArgument, dir);
         }
 
-        try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir); }
-        catch (Exception ex) when (Defaults.IsPathFailure(ex))
-        {
-            ThrowTerminatingError(Defaults.DataPathNotWritable(dir, ex));
-            throw;
-        }
-        IStore store;
-        try { store = SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
-        catch (Exception ex) when (ex is not PipelineStoppedException)
-        {
-            Terminate(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, dir);
-            throw;
-        }
+        // The data path's store: the PostgreSQL store its server recorded there, else its SQLite file (DataPathStore).
+        IStore store = Defaults.OpenStore(this, dir, mayCreate: true);
         try
         {
             var (engine, wrapper) = KmsEngineFactory.OpenAsync(store, dir, settings).GetAwaiter().GetResult();

@@ -13,16 +13,18 @@ public abstract class KmsStoreNameCompleter : IArgumentCompleter
     public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
     {
         var dataPath = fakeBoundParameters["DataPath"] as string;
-        var db = Path.Combine(string.IsNullOrEmpty(dataPath) ? Defaults.DataPath : dataPath, "tpmprovisioning.db");
-        if (fakeBoundParameters.Contains("Server") || !File.Exists(db)) return [];
+        var dir = string.IsNullOrEmpty(dataPath) ? Defaults.DataPath : dataPath;
+        if (fakeBoundParameters.Contains("Server") || !DataPathStore.Exists(dir)) return [];
         try
         {
-            using var store = SqliteStore.OpenAsync(db).GetAwaiter().GetResult();
+            // A completion must not hang on a database that does not answer.
+            using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            using var store = DataPathStore.OpenAsync(dir, mayCreate: false, ct: quick.Token).GetAwaiter().GetResult();
             var pattern = new WildcardPattern((wordToComplete.Trim('\'', '"')) + "*", WildcardOptions.IgnoreCase);
             return Names(store).Where(pattern.IsMatch).Order(StringComparer.OrdinalIgnoreCase)
                 .Select(n => new CompletionResult(n.Contains(' ') ? $"'{n}'" : n, n, CompletionResultType.ParameterValue, n)).ToList();
         }
-        catch (Exception ex) when (ex is StoreUnavailableException or IOException or InvalidOperationException) { return []; }
+        catch (Exception ex) when (ex is StoreUnavailableException or DataPathStoreException or IOException or InvalidOperationException or OperationCanceledException) { return []; }
     }
 }
 

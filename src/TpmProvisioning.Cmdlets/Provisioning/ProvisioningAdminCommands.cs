@@ -37,31 +37,11 @@ public abstract class ProvisioningDataCmdletBase : PSCmdlet
     /// <summary>Who the audit log names for changes made from this session.</summary>
     protected static string Actor => $"local:{Environment.UserName}";
 
-    /// <summary>Opens (creating and migrating if needed) the data path's store.</summary>
-    protected IStore OpenStore()
-    {
-        var dir = ResolvedDataPath;
-        try { TpmProvisioning.Storage.PrivateFiles.CreateFolder(dir); }
-        catch (Exception ex) when (Defaults.IsPathFailure(ex))
-        {
-            ThrowTerminatingError(Defaults.DataPathNotWritable(dir, ex));
-            throw;
-        }
-        try { return SqliteStore.OpenAsync(Path.Combine(dir, "tpmprovisioning.db")).GetAwaiter().GetResult(); }
-        catch (Exception ex) when (ex is not PipelineStoppedException)
-        {
-            ThrowTerminatingError(new ErrorRecord(ex, "StoreUnavailable", ErrorCategory.ResourceUnavailable, dir));
-            throw;
-        }
-    }
+    /// <summary>Opens (creating and migrating if needed) the data path's store: the PostgreSQL store its server recorded, else its SQLite file.</summary>
+    protected IStore OpenStore() => Defaults.OpenStore(this, ResolvedDataPath, mayCreate: true);
 
     /// <summary>The data path's store if it exists; otherwise a StoreNotFound error and null (nothing is created by reading).</summary>
-    protected IStore? OpenExistingStore()
-    {
-        if (File.Exists(Defaults.StoreFile(ResolvedDataPath))) return OpenStore();
-        WriteError(Defaults.StoreNotFound(ResolvedDataPath));
-        return null;
-    }
+    protected IStore? OpenExistingStore() => DataPathStore.OpenExisting(this, ResolvedDataPath);
 
     internal static T Run<T>(Task<T> task) => task.GetAwaiter().GetResult();
 

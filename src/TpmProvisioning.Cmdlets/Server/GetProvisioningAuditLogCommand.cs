@@ -62,13 +62,9 @@ public sealed class GetProvisioningAuditLogCommand : PSCmdlet
         string path = ParameterSetName == "DataPath"
             ? GetUnresolvedProviderPathFromPSPath(DataPath!)
             : (InputObject?.DataPath ?? Defaults.DataPath);
-        var db = Defaults.StoreFile(path);
-        if (!File.Exists(db))
-        {
-            WriteError(Defaults.StoreNotFound(path));
-            return;
-        }
-        using var store = SqliteStore.OpenAsync(db).GetAwaiter().GetResult();
+        // The data path's store: the PostgreSQL store its server recorded there, else its SQLite file.
+        using var store = DataPathStore.OpenExisting(this, path);
+        if (store is null) return;
         var entries = store.QueryAuditAsync(new AuditQuery
         {
             Since = Since is { } s ? new DateTimeOffset(s) : null,

@@ -18,12 +18,16 @@ public sealed class GetVerifierClusterCommand : PSCmdlet
     [ValidateNotNullOrEmpty]
     public string? StoreConnectionString { get; set; }
 
-    /// <summary>The user name and password for -StoreConnectionString (kept out of the string).</summary>
+    /// <summary>
+    /// The user name and password for -StoreConnectionString (kept out of the string), or for the PostgreSQL store a -DataPath's
+    /// server uses (default there: TPMPROVISIONING_STORE for the same database, PGPASSWORD, or the password file ~/.pgpass).
+    /// </summary>
     [Parameter(ParameterSetName = "Store")]
+    [Parameter(ParameterSetName = "DataPath")]
     [Credential]
     public PSCredential? StoreCredential { get; set; }
 
-    /// <summary>A data path whose SQLite store to read (default the module's data path).</summary>
+    /// <summary>A server's data path whose store to read (default the module's data path): the PostgreSQL store its server recorded there, else its SQLite file.</summary>
     [Parameter(ParameterSetName = "DataPath")]
     [ValidateNotNullOrEmpty]
     public string? DataPath { get; set; }
@@ -48,8 +52,8 @@ public sealed class GetVerifierClusterCommand : PSCmdlet
             else
             {
                 var path = GetUnresolvedProviderPathFromPSPath(DataPath ?? Defaults.DataPath);
-                if (!File.Exists(Defaults.StoreFile(path))) { WriteError(Defaults.StoreNotFound(path)); return; }
-                store = SqliteStore.OpenInDataPathAsync(path).GetAwaiter().GetResult();
+                if (DataPathStore.OpenExisting(this, path, StoreCredential) is not { } opened) return;
+                store = opened;
             }
         }
         catch (ArgumentException ex)

@@ -63,7 +63,8 @@ public abstract class StationImageCmdletBase : StationCmdletBase
             }
             if (ex is OperationCanceledException && Stopping.IsCancellationRequested) throw new PipelineStoppedException();
             ErrorRecord record;
-            if (Remote)
+            if (ex is DataPathStoreException storeFailure) record = storeFailure.Record;
+            else if (Remote)
             {
                 var to = new TransportTarget(Server!, CertificateInput.Load(this, CaCertificate, nameof(CaCertificate)), false, ClientCertificate);
                 record = TransportErrors.Classify(ex, to, Server)
@@ -92,7 +93,8 @@ public abstract class StationImageCmdletBase : StationCmdletBase
     /// <summary>Opens the data path's store and station engine for the duration of <paramref name="local"/>.</summary>
     protected async Task<T> WithLocalAsync<T>(string dataPath, Func<IStore, StationService, Task<T>> local)
     {
-        using var store = await SqliteStore.OpenInDataPathAsync(dataPath).ConfigureAwait(false);
+        // The data path's store (DataPathStore: its server's PostgreSQL store, else its SQLite file); TryPump checked it opens.
+        using var store = await DataPathStore.OpenAsync(dataPath, mayCreate: true).ConfigureAwait(false);
         return await local(store, new StationService(store, new StationSettings(), dataPath)).ConfigureAwait(false);
     }
 }

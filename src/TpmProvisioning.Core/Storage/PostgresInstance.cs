@@ -175,6 +175,46 @@ public sealed class PostgresInstance : IAsyncDisposable
         return ConnectionString(name);
     }
 
+    /// <summary>
+    /// Creates a login role <paramref name="user"/> that must give <paramref name="password"/> (SCRAM over loopback, unlike the
+    /// instance's own trusted user) and a fresh database it owns; returns that database's connection string for the role, without
+    /// the password. For tests of what happens with and without a password.
+    /// </summary>
+    public async Task<string> CreatePasswordDatabaseAsync(string user, string password, string? prefix = null, CancellationToken ct = default)
+    {
+        if (string.IsNullOrEmpty(user) || !user.All(c => char.IsAsciiLetterOrDigit(c) || c == '_')) throw new ArgumentException("Use a plain role name (letters, digits, _).", nameof(user));
+        string hba = Path.Combine(_dir, "data", "pg_hba.conf");
+        string line = $"host all {user} 127.0.0.1/32 scram-sha-256";
+        var existing = await File.ReadAllTextAsync(hba, ct).ConfigureAwait(false);
+        // The first matching line wins: the role's password line goes before the instance's trust lines (rewritten in place, so the
+        // file keeps its owner).
+        if (!existing.Contains(line, StringComparison.Ordinal)) await File.WriteAllTextAsync(hba, line + "\n" + existing, ct).ConfigureAwait(false);
+        string database = await CreateDatabaseAsync(prefix, ct).ConfigureAwait(false);
+        string name = new NpgsqlConnectionStringBuilder(database).Database!;
+        await using (var conn = new NpgsqlConnection(AdminConnectionString + ";Pooling=false"))
+        {
+            await conn.OpenAsync(ct).ConfigureAwait(false);
+            await using var cmd = conn.CreateCommand();
+            cmd.CommandText = $"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') THEN CREATE ROLE \"{user}\" LOGIN; END IF; END$$; " +
+                $"ALTER ROLE \"{user}\" PASSWORD '{password.Replace("'", "''", StringComparison.Ordinal)}'; ALTER DATABASE \"{name}\" OWNER TO \"{user}\"; SELECT pg_reload_conf()";
+            await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        string forUser = new NpgsqlConnectionStringBuilder(database) { Username = user }.ConnectionString;
+        // The postmaster reloads pg_hba.conf after the signal: wait until the role is really asked for its password.
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            try
+            {
+                await using var probe = new NpgsqlConnection(forUser + ";Pooling=false");
+                await probe.OpenAsync(ct).ConfigureAwait(false);
+            }
+            catch (NpgsqlException) { return forUser; }
+            if (DateTime.UtcNow > deadline) throw new InvalidOperationException("pg_hba.conf was not reloaded within 60 s.");
+            await Task.Delay(100, ct).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>Stops the server (fast shutdown: sessions end, committed work is on disk); the port is kept for <see cref="StartAgainAsync"/>.</summary>
     public async Task StopAsync()
     {

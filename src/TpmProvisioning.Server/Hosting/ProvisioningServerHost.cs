@@ -183,6 +183,9 @@ public sealed class ProvisioningServerHost : IServerHost
             info.State = ServerState.Running;
             context.MarkStarted(true);
             app.Logger.LogInformation("Server {Name} started on {Urls} with roles {Roles}", info.Name, string.Join(", ", info.Urls), info.Roles);
+            // The data path says where its store is (PostgreSQL, without password), so admin cmdlets on it follow the server.
+            try { StoreSettingsFile.Record(dataPath, string.IsNullOrWhiteSpace(storeConnection) ? null : storeConnection); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { app.Logger.LogWarning("Cannot record the store in {File}: {Why}", StoreSettingsFile.PathOf(dataPath), ex.Message); }
             await store.AppendAuditAsync(new AuditEntry { Actor = Environment.UserName, Action = "server.start", Target = info.Name, Outcome = AuditOutcome.Success, Detail = $"{string.Join(" ", info.Urls)} roles={info.Roles}" }, ct).ConfigureAwait(false);
             return host;
         }
