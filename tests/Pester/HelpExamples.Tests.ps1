@@ -56,9 +56,11 @@ BeforeDiscovery {
             if ($line -match '^\s*([^#\s][^#]*#\d+)\s+(.*)$') { $pending[$Matches[1].Trim()] = $Matches[2].Trim() }
         }
     }
-    # TPMPROV_EXAMPLES_PAGES (a wildcard, such as 'New-Kms*') runs only those pages' examples, while working on them.
-    $only = if ($env:TPMPROV_EXAMPLES_PAGES) { $env:TPMPROV_EXAMPLES_PAGES } else { '*' }
-    $script:Examples = foreach ($page in Get-ChildItem (Join-Path $root 'docs/cmdlets') -Filter '*.md' | Where-Object BaseName -Like $only | Sort-Object Name) {
+    # TPMPROV_EXAMPLES_PAGES (wildcards, comma-separated, such as 'New-Kms*,Get-KmsKey') runs only those pages' examples,
+    # while working on them.
+    $only = if ($env:TPMPROV_EXAMPLES_PAGES) { $env:TPMPROV_EXAMPLES_PAGES -split ',' | ForEach-Object Trim } else { '*' }
+    $pages = Get-ChildItem (Join-Path $root 'docs/cmdlets') -Filter '*.md' | Where-Object { $n = $_.BaseName; @($only | Where-Object { $n -like $_ }).Count }
+    $script:Examples = foreach ($page in $pages | Sort-Object Name) {
         $lines = Get-Content $page.FullName
         $inExamples = $false; $inCode = $false; $n = 0; $code = $null; $mark = $null; $prev = ''
         foreach ($line in $lines) {
@@ -91,7 +93,7 @@ BeforeAll {
     $env:PSModulePath = (Split-Path (Split-Path (Split-Path $ModulePath))) + [IO.Path]::PathSeparator + $env:PSModulePath
     # The default TPM: a simulator with an attestation key at 0x81000010, the handle the examples' prose uses.
     function script:Start-LabSimulator {
-        $script:Sim = Start-TpmSimulator -Name 'help-examples' -Fast
+        $script:Sim = Start-TpmSimulator -Name 'lab' -Fast
         $env:TPM2TOOLS_TCTI = $script:Sim.ConnectionString
         New-TpmAttestationKey -AkHandle 0x81000010 -Tpm $script:Sim.ConnectionString | Out-Null
     }
@@ -175,6 +177,80 @@ BeforeAll {
     'Example-Passw0rd-1' | Set-Content (Join-Path $etc 'monitor.pass')
     Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $etc 'verifier-ca.pem')
 
+    # Station images: a small disk image with an MBR partition table (sfdisk), artefact archives of a root file system (tar);
+    # in the station's images folder of the data path and, to upload, in the page's folder (./factory-os.img, ./release/*.img).
+    $img = New-Item -ItemType Directory -Path (Join-Path $script:Work 'lab/img') -Force
+    $rootfs = Join-Path $img 'rootfs'
+    New-Item -ItemType Directory -Path (Join-Path $rootfs 'usr/bin'), (Join-Path $rootfs 'etc'), (Join-Path $rootfs 'var/log') -Force | Out-Null
+    Set-Content -Path (Join-Path $rootfs 'usr/bin/gateway-agent') -Value 'gateway agent 2.4.0'
+    Set-Content -Path (Join-Path $rootfs 'etc/hostname') -Value 'gateway'
+    Set-Content -Path (Join-Path $rootfs 'var/log/boot.log') -Value 'boot'
+    $disk = Join-Path $img 'factory-os.img'
+    truncate -s 3M $disk
+    "label: dos`nstart=2048, size=2048, type=c`nstart=4096, type=83" | sfdisk -q $disk
+    if ($LASTEXITCODE) { throw 'sfdisk could not make the lab disk image' }
+    tar -C $rootfs -cf (Join-Path $img 'rootfs-artefacts.tar') .
+    if ($LASTEXITCODE) { throw 'tar could not make the lab artefact archive' }
+    $images = New-Item -ItemType Directory -Path (Join-Path $script:Template 'station/images') -Force
+    foreach ($n in 'factory-os.img', 'old-os.img', 'test-build.img') { Copy-Item $disk (Join-Path $images $n) }
+    foreach ($n in 'rootfs-artefacts.tar', 'gateway-rootfs.tar') { Copy-Item (Join-Path $img 'rootfs-artefacts.tar') (Join-Path $images $n) }
+    Copy-Item $disk (Join-Path $script:Files 'factory-os.img')
+    New-Item -ItemType Directory -Path (Join-Path $script:Files 'release') -Force | Out-Null
+    Copy-Item $disk (Join-Path $script:Files 'release/factory-os-2.4.img')
+    New-Item -ItemType Directory -Path (Join-Path $script:Files 'ca') -Force | Out-Null
+    Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $script:Files 'ca/cacert.pem')
+    # A mounted software image (New-AttestationPolicy -Path /mnt/gw-2.4-usr; /mnt is mapped into the page's folder).
+    New-Item -ItemType Directory -Path (Join-Path $script:Files 'mnt') -Force | Out-Null
+    Copy-Item -Recurse (Join-Path $rootfs 'usr') (Join-Path $script:Files 'mnt/gw-2.4-usr')
+    New-Item -ItemType Directory -Path (Join-Path $script:Files 'mnt/gw-2.4-usr/share/doc') -Force | Out-Null
+    Set-Content -Path (Join-Path $script:Files 'mnt/gw-2.4-usr/share/doc/README') -Value 'docs'
+    # A reference gateway's IMA list (real kernel lines) and UEFI event log (Keylime's sample) copied to ./ref.
+    New-Item -ItemType Directory -Path (Join-Path $script:Files 'ref') -Force | Out-Null
+    @('10 3c93cea361cd6892bc8b9e3458e22ce60ef2e632 ima-ng sha1:ac7dd11bf0e3bec9a7eb2c01e495072962fb9dfa boot_aggregate',
+        '10 3d1452eb1fcbe51ad137f3fc21d3cf4a7c2e625b ima-ng sha1:a212d835ca43d7deedd4ee806898e77eab53dafa /usr/lib/systemd/systemd',
+        '10 d7026dc672344d3ee372217bdbc7395947788671 ima 6f66d1d8e2fffcc12dfcb78c04b81fe5b8bbae4e /usr/bin/kmod') |
+        Set-Content (Join-Path $script:Files 'ref/ima.txt')
+    Copy-Item (Join-Path (Split-Path $PSScriptRoot) 'TpmProvisioning.Core.Tests/Measurements/TestData/keylime-binary_bios_measurements') (Join-Path $script:Files 'ref/eventlog.bin')
+    # The station's firmware catalogue: releases of family cm4, one with notes.
+    $fw = New-Item -ItemType Directory -Path (Join-Path $script:Template 'station/firmware/cm4') -Force
+    Set-Content -Path (Join-Path $fw 'pieeprom-2025-02-11.bin') -Value 'cm4 eeprom 2025-02-11'
+    Set-Content -Path (Join-Path $fw 'pieeprom-2025-05-08.bin') -Value 'cm4 eeprom 2025-05-08'
+    Set-Content -Path (Join-Path $fw 'pieeprom-2025-05-08.md') -Value '# 2025-05-08', '', '- Fixes USB boot on some NVMe bridges.'
+    # Signing keys: the TPM CA's own key beside its certificate (./tpm-ca.key.pem), an older plant CA key 'plant-2025' (PEM),
+    # and a SoftHSM2 token 'station-ca' (PIN as Read-Host answers) holding key 'tpm-ca', registered as 'hsm-ca' with ./hsm-ca.pem.
+    Copy-Item (Join-Path $script:Template 'provisioning/tpm-ca/cakey.pem') (Join-Path $script:Files 'tpm-ca.key.pem')
+    $keys = New-Item -ItemType Directory -Path (Join-Path $script:Work 'lab/keys') -Force
+    Push-Location $keys
+    try {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout plant-2025.key.pem -out plant-2025.pem -days 3650 `
+            -subj '/CN=Contoso Plant CA 2025/O=Contoso Ltd' -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' 2>$null
+        if ($LASTEXITCODE) { throw 'openssl could not make the lab plant CA' }
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out hsm-ca.key.pem 2>$null
+        openssl req -x509 -key hsm-ca.key.pem -out hsm-ca.pem -days 3650 -subj '/CN=Contoso HSM TPM CA/O=Contoso Ltd' `
+            -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' 2>$null
+        if ($LASTEXITCODE) { throw 'openssl could not make the lab HSM CA' }
+    }
+    finally { Pop-Location }
+    Add-ProvisioningSigningKey -DataPath $script:Template -Label plant-2025 -Path (Join-Path $keys 'plant-2025.pem') -KeyPath (Join-Path $keys 'plant-2025.key.pem') -Confirm:$false | Out-Null
+    # SoftHSM2 reads SOFTHSM2_CONF once per process, when the module is first loaded: the native environment is set first.
+    $hsm = New-Item -ItemType Directory -Path (Join-Path $script:Work 'lab/softhsm/tokens') -Force
+    $script:SoftHsmConf = Join-Path (Split-Path $hsm) 'softhsm2.conf'
+    "directories.tokendir = $hsm`nobjectstore.backend = file`nlog.level = ERROR" | Set-Content $script:SoftHsmConf
+    $script:Saved.SOFTHSM2_CONF = $env:SOFTHSM2_CONF
+    $env:SOFTHSM2_CONF = $script:SoftHsmConf
+    if (-not ('HelpExamples.NativeEnv' -as [type])) {
+        Add-Type -Namespace HelpExamples -Name NativeEnv -MemberDefinition '[DllImport("libc")] public static extern int setenv(string name, string value, int overwrite);'
+    }
+    [void][HelpExamples.NativeEnv]::setenv('SOFTHSM2_CONF', $script:SoftHsmConf, 1)
+    softhsm2-util --init-token --free --label station-ca --pin 'Example-Passw0rd-1' --so-pin 'Example-SO-Passw0rd-1' | Out-Null
+    if ($LASTEXITCODE) { throw 'softhsm2-util could not make the lab token' }
+    openssl pkcs8 -topk8 -nocrypt -in (Join-Path $keys 'hsm-ca.key.pem') -out (Join-Path $keys 'hsm-ca.p8.pem') 2>$null
+    softhsm2-util --import (Join-Path $keys 'hsm-ca.p8.pem') --token station-ca --label tpm-ca --id ca01 --pin 'Example-Passw0rd-1' | Out-Null
+    if ($LASTEXITCODE) { throw 'softhsm2-util could not import the lab HSM key' }
+    Copy-Item (Join-Path $keys 'hsm-ca.pem') (Join-Path $script:Files 'hsm-ca.pem')
+    Register-Pkcs11SigningKey -DataPath $script:Template -Label hsm-ca -Module /usr/lib/softhsm/libsofthsm2.so -TokenLabel station-ca -KeyLabel tpm-ca `
+        -Path (Join-Path $keys 'hsm-ca.pem') -Pin $script:Password -Confirm:$false | Out-Null
+
     # The lab's servers, by the names the examples use; (re)started by Start-LabServer.
     $script:LabSpec = [ordered]@{
         factory   = @{ Role = 'Provisioning', 'Station', 'Kms' }
@@ -205,8 +281,8 @@ BeforeAll {
 function Get-Credential { param([Parameter(Position = 0)][string] $UserName = 'admin', [string] $Message, [string] $Title)
     [pscredential]::new($UserName, (ConvertTo-SecureString 'Example-Passw0rd-1' -AsPlainText -Force)) }
 function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecureString, [switch] $MaskInput)
-    $answer = if ($Prompt -match 'base64') { 'q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=' } elseif ($Prompt -match 'API key') { $env:TPMPROV_API_KEY } else { 'Example-Passw0rd-1' }
-    if ($AsSecureString) { ConvertTo-SecureString $answer -AsPlainText -Force } else { 'example' } }
+    $answer = if ($Prompt -match 'base64') { 'q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=' } elseif ($Prompt -match 'API key') { $env:TPMPROV_API_KEY } elseif ($Prompt -match 'token') { $LabToken } else { 'Example-Passw0rd-1' }
+    if ($answer -is [securestring]) { $answer } elseif ($AsSecureString) { ConvertTo-SecureString $answer -AsPlainText -Force } else { 'example' } }
 '@
     $script:Runspaces = @{}
     function script:Get-PageRunspace([string] $page) {
@@ -221,6 +297,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         if ($page -eq 'New-KmsUser') { 'kms-admin', 'vcenter-reader' | ForEach-Object { Remove-KmsUser -DataPath $data -Name $_ -Confirm:$false } }
         if ($page -in 'Import-TpmCa', 'New-TpmCa') { Remove-Item -Recurse -Force (Join-Path $data 'provisioning/tpm-ca') }
         if ($page -eq 'New-KmsProvider') { Remove-KmsProvider -DataPath $data -Name 'vsphere-prod' -Confirm:$false }
+        if ($page -eq 'Register-Pkcs11SigningKey') { Remove-ProvisioningSigningKey -DataPath $data -Label 'hsm-ca' -Confirm:$false }
         Remove-Item (Join-Path $data 'server.lock') -ErrorAction Ignore
         $text = Get-Content -Raw (Join-Path $script:Docs "$page.md") -ErrorAction Ignore
         foreach ($f in Get-ChildItem $script:Files) {
@@ -237,7 +314,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         $rs.SessionStateProxy.SetVariable('LabTcti', $script:Sim.ConnectionString)
         $ps = [powershell]::Create(); $ps.Runspace = $rs
         [void]$ps.AddScript("$script:Scaffold`nSet-Location -LiteralPath '$dir'; `$ConfirmPreference = 'None'; `$ProgressPreference = 'SilentlyContinue'
-`$cred = Get-Credential kms-admin; `$token = `$LabToken; `$sim = Get-TpmSimulator -Name help-examples")
+`$cred = Get-Credential kms-admin; `$token = `$LabToken; `$sim = Get-TpmSimulator -Name lab")
         $ps.Invoke(); $ps.Dispose()
         $script:Runspaces[$page] = @{ Runspace = $rs; Dir = $dir }
         return $script:Runspaces[$page]
@@ -245,7 +322,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
     function script:Convert-ExampleCode([string] $code, [string] $dir) {
         # A host name is rewritten only while its lab server runs (an example may stand in for it).
         function LabUrl([string] $name) { $s = Get-LabServer $name; if ($s) { $s.Urls[0].ToString().TrimEnd('/') } else { '$0' } }
-        $code = $code -replace '(?<![\w.])/(var/lib/tpmprov|etc/tpmprov|opt/tpmprov)', ($dir.TrimEnd('/') + '/$1')
+        $code = $code -replace '(?<![\w.])/(var/lib/tpmprov|etc/tpmprov|opt/tpmprov|mnt/)', ($dir.TrimEnd('/') + '/$1')
         $code = $code -replace 'https://(factory-ca\.contoso\.com|station):8443', (LabUrl factory)
         $code = $code -replace 'https://kms:8443', (LabUrl factory)
         $code = $code -replace 'https://registrar(\.contoso\.com)?:8891', (LabUrl registrar)
@@ -310,7 +387,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         }
         finally {
             $ps.Dispose()
-            if (-not (Get-TpmSimulator -Name 'help-examples' -ErrorAction Ignore)) {
+            if (-not (Get-TpmSimulator -Name 'lab' -ErrorAction Ignore)) {
                 # The example stopped every simulator (Stop-TpmSimulator's own examples do): the lab gets a new one.
                 Start-LabSimulator
                 # The agent comes back on the new TPM, at a registrar that has not seen the old one.
@@ -330,7 +407,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
 AfterAll {
     foreach ($r in $script:Runspaces.Values) { $r.Runspace.Dispose() }
     Get-ProvisioningServer | Stop-ProvisioningServer -Confirm:$false
-    Get-TpmSimulator | Where-Object Name -NE 'help-examples' | Stop-TpmSimulator -Confirm:$false
+    Get-TpmSimulator | Where-Object Name -NE 'lab' | Stop-TpmSimulator -Confirm:$false
     $script:Sim | Stop-TpmSimulator -Confirm:$false
     foreach ($k in $script:Saved.Keys) { Set-Item "env:$k" $script:Saved[$k] }
     Remove-Item $script:Work -Recurse -Force -ErrorAction Ignore
