@@ -176,6 +176,9 @@ BeforeAll {
     [IO.File]::WriteAllBytes((Join-Path $etc 'monitor.pfx'), $monitor.Export('Pfx', 'Example-Passw0rd-1'))
     'Example-Passw0rd-1' | Set-Content (Join-Path $etc 'monitor.pass')
     Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $etc 'verifier-ca.pem')
+    # The tenant's revocation key (Start-AgentAttestation -RevocationKey): an RSA key in PEM.
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out (Join-Path $etc 'revocation-key.pem') 2>$null
+    if ($LASTEXITCODE) { throw 'openssl could not make the lab revocation key' }
 
     # Station images: a small disk image with an MBR partition table (sfdisk), artefact archives of a root file system (tar);
     # in the station's images folder of the data path and, to upload, in the page's folder (./factory-os.img, ./release/*.img).
