@@ -279,6 +279,41 @@ BeforeAll {
     $script:LabPaths = @{}
     Start-LabServer
 
+    # The fleet's PostgreSQL server (db1 in the examples), started the first time an example names it: a real PostgreSQL on a
+    # free loopback port (PostgresInstance: initdb and postgres as nobody), with TLS from a lab CA that PGSSLROOTCERT trusts
+    # (the examples verify the server: SSL Mode=VerifyFull), a role tpmprov and an empty database fleet.
+    $script:Postgres = $null
+    function script:Start-LabPostgres {
+        if ($script:Postgres) { return }
+        $why = [TpmProvisioning.Storage.PostgresInstance]::Unavailable()
+        if ($why) { throw "The examples' PostgreSQL cannot start here: $why" }
+        $script:Postgres = [TpmProvisioning.Storage.PostgresInstance]::StartAsync([Threading.CancellationToken]::None).GetAwaiter().GetResult()
+        $tls = New-Item -ItemType Directory -Path (Join-Path $script:Work 'lab/pg-tls') -Force
+        Push-Location $tls
+        try {
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout db-ca.key -out db-ca.pem -days 30 `
+                -subj '/CN=Lab Database CA' -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' 2>$null
+            openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr -subj '/CN=db1.example.net' 2>$null
+            'subjectAltName=DNS:db1.example.net,IP:127.0.0.1' | Set-Content san.ext
+            openssl x509 -req -in server.csr -CA db-ca.pem -CAkey db-ca.key -CAcreateserial -out server.crt -days 30 -extfile san.ext 2>$null
+            if ($LASTEXITCODE) { throw 'openssl could not make the lab database certificate' }
+            chown nobody server.key server.crt; chmod 600 server.key
+        }
+        finally { Pop-Location }
+        $conn = [Npgsql.NpgsqlConnection]::new($script:Postgres.AdminConnectionString + ';Pooling=false')
+        $conn.Open()
+        try {
+            foreach ($sql in "CREATE ROLE tpmprov LOGIN PASSWORD 'Example-Passw0rd-1'", 'CREATE DATABASE fleet OWNER tpmprov',
+                "ALTER SYSTEM SET ssl_cert_file = '$(Join-Path $tls 'server.crt')'", "ALTER SYSTEM SET ssl_key_file = '$(Join-Path $tls 'server.key')'",
+                'ALTER SYSTEM SET ssl = on', 'SELECT pg_reload_conf()') {
+                $cmd = $conn.CreateCommand(); $cmd.CommandText = $sql; [void]$cmd.ExecuteNonQuery(); $cmd.Dispose()
+            }
+        }
+        finally { $conn.Dispose() }
+        $script:Saved.PGSSLROOTCERT = $env:PGSSLROOTCERT
+        $env:PGSSLROOTCERT = Join-Path $tls 'db-ca.pem'
+    }
+
     # The unattended user: what Get-Credential and Read-Host would have been answered with.
     $script:Scaffold = @'
 function Get-Credential { param([Parameter(Position = 0)][string] $UserName = 'admin', [string] $Message, [string] $Title)
@@ -326,6 +361,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         # A host name is rewritten only while its lab server runs (an example may stand in for it).
         function LabUrl([string] $name) { $s = Get-LabServer $name; if ($s) { $s.Urls[0].ToString().TrimEnd('/') } else { '$0' } }
         $code = $code -replace '(?<![\w.])/(var/lib/tpmprov|etc/tpmprov|opt/tpmprov|mnt/)', ($dir.TrimEnd('/') + '/$1')
+        if ($script:Postgres) { $code = $code -replace 'Host=db1(\.example\.net)?(?=;)', "Host=127.0.0.1;Port=$($script:Postgres.Port)" }
         $code = $code -replace 'https://(factory-ca\.contoso\.com|station):8443', (LabUrl factory)
         $code = $code -replace 'https://kms:8443', (LabUrl factory)
         $code = $code -replace 'https://registrar(\.contoso\.com)?:8891', (LabUrl registrar)
@@ -355,6 +391,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             Start-LabServer
         }
         $script:Page = $page
+        if ($code -match 'Host=db1\b') { Start-LabPostgres }
         $lab = Get-PageRunspace $page
         $dir = $lab.Dir
         $env:TPMPROV_DATA = Join-Path $dir 'data'
@@ -412,6 +449,7 @@ AfterAll {
     Get-ProvisioningServer | Stop-ProvisioningServer -Confirm:$false
     Get-TpmSimulator | Where-Object Name -NE 'lab' | Stop-TpmSimulator -Confirm:$false
     $script:Sim | Stop-TpmSimulator -Confirm:$false
+    if ($script:Postgres) { $script:Postgres.DisposeAsync().AsTask().GetAwaiter().GetResult() }
     foreach ($k in $script:Saved.Keys) { Set-Item "env:$k" $script:Saved[$k] }
     Remove-Item $script:Work -Recurse -Force -ErrorAction Ignore
 }
