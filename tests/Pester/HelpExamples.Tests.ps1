@@ -176,6 +176,9 @@ BeforeAll {
     [IO.File]::WriteAllBytes((Join-Path $etc 'monitor.pfx'), $monitor.Export('Pfx', 'Example-Passw0rd-1'))
     'Example-Passw0rd-1' | Set-Content (Join-Path $etc 'monitor.pass')
     Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $etc 'verifier-ca.pem')
+    # Keylime's own CA, whose tenant and verifier certificates an agent may trust (/var/lib/keylime, mapped like /var/lib/tpmprov).
+    New-Item -ItemType Directory -Path (Join-Path $script:Files 'var/lib/keylime/cv_ca') -Force | Out-Null
+    Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $script:Files 'var/lib/keylime/cv_ca/cacert.crt')
     # The tenant's revocation key (Start-AgentAttestation -RevocationKey): an RSA key in PEM.
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out (Join-Path $etc 'revocation-key.pem') 2>$null
     if ($LASTEXITCODE) { throw 'openssl could not make the lab revocation key' }
@@ -257,7 +260,7 @@ BeforeAll {
     # The lab's servers, by the names the examples use; (re)started by Start-LabServer.
     $script:LabSpec = [ordered]@{
         factory   = @{ Role = 'Provisioning', 'Station', 'Kms' }
-        registrar = @{ Role = 'Registrar' }
+        registrar = @{ Role = 'Registrar'; Extra = { @{ RegistrarPlainPort = 0 } } }
         verifier  = @{ Role = 'Verifier'; Extra = { @{ VerifierClientCertificate = Get-PfxCertificate -FilePath (Join-Path $script:Files 'verifier-1.pfx') } } }
         agent     = @{ Role = 'Agent'; Extra = { @{ Tpm = $script:Sim.ConnectionString; Registrar = (LabUrl registrar)
                 RegistrarCaCertificate = (Join-Path $script:Files 'registrar-ca.pem'); AgentId = 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' } } }
@@ -342,7 +345,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             # A lab file is left out of a page whose examples make it (so they make it as written).
             $first = ($text -split "`n" | Where-Object { $_ -match "\./$([regex]::Escape($f.Name))\b" } | Select-Object -First 1)
             if ($first -match "(Export|New)-\w+[^\n]*-Path\s+\./$([regex]::Escape($f.Name))") { continue }
-            Copy-Item -Recurse -Path $f.FullName -Destination $dir
+            Copy-Item -Recurse -Force -Path $f.FullName -Destination $dir
         }
         $iss = [Management.Automation.Runspaces.InitialSessionState]::CreateDefault2()
         $iss.ImportPSModule($ModulePath)
@@ -360,11 +363,12 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
     function script:Convert-ExampleCode([string] $code, [string] $dir) {
         # A host name is rewritten only while its lab server runs (an example may stand in for it).
         function LabUrl([string] $name) { $s = Get-LabServer $name; if ($s) { $s.Urls[0].ToString().TrimEnd('/') } else { '$0' } }
-        $code = $code -replace '(?<![\w.])/(var/lib/tpmprov|etc/tpmprov|opt/tpmprov|mnt/)', ($dir.TrimEnd('/') + '/$1')
+        $code = $code -replace '(?<![\w.])/(var/lib/tpmprov|var/lib/keylime|etc/tpmprov|opt/tpmprov|mnt/)', ($dir.TrimEnd('/') + '/$1')
         if ($script:Postgres) { $code = $code -replace 'Host=db1(\.example\.net)?(?=;)', "Host=127.0.0.1;Port=$($script:Postgres.Port)" }
         $code = $code -replace 'https://(factory-ca\.contoso\.com|station):8443', (LabUrl factory)
         $code = $code -replace 'https://kms:8443', (LabUrl factory)
         $code = $code -replace 'https://registrar(\.contoso\.com)?:8891', (LabUrl registrar)
+        $code = $code -replace 'http://registrar(\.example\.net|\.contoso\.com)?:8890', ((Get-LabServer registrar).RegistrarPlainUrl ?? '$0').TrimEnd('/')
         $code = $code -replace 'https://verifier(\.contoso\.com)?:8881', (LabUrl verifier)
         $code = $code -replace '(-Port\s+)\d+', '${1}0'
         $code = $code -replace 'device:/dev/tpmrm0', "'$($script:Sim.ConnectionString)'"
@@ -380,6 +384,12 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             $script:Runspaces[$script:Page].Runspace.Dispose(); $script:Runspaces.Remove($script:Page)
             # A page that removed the lab agent's registration (Remove-AttestationAgent, Stop-AgentAttestation -Remove) gets it back.
             $tenant = Get-PfxCertificate -FilePath (Join-Path $script:Files 'tenant-alice.pfx')
+            # The agents a page registered at the lab registrar go with it (a TPM registers under one AK at a time).
+            if (Get-LabServer registrar) {
+                Get-AttestationAgent -Registrar (LabUrl registrar) -CaCertificate (Join-Path $script:Files 'ca.pem') -ClientCertificate $tenant -ErrorAction Ignore |
+                    Where-Object AgentId -NE 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' |
+                    Remove-AttestationAgent -Registrar (LabUrl registrar) -CaCertificate (Join-Path $script:Files 'ca.pem') -ClientCertificate $tenant -Confirm:$false -ErrorAction Ignore
+            }
             if ((Get-LabServer registrar) -and -not (Get-AttestationAgent -Registrar (LabUrl registrar) `
                     -CaCertificate (Join-Path $script:Files 'ca.pem') -ClientCertificate $tenant -AgentId 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' -ErrorAction Ignore)) {
                 Get-ProvisioningServer -Name agent -ErrorAction Ignore | Where-Object Id -In $script:LabIds | Stop-ProvisioningServer -Confirm:$false
