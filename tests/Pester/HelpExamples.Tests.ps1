@@ -93,7 +93,7 @@ BeforeAll {
     $env:PSModulePath = (Split-Path (Split-Path (Split-Path $ModulePath))) + [IO.Path]::PathSeparator + $env:PSModulePath
     # The default TPM: a simulator with an attestation key at 0x81000010, the handle the examples' prose uses.
     function script:Start-LabSimulator {
-        $script:Sim = Start-TpmSimulator -Name 'lab' -Fast
+        $script:Sim = Start-TpmSimulator -Name 'help-examples' -Fast
         $env:TPM2TOOLS_TCTI = $script:Sim.ConnectionString
         New-TpmAttestationKey -AkHandle 0x81000010 -Tpm $script:Sim.ConnectionString | Out-Null
     }
@@ -144,11 +144,26 @@ BeforeAll {
     foreach ($f in 'ca.pem', 'cacert.pem', 'factory-ca.pem', 'registrar-ca.pem', 'verifier-ca.pem') { Copy-Item (Join-Path $script:Work 'lab/ca.pem') (Join-Path $script:Files $f) }
     Copy-Item (Join-Path $script:Work 'lab/tpm-ca.pem') (Join-Path $script:Files 'tpm-ca.pem')
     foreach ($c in @{ n = 'tenant-alice' }, @{ n = 'tenant-alice-registrar' }, @{ n = 'tenant-alice-verifier' }, @{ n = 'tenant-ops-verifier' },
-        @{ n = 'verifier-1'; r = 'Verifier' }, @{ n = 'agent-mtls' }) {
+        @{ n = 'verifier-1'; r = 'Verifier' }) {
         $extra = if ($c.r) { @{ Role = $c.r } } else { @{} }
         $cert = New-ProvisioningClientCertificate -DataPath $script:Template -Name $c.n @extra
         [IO.File]::WriteAllBytes((Join-Path $script:Files "$($c.n).pfx"), $cert.Export('Pfx'))
     }
+    # The lab agent's mTLS certificate (its TLS certificate, registered as mtls_cert), named by its agent id as Keylime's are;
+    # with its key in ./agent-mtls.pfx, the certificate a device presents to the KMS (Get-KmsDataKey).
+    # It serves TLS and is a client certificate to the KMS, so openssl issues it from the components CA with both usages.
+    $mtls = New-Item -ItemType Directory -Path (Join-Path $script:Work 'lab/agent-mtls') -Force
+    Push-Location $mtls
+    try {
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout agent.key -out agent.csr -subj '/CN=d432fbb3-d2f1-8a97-9ef7-75bd81c00000' 2>$null
+        @('subjectAltName=DNS:localhost,IP:127.0.0.1', 'extendedKeyUsage=serverAuth,clientAuth', 'keyUsage=critical,digitalSignature') | Set-Content agent.ext
+        openssl x509 -req -in agent.csr -CA (Join-Path $script:Template 'ca/cacert.pem') -CAkey (Join-Path $script:Template 'ca/cakey.pem') `
+            -CAcreateserial -CAserial (Join-Path $mtls 'ca.srl') -out agent.crt -days 365 -extfile agent.ext 2>$null
+        openssl pkcs12 -export -in agent.crt -inkey agent.key -out (Join-Path $script:Files 'agent-mtls.pfx') -passout pass: 2>$null
+        if ($LASTEXITCODE) { throw 'openssl could not make the lab agent certificate' }
+    }
+    finally { Pop-Location }
+    $script:AgentCert = Get-PfxCertificate -FilePath (Join-Path $script:Files 'agent-mtls.pfx')
     Export-ProvisioningCertificate -DataPath $script:Template -Kind ComponentCa -Path (Join-Path $script:Files 'components-ca.pfx') -IncludePrivateKey -Password $script:Password | Out-Null
     Push-Location $script:Files
     try {
@@ -192,8 +207,8 @@ BeforeAll {
     Set-Content -Path (Join-Path $rootfs 'etc/hostname') -Value 'gateway'
     Set-Content -Path (Join-Path $rootfs 'var/log/boot.log') -Value 'boot'
     $disk = Join-Path $img 'factory-os.img'
-    truncate -s 3M $disk
-    "label: dos`nstart=2048, size=2048, type=c`nstart=4096, type=83" | sfdisk -q $disk
+    truncate -s 256K $disk
+    "label: dos`nstart=64, size=128, type=c`nstart=192, type=83" | sfdisk -q $disk
     if ($LASTEXITCODE) { throw 'sfdisk could not make the lab disk image' }
     tar -C $rootfs -cf (Join-Path $img 'rootfs-artefacts.tar') .
     if ($LASTEXITCODE) { throw 'tar could not make the lab artefact archive' }
@@ -258,11 +273,12 @@ BeforeAll {
         -Path (Join-Path $keys 'hsm-ca.pem') -Pin $script:Password -Confirm:$false | Out-Null
 
     # The lab's servers, by the names the examples use; (re)started by Start-LabServer.
+    # The factory's KMS releases keys to agents that the lab verifier attests (its gate asks the lab verifier and registrar).
     $script:LabSpec = [ordered]@{
-        factory   = @{ Role = 'Provisioning', 'Station', 'Kms' }
         registrar = @{ Role = 'Registrar'; Extra = { @{ RegistrarPlainPort = 0 } } }
         verifier  = @{ Role = 'Verifier'; Extra = { @{ VerifierClientCertificate = Get-PfxCertificate -FilePath (Join-Path $script:Files 'verifier-1.pfx') } } }
-        agent     = @{ Role = 'Agent'; Extra = { @{ Tpm = $script:Sim.ConnectionString; Registrar = (LabUrl registrar)
+        factory   = @{ Role = 'Provisioning', 'Station', 'Kms'; Extra = { if ((Get-LabServer verifier) -and (Get-LabServer registrar)) { @{ KmsVerifier = (LabUrl verifier); KmsRegistrar = (LabUrl registrar) } } else { @{} } } }
+        agent     = @{ Role = 'Agent'; Extra = { @{ Tpm = $script:Sim.ConnectionString; Registrar = (LabUrl registrar); Certificate = $script:AgentCert
                 RegistrarCaCertificate = (Join-Path $script:Files 'registrar-ca.pem'); AgentId = 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' } } }
     }
     # The running server of that name (a stopped one stays listed in the session).
@@ -277,6 +293,28 @@ BeforeAll {
         }
     }
     function script:LabUrl([string] $name) { (Get-LabServer $name).Urls[0].ToString().TrimEnd('/') }
+    # An example that asks the KMS for a key (Get-KmsDataKey) needs the lab agent attested at the lab verifier: it is added
+    # there (no PCR policy) while its page runs, and removed again when the page ends (other pages add it as their prose says).
+    $script:LabAttestation = $false
+    function script:Get-LabVerifierTls { @{ CaCertificate = (Join-Path $script:Files 'ca.pem'); ClientCertificate = (Get-PfxCertificate -FilePath (Join-Path $script:Files 'tenant-alice-verifier.pfx')) } }
+    function script:Start-LabAttestation {
+        $tls = Get-LabVerifierTls
+        $id = 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000'
+        if (-not (Get-AttestationAgent -Verifier (LabUrl verifier) @tls -AgentId $id -ErrorAction Ignore)) {
+            Get-AttestationAgent -Registrar (LabUrl registrar) -CaCertificate (Join-Path $script:Files 'ca.pem') -AgentId $id `
+                -ClientCertificate (Get-PfxCertificate -FilePath (Join-Path $script:Files 'tenant-alice.pfx')) |
+                Start-AgentAttestation -Verifier (LabUrl verifier) @tls | Out-Null
+            $script:LabAttestation = $true
+        }
+        $deadline = [DateTime]::UtcNow.AddSeconds(120)
+        while ((Get-AttestationAgent -Verifier (LabUrl verifier) @tls -AgentId $id).AttestationStatus -ne 'PASS' -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 500 }
+    }
+    function script:Stop-LabAttestation {
+        if (-not $script:LabAttestation) { return }
+        $tls = Get-LabVerifierTls
+        if (Get-LabServer verifier) { Stop-AgentAttestation -Verifier (LabUrl verifier) @tls -AgentId 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' -Remove -Confirm:$false -ErrorAction Ignore }
+        $script:LabAttestation = $false
+    }
     $env:TPMPROV_API_KEY = $script:ApiKey
     $script:LabIds = @()
     $script:LabPaths = @{}
@@ -355,7 +393,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         $rs.SessionStateProxy.SetVariable('LabTcti', $script:Sim.ConnectionString)
         $ps = [powershell]::Create(); $ps.Runspace = $rs
         [void]$ps.AddScript("$script:Scaffold`nSet-Location -LiteralPath '$dir'; `$ConfirmPreference = 'None'; `$ProgressPreference = 'SilentlyContinue'
-`$cred = Get-Credential kms-admin; `$token = `$LabToken; `$sim = Get-TpmSimulator -Name lab")
+`$cred = Get-Credential kms-admin; `$token = `$LabToken; `$sim = Get-TpmSimulator -Name help-examples")
         $ps.Invoke(); $ps.Dispose()
         $script:Runspaces[$page] = @{ Runspace = $rs; Dir = $dir }
         return $script:Runspaces[$page]
@@ -382,6 +420,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             # A page's own servers run until its last example; then the lab is as it was.
             Get-ProvisioningServer | Where-Object Id -NotIn $script:LabIds | Stop-ProvisioningServer -Confirm:$false
             $script:Runspaces[$script:Page].Runspace.Dispose(); $script:Runspaces.Remove($script:Page)
+            Stop-LabAttestation
             # A page that removed the lab agent's registration (Remove-AttestationAgent, Stop-AgentAttestation -Remove) gets it back.
             $tenant = Get-PfxCertificate -FilePath (Join-Path $script:Files 'tenant-alice.pfx')
             # The agents a page registered at the lab registrar go with it (a TPM registers under one AK at a time).
@@ -420,6 +459,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             $script:LabPaths['factory'] = $pageData
             Start-LabServer
         }
+        if ($code -match 'Get-KmsDataKey\b') { Start-LabAttestation }
         $before = @(Get-ProvisioningServer | ForEach-Object Id)
         if (Get-LabServer factory) { $lab.Runspace.SessionStateProxy.SetVariable('url', (LabUrl factory)) }
         $code = Convert-ExampleCode $code $dir
@@ -437,7 +477,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         }
         finally {
             $ps.Dispose()
-            if (-not (Get-TpmSimulator -Name 'lab' -ErrorAction Ignore)) {
+            if (-not (Get-TpmSimulator -Name 'help-examples' -ErrorAction Ignore)) {
                 # The example stopped every simulator (Stop-TpmSimulator's own examples do): the lab gets a new one.
                 Start-LabSimulator
                 # The agent comes back on the new TPM, at a registrar that has not seen the old one.
@@ -457,7 +497,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
 AfterAll {
     foreach ($r in $script:Runspaces.Values) { $r.Runspace.Dispose() }
     Get-ProvisioningServer | Stop-ProvisioningServer -Confirm:$false
-    Get-TpmSimulator | Where-Object Name -NE 'lab' | Stop-TpmSimulator -Confirm:$false
+    Get-TpmSimulator | Where-Object Name -NE 'help-examples' | Stop-TpmSimulator -Confirm:$false
     $script:Sim | Stop-TpmSimulator -Confirm:$false
     if ($script:Postgres) { $script:Postgres.DisposeAsync().AsTask().GetAwaiter().GetResult() }
     foreach ($k in $script:Saved.Keys) { Set-Item "env:$k" $script:Saved[$k] }
