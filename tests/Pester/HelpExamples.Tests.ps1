@@ -6,10 +6,8 @@
 # Conventions understood here:
 #   <!-- example: not-unattended (why) -->   on the line before a code fence: the example cannot run unattended (a real
 #                                            device, another machine); it is reported as skipped with that reason.
-#   The fleet's conventional folders in the examples (/var/lib/tpmprov*, /etc/tpmprov, /opt/tpmprov) are mapped into the
-#   scratch folder, so no example writes outside it.
-#   tests/Pester/HelpExamples.pending.txt    "<Page>#<n>  reason" lines: examples that do not run yet; skipped, with the
-#                                            reason (not run, to keep the suite short), so the list shows what is left.
+#   The fleet's conventional folders in the examples (/var/lib/tpmprov*, /var/lib/keylime, /etc/tpmprov, /opt/tpmprov, /mnt)
+#   are mapped into the scratch folder, so no example writes outside it.
 #
 # The lab (BeforeAll, once for the whole file) is the fleet the examples' prose assumes:
 #   /var/lib/tpmprov        a copy, per page, of a prepared data path: store, TPM CA, components CA (ca/cacert.pem), API keys
@@ -18,44 +16,57 @@
 #                           vsphere-old, test-lab, KMS keys disk-encryption (two versions) and
 #                           imported-key, station token 'line-3 dashboard',
 #                           station scripts tpm-provisioner-post-provision (disabled) and -provision-started (enabled),
-#                           the simulator's EK CAs trusted, a lab KMS master key (InsecureFile, so it survives a new TPM). Pages that create one of these objects (New-KmsUser,
-#                           New-KmsProvider, New-KmsKey, New-TpmCa, Import-TpmCa) get a copy without it.
+#                           the simulator's EK CAs trusted, a lab KMS master key (InsecureFile, so it survives a new TPM),
+#                           station images factory-os.img, old-os.img, test-build.img (a small disk with an MBR made by
+#                           sfdisk), rootfs-artefacts.tar and gateway-rootfs.tar (artefact archives), firmware releases of
+#                           family cm4 (2025-02-11, 2025-05-08 with notes), signing keys plant-2025 (PEM) and hsm-ca
+#                           (PKCS#11: a SoftHSM2 token station-ca under the scratch folder, SOFTHSM2_CONF, key tpm-ca, PIN as
+#                           Read-Host answers). Pages that create one of these objects (New-KmsUser, New-KmsProvider,
+#                           New-KmsKey, New-TpmCa, Import-TpmCa, Register-Pkcs11SigningKey) get a copy without it.
 #                           /var/lib/tpmprov-agent is a copy of it too (a data path an agent has run on); the other
 #                           /var/lib/tpmprov-* (other roles' data paths) are empty folders of the page.
 #   servers (loopback, port 0, shared by every runspace, restarted if an example stops one):
 #     factory  Provisioning, Station, Kms; it serves the page's /var/lib/tpmprov while an example of that page talks to it
 #              (https://station:8443, https://kms:8443, $url, Get-ProvisioningServer -Name factory) and
 #              no example of the page starts its own server there; else a copy of the prepared data path
-#     registrar, verifier (its client certificate to agents: ./verifier-1.pfx), each on a copy of the prepared data path
+#              its KMS asks the lab verifier and registrar (the attestation gate); a page with a Get-KmsDataKey example
+#              has the lab agent attested at the lab verifier while it runs
+#     registrar, verifier (its client certificate to agents: ./verifier-1.pfx), each on a copy of the prepared data path;
+#              the registrar also serves Keylime's plain registration port
 #     agent    Agent on the simulator, registered at the lab registrar as d432fbb3-d2f1-8a97-9ef7-75bd81c00000 (registered
-#              again after a page that removed it)
+#              again after a page that removed it), serving ./agent-mtls.pfx (its mTLS certificate, CN = its id)
+#     gateway-nat, gateway-004712   Agents on the line-2 simulator as 5e8f0c1a-... and a3c94e17-..., started when an example
+#              names that id, stopped (and removed from the lab verifier and registrar) when its page ends
+#     db1      a real PostgreSQL (TLS from a lab CA trusted through PGSSLROOTCERT, role tpmprov, database fleet), started
+#              when an example names Host=db1, stopped by its process group in AfterAll
+#   agents a page registered at the lab registrar are removed when the page ends.
 #   host names in the examples are rewritten to the lab servers' URLs:
 #     https://factory-ca.contoso.com:8443, https://station:8443, https://kms:8443, $url -> factory
 #     https://registrar.contoso.com:8891, https://registrar:8891 -> registrar;  https://verifier(.contoso.com):8881 -> verifier
+#     http://registrar.example.net:8890 -> the registrar's plain port;  Host=db1(.example.net) -> the PostgreSQL
+#     198.51.100.7:19002 (a NAT address) -> gateway-nat
 #   files in each page's folder: ./ca.pem, ./cacert.pem, ./factory-ca.pem, ./registrar-ca.pem, ./verifier-ca.pem (the lab's
 #     components CA), ./tpm-ca.pem (its TPM CA), ./components-ca.pfx (that CA with its key, password as Read-Host answers),
 #     ./server.pem (certificate and key from openssl), client certificates without a password: ./tenant-alice.pfx, ./tenant-alice-registrar.pfx,
-#     ./tenant-alice-verifier.pfx, ./tenant-ops-verifier.pfx, ./agent-mtls.pfx (Tenant) and ./verifier-1.pfx (Verifier);
+#     ./tenant-alice-verifier.pfx, ./tenant-ops-verifier.pfx (Tenant), ./verifier-1.pfx (Verifier), ./agent-mtls.pfx (the lab agent's);
 #     ./contoso-ak-ca.pem + .key (an AK CA made by openssl), ./infineon/IFX-RootCA.pem, ./infineon/intermediates/*.pem and
 #     ./ek-ca-041.pem (the simulator's EK manufacturer CAs), ./batch-42-results.csv, ./tpms.csv, ./devices.csv (a second simulator,
-#     line-2), ./settings.csv, etc/tpmprov/monitor.pfx + monitor.pass + verifier-ca.pem (mapped /etc/tpmprov), ./gateway-fw2.3-policy.json and ./gateway-fw2.4-policy.json (tpm_policy JSON), ./post-provision.ps1.
+#     line-2), ./settings.csv, etc/tpmprov/monitor.pfx + monitor.pass + verifier-ca.pem (mapped /etc/tpmprov), ./gateway-fw2.3-policy.json and ./gateway-fw2.4-policy.json (tpm_policy JSON), ./post-provision.ps1,
+#     ./ca/cacert.pem (the components CA), ./factory-os.img and ./release/*.img (images to upload), ./tpm-ca.key.pem (the TPM
+#     CA's key), ./hsm-ca.pem (the HSM key's CA certificate), ./ref/ima.txt and ./ref/eventlog.bin (a reference gateway's IMA
+#     list and UEFI event log), mnt/gw-2.4-usr (a mounted /usr tree), etc/tpmprov/revocation-key.pem (an RSA key),
+#     var/lib/keylime/cv_ca/cacert.crt (Keylime's CA: the components CA), ./gateway-004712-bootstrap.zip.
 #   variables in each page's runspace: $cred (kms-admin), $url (the factory's URL, set before each example), $token (a station token), $sim (the simulator).
 #   Examples of one page run in order in one runspace (a page's examples build on each other, as its prose does);
 #   servers an example starts stop when it ends, unless it keeps them in a variable (then when its page ends);
 #   literal ids in the prose: API key id 3f9c1a2b4d5e6f70 is plant-brno-1's, manufacturer CA thumbprint 5B1D0C3E...
-#   is the simulator's EK issuing CA; $env:TPMPROV_API_KEY and a Read-Host 'API key' answer are plant-shenzhen-1's key;
+#   is the simulator's EK issuing CA; $env:TPMPROV_API_KEY and a Read-Host 'API key' answer are plant-shenzhen-1's key, a
+#   Read-Host '... token' answer the station token;
 #   the module is on PSModulePath.
 #   ports an example names are rewritten to 0 and listen addresses (0.0.0.0, 192.0.2.10) to 127.0.0.1;
 #   the TPM device device:/dev/tpmrm0 is the simulator (an attestation key at 0x81000010; restarted if an example stops it).
 BeforeDiscovery {
     $root = Split-Path (Split-Path $PSScriptRoot)
-    $pending = @{}
-    $pendingFile = Join-Path $PSScriptRoot 'HelpExamples.pending.txt'
-    if (Test-Path $pendingFile) {
-        foreach ($line in Get-Content $pendingFile) {
-            if ($line -match '^\s*([^#\s][^#]*#\d+)\s+(.*)$') { $pending[$Matches[1].Trim()] = $Matches[2].Trim() }
-        }
-    }
     # TPMPROV_EXAMPLES_PAGES (wildcards, comma-separated, such as 'New-Kms*,Get-KmsKey') runs only those pages' examples,
     # while working on them.
     $only = if ($env:TPMPROV_EXAMPLES_PAGES) { $env:TPMPROV_EXAMPLES_PAGES -split ',' | ForEach-Object Trim } else { '*' }
@@ -74,7 +85,7 @@ BeforeDiscovery {
             if ($inCode -and $line -match '^```') {
                 $inCode = $false
                 $id = "$($page.BaseName)#$n"
-                @{ Id = $id; Page = $page.BaseName; Code = $code.ToString(); NotUnattended = $mark; Pending = $pending[$id] }
+                @{ Id = $id; Page = $page.BaseName; Code = $code.ToString(); NotUnattended = $mark }
                 $prev = $line; continue
             }
             if ($inCode) { [void]$code.AppendLine($line) } else { if ($line.Trim()) { $prev = $line } }
@@ -180,10 +191,15 @@ BeforeAll {
     @('Serial,Vendor', 'GW-004711,Contoso') | Set-Content (Join-Path $script:Files 'batch-42-results.csv')
     @('Tpm', "`"$($script:Sim.ConnectionString)`"") | Set-Content (Join-Path $script:Files 'tpms.csv')
     $line2 = Start-TpmSimulator -Name 'line-2'   # not -Fast: a TPM of its own (the fast ones share one EK)
+    $script:Line2 = $line2
     @('Tpm,DeviceName,Serial,Vendor,Version', "`"$($line2.ConnectionString)`",gateway-004712,GW-004712,Contoso,2.3.0") | Set-Content (Join-Path $script:Files 'devices.csv')
     (New-AttestationPolicy -Pcr (0..7 + 15)).TpmPolicy | Set-Content (Join-Path $script:Files 'gateway-fw2.3-policy.json')
     (New-AttestationPolicy -Pcr (0..7)).TpmPolicy | Set-Content (Join-Path $script:Files 'gateway-fw2.4-policy.json')
     @('Write-Output "post-provision: $env:TPMPROV_SERIAL"') | Set-Content (Join-Path $script:Files 'post-provision.ps1')
+    # The bootstrap payload of gateway 004712 (Start-AgentAttestation -Payload): a zip the agent extracts.
+    $boot = New-Item -ItemType Directory -Path (Join-Path $script:Work 'lab/bootstrap') -Force
+    Set-Content -Path (Join-Path $boot 'wifi.conf') -Value 'ssid=plant-3'
+    Compress-Archive -Path (Join-Path $boot 'wifi.conf') -DestinationPath (Join-Path $script:Files 'gateway-004712-bootstrap.zip')
     @('Name,Value', 'STATION_HOOK_TIMEOUT_SECONDS,300', 'VERIFIER_MAX_RETRIES,8') | Set-Content (Join-Path $script:Files 'settings.csv')
     # The monitoring job's files (Test-AgentAttestation): its client certificate, the password file beside it, the verifier's CA.
     $etc = New-Item -ItemType Directory -Path (Join-Path $script:Files 'etc/tpmprov') -Force
@@ -309,6 +325,18 @@ BeforeAll {
         $deadline = [DateTime]::UtcNow.AddSeconds(120)
         while ((Get-AttestationAgent -Verifier (LabUrl verifier) @tls -AgentId $id).AttestationStatus -ne 'PASS' -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 500 }
     }
+    # Gateways the examples name by agent id besides the lab agent: an agent server each on the line-2 simulator, started
+    # when an example names its id and stopped when its page ends. The NAT address of the gateway-nat's site,
+    # 198.51.100.7:19002, is its loopback address here.
+    $script:ExtraAgents = [ordered]@{ '5e8f0c1a-7b2d-8c3e-9f40-a1b2c3d4e5f6' = 'gateway-nat'; 'a3c94e17-2f6b-8d05-b1e8-6f7a9c0d2e41' = 'gateway-004712' }
+    function script:Start-LabExtraAgent([string] $id) {
+        $name = $script:ExtraAgents[$id]
+        if (Get-LabServer $name) { return }
+        $path = Join-Path $script:Work "lab/$name"
+        if (-not (Test-Path $path)) { Copy-Item -Recurse $script:Template $path; Remove-Item (Join-Path $path 'server.lock') -ErrorAction Ignore }
+        $null = Start-ProvisioningServer -Name $name -Role Agent -Address 127.0.0.1 -Port 0 -DataPath $path -Tpm $script:Line2.ConnectionString `
+            -Registrar (LabUrl registrar) -RegistrarCaCertificate (Join-Path $script:Files 'registrar-ca.pem') -AgentId $id
+    }
     function script:Stop-LabAttestation {
         if (-not $script:LabAttestation) { return }
         $tls = Get-LabVerifierTls
@@ -413,6 +441,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
         $code = $code -replace '3f9c1a2b4d5e6f70', $script:BrnoKeyId
         $code = $code -replace '5B1D0C3E9A7F4E22C8D6B0A1F3E5C7D9B2A4C6E8F0A1B3C5D7E9F1A3B5C7D9E1', $script:IssuerThumbprint
         $code = $code -replace '(-Address\s+)(0\.0\.0\.0|192\.0\.2\.10)', '${1}127.0.0.1'
+        if ($nat = Get-LabServer gateway-nat) { $code = $code -replace '198\.51\.100\.7', '127.0.0.1' -replace '\b19002\b', ([uri]$nat.Urls[0]).Port }
         return $code
     }
     function script:Invoke-Example([string] $id, [string] $page, [string] $code) {
@@ -423,7 +452,13 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             Stop-LabAttestation
             # A page that removed the lab agent's registration (Remove-AttestationAgent, Stop-AgentAttestation -Remove) gets it back.
             $tenant = Get-PfxCertificate -FilePath (Join-Path $script:Files 'tenant-alice.pfx')
-            # The agents a page registered at the lab registrar go with it (a TPM registers under one AK at a time).
+            # The agents a page added to the lab verifier and registered at the lab registrar go with it (a TPM registers under
+            # one AK at a time).
+            if (Get-LabServer verifier) {
+                $vtls = Get-LabVerifierTls
+                Get-AttestationAgent -Verifier (LabUrl verifier) @vtls -ErrorAction Ignore | Where-Object AgentId -In @($script:ExtraAgents.Keys) |
+                    ForEach-Object { Stop-AgentAttestation -Verifier (LabUrl verifier) @vtls -AgentId $_.AgentId -Remove -Confirm:$false -ErrorAction Ignore }
+            }
             if (Get-LabServer registrar) {
                 Get-AttestationAgent -Registrar (LabUrl registrar) -CaCertificate (Join-Path $script:Files 'ca.pem') -ClientCertificate $tenant -ErrorAction Ignore |
                     Where-Object AgentId -NE 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' |
@@ -460,6 +495,7 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             Start-LabServer
         }
         if ($code -match 'Get-KmsDataKey\b') { Start-LabAttestation }
+        foreach ($id in $script:ExtraAgents.Keys) { if ($code -match $id) { Start-LabExtraAgent $id } }
         $before = @(Get-ProvisioningServer | ForEach-Object Id)
         if (Get-LabServer factory) { $lab.Runspace.SessionStateProxy.SetVariable('url', (LabUrl factory)) }
         $code = Convert-ExampleCode $code $dir
@@ -507,7 +543,6 @@ AfterAll {
 Describe 'Help examples run as written' {
     It '<Id>' -ForEach $script:Examples {
         if ($NotUnattended) { Set-ItResult -Skipped -Because "marked not-unattended in the help: $NotUnattended"; return }
-        if ($Pending) { Set-ItResult -Skipped -Because "pending: $Pending"; return }
         $problem = Invoke-Example $Id $Page $Code
         $problem | Should -BeNullOrEmpty -Because "$Id should run as written:`n$Code"
     }
