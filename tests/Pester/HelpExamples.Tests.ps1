@@ -453,13 +453,13 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             # A page that removed the lab agent's registration (Remove-AttestationAgent, Stop-AgentAttestation -Remove) gets it back.
             $tenant = Get-PfxCertificate -FilePath (Join-Path $script:Files 'tenant-alice.pfx')
             # The agents a page added to the lab verifier and registered at the lab registrar go with it (a TPM registers under
-            # one AK at a time).
-            if (Get-LabServer verifier) {
+            # one AK at a time); only a page whose examples register or add agents is looked at.
+            if ($script:PageAgents -and (Get-LabServer verifier)) {
                 $vtls = Get-LabVerifierTls
                 Get-AttestationAgent -Verifier (LabUrl verifier) @vtls -ErrorAction Ignore | Where-Object AgentId -In @($script:ExtraAgents.Keys) |
                     ForEach-Object { Stop-AgentAttestation -Verifier (LabUrl verifier) @vtls -AgentId $_.AgentId -Remove -Confirm:$false -ErrorAction Ignore }
             }
-            if (Get-LabServer registrar) {
+            if ($script:PageAgents -and (Get-LabServer registrar)) {
                 Get-AttestationAgent -Registrar (LabUrl registrar) -CaCertificate (Join-Path $script:Files 'ca.pem') -ClientCertificate $tenant -ErrorAction Ignore |
                     Where-Object AgentId -NE 'd432fbb3-d2f1-8a97-9ef7-75bd81c00000' |
                     Remove-AttestationAgent -Registrar (LabUrl registrar) -CaCertificate (Join-Path $script:Files 'ca.pem') -ClientCertificate $tenant -Confirm:$false -ErrorAction Ignore
@@ -474,6 +474,8 @@ function Read-Host { param([Parameter(Position = 0)] $Prompt, [switch] $AsSecure
             }
             Start-LabServer
         }
+        if ($script:Page -ne $page) { $script:PageAgents = $false }
+        if ($code -match 'Register-AttestationAgent|Start-AgentAttestation|-Role\s[^\n]*Agent') { $script:PageAgents = $true }
         $script:Page = $page
         if ($code -match 'Host=db1\b') { Start-LabPostgres }
         $lab = Get-PageRunspace $page

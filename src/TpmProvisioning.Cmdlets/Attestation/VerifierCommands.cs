@@ -271,11 +271,11 @@ public sealed class StartAgentAttestationCommand : VerifierCmdletBase
         try { return File.ReadAllText(full); }
         catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
         {
-            WriteError(new ErrorRecord(new FileNotFoundException($"-RevocationKey: no file at '{full}'.", full), "FileNotFound", ErrorCategory.ObjectNotFound, path));
+            WriteError(new ErrorRecord(new FileNotFoundException($"-RevocationKey: no file at '{full}'.", full), "FileNotFound", ErrorCategory.ObjectNotFound, AgentId));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            WriteError(new ErrorRecord(new IOException($"-RevocationKey: cannot read '{full}': {ex.Message}", ex), "RevocationKeyUnreadable", ErrorCategory.ReadError, path));
+            WriteError(new ErrorRecord(new IOException($"-RevocationKey: cannot read '{full}': {ex.Message}", ex), "RevocationKeyUnreadable", ErrorCategory.ReadError, AgentId));
         }
         return null;
     }
