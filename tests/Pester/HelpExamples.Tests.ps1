@@ -199,7 +199,7 @@ BeforeAll {
     # The bootstrap payload of gateway 004712 (Start-AgentAttestation -Payload): a zip the agent extracts.
     $boot = New-Item -ItemType Directory -Path (Join-Path $script:Work 'lab/bootstrap') -Force
     Set-Content -Path (Join-Path $boot 'wifi.conf') -Value 'ssid=plant-3'
-    Compress-Archive -Path (Join-Path $boot 'wifi.conf') -DestinationPath (Join-Path $script:Files 'gateway-004712-bootstrap.zip')
+    [IO.Compression.ZipFile]::CreateFromDirectory($boot, (Join-Path $script:Files 'gateway-004712-bootstrap.zip'))
     @('Name,Value', 'STATION_HOOK_TIMEOUT_SECONDS,300', 'VERIFIER_MAX_RETRIES,8') | Set-Content (Join-Path $script:Files 'settings.csv')
     # The monitoring job's files (Test-AgentAttestation): its client certificate, the password file beside it, the verifier's CA.
     $etc = New-Item -ItemType Directory -Path (Join-Path $script:Files 'etc/tpmprov') -Force
@@ -276,7 +276,8 @@ BeforeAll {
     $script:Saved.SOFTHSM2_CONF = $env:SOFTHSM2_CONF
     $env:SOFTHSM2_CONF = $script:SoftHsmConf
     if (-not ('HelpExamples.NativeEnv' -as [type])) {
-        Add-Type -Namespace HelpExamples -Name NativeEnv -MemberDefinition '[DllImport("libc")] public static extern int setenv(string name, string value, int overwrite);'
+        Add-Type -Namespace HelpExamples -Name NativeEnv -MemberDefinition ('[DllImport("libc")] public static extern int setenv(string name, string value, int overwrite);' +
+            '[DllImport("libc")] public static extern int unsetenv(string name);')
     }
     [void][HelpExamples.NativeEnv]::setenv('SOFTHSM2_CONF', $script:SoftHsmConf, 1)
     softhsm2-util --init-token --free --label station-ca --pin 'Example-Passw0rd-1' --so-pin 'Example-SO-Passw0rd-1' | Out-Null
@@ -366,7 +367,9 @@ BeforeAll {
             'subjectAltName=DNS:db1.example.net,IP:127.0.0.1' | Set-Content san.ext
             openssl x509 -req -in server.csr -CA db-ca.pem -CAkey db-ca.key -CAcreateserial -out server.crt -days 30 -extfile san.ext 2>$null
             if ($LASTEXITCODE) { throw 'openssl could not make the lab database certificate' }
-            chown nobody server.key server.crt; chmod 600 server.key
+            # PostgreSQL runs as nobody when this runs as root, and reads its key only when that user alone can.
+            if ((id -u) -eq '0') { chown nobody server.key server.crt }
+            chmod 600 server.key
         }
         finally { Pop-Location }
         $conn = [Npgsql.NpgsqlConnection]::new($script:Postgres.AdminConnectionString + ';Pooling=false')
@@ -538,6 +541,9 @@ AfterAll {
     Get-TpmSimulator | Where-Object Name -NE 'help-examples' | Stop-TpmSimulator -Confirm:$false
     $script:Sim | Stop-TpmSimulator -Confirm:$false
     if ($script:Postgres) { $script:Postgres.DisposeAsync().AsTask().GetAwaiter().GetResult() }
+    if ('HelpExamples.NativeEnv' -as [type]) {
+        if ($script:Saved.SOFTHSM2_CONF) { [void][HelpExamples.NativeEnv]::setenv('SOFTHSM2_CONF', $script:Saved.SOFTHSM2_CONF, 1) } else { [void][HelpExamples.NativeEnv]::unsetenv('SOFTHSM2_CONF') }
+    }
     foreach ($k in $script:Saved.Keys) { Set-Item "env:$k" $script:Saved[$k] }
     Remove-Item $script:Work -Recurse -Force -ErrorAction Ignore
 }
