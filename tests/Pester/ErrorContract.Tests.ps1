@@ -38,7 +38,7 @@ BeforeAll {
         if ($t -eq [System.Management.Automation.SwitchParameter]) { return $null }
         switch -Regex ($name) {
             '^(DataPath)$' { return $script:Unusable }
-            '^(Path|LiteralPath|CertificatePath|KeyPath|OutFile|ScriptPath|PolicyPath|RuntimePolicy|MeasuredBootPolicy)$' { return (Join-Path $script:Unusable 'file.pem') }
+            '^(Path|LiteralPath|CertificatePath|KeyPath|OutFile|ScriptPath|PolicyPath|RuntimePolicy|MeasuredBootPolicy|RevocationKey|Payload)$' { return (Join-Path $script:Unusable 'file.pem') }
             '^(Server|Registrar|Verifier|ServerUri|Uri|Url)$' { if ($t -eq [string] -or $t -eq [uri]) { return ($server ?? $script:Dead) } }
             '^(Credential)$' { return $script:BadCred }
             '^(Tpm|MasterKeyTpm|ConnectionString)$' { return "swtpm:host=127.0.0.1,port=$script:DeadPort" }
@@ -74,8 +74,9 @@ BeforeAll {
             $skip = $false
             foreach ($p in $set.Parameters) {
                 if ($p.Name -in [System.Management.Automation.PSCmdlet]::CommonParameters -or $p.Name -in [System.Management.Automation.PSCmdlet]::OptionalCommonParameters) { continue }
-                # Locally (no server given) the paths are unusable; remotely the server is given instead of a data path.
-                $optional = if ($server) { 'Server', 'Registrar', 'Verifier', 'ServerUri', 'Credential', 'Token', 'ApiKey', 'Tpm' } else { 'DataPath', 'Path', 'Tpm', 'MasterKeyTpm' }
+                # Locally (no server given) the paths are unusable, optional files (a key, a payload) included; remotely the server is
+                # given instead of a data path.
+                $optional = if ($server) { 'Server', 'Registrar', 'Verifier', 'ServerUri', 'Credential', 'Token', 'ApiKey', 'Tpm' } else { 'DataPath', 'Path', 'Tpm', 'MasterKeyTpm', 'RevocationKey', 'Payload' }
                 $wanted = $p.IsMandatory -or $p.Name -in $optional
                 if (-not $wanted) { continue }
                 $v = ValueFor $p $server

@@ -99,6 +99,18 @@ Describe 'Start-AgentAttestation, Get-AttestationAgent -Verifier, Test-AgentAtte
         (Get-AttestationAgent -Verifier $script:Ver.Urls[0] @script:VerCommon) | Should -HaveCount 1
     }
 
+    It 'reports a -RevocationKey file that does not exist as FileNotFound for that agent, and adds nothing' {
+        $other = [pscustomobject]@{ AgentId = [guid]::NewGuid().ToString(); Ip = '127.0.0.1'; Port = 9; AikTpm = $script:Registered.AikTpm; MtlsCertificate = $script:Registered.MtlsCertificate }
+        $missing = Join-Path $script:Work 'no-such-folder/revocation-key.pem'
+        $other | Start-AgentAttestation -Verifier $script:Ver.Urls[0] @script:VerCommon -RevocationKey $missing -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
+        $e | Should -HaveCount 1
+        $e[0].FullyQualifiedErrorId | Should -BeLike 'FileNotFound,*'
+        $e[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
+        $e[0].Exception.Message | Should -BeLike "*$missing*"
+        $e[0].TargetObject | Should -Be $other.AgentId
+        (Get-AttestationAgent -Verifier $script:Ver.Urls[0] @script:VerCommon) | Should -HaveCount 1
+    }
+
     It 'Stop-AgentAttestation -WhatIf changes nothing; stop makes the attestation fail; -Remove deletes' {
         $id = $script:Registered.AgentId
         Stop-AgentAttestation -Verifier $script:Ver.Urls[0] -AgentId $id @script:VerCommon -WhatIf

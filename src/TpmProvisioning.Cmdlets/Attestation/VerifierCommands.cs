@@ -240,7 +240,8 @@ public sealed class StartAgentAttestationCommand : VerifierCmdletBase
         }
         if (RevocationKey is { } rk)
         {
-            string pem = rk.Contains("-----BEGIN", StringComparison.Ordinal) ? rk : File.ReadAllText(GetUnresolvedProviderPathFromPSPath(rk));
+            string? pem = rk.Contains("-----BEGIN", StringComparison.Ordinal) ? rk : ReadRevocationKey(rk);
+            if (pem is null) return;
             body["revocation_key"] = pem;
         }
         if (!ShouldProcess($"{AgentId} ({Ip}:{Port}) at {Verifier}", Payload is null ? "Start attestation" : "Start attestation and deliver a payload")) return;
@@ -261,6 +262,22 @@ public sealed class StartAgentAttestationCommand : VerifierCmdletBase
             WriteObject(VerifierAgent.From(AgentId, client.GetAsync(AgentId).GetAwaiter().GetResult(), Verifier!, verified));
         }
         catch (Exception ex) when (IsExpected(ex)) { WriteError(VerifierError(ex, AgentId)); }
+    }
+
+    /// <summary>The PEM text of the -RevocationKey file, or null after a FileNotFound / RevocationKeyUnreadable error for this agent.</summary>
+    private string? ReadRevocationKey(string path)
+    {
+        string full = GetUnresolvedProviderPathFromPSPath(path);
+        try { return File.ReadAllText(full); }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            WriteError(new ErrorRecord(new FileNotFoundException($"-RevocationKey: no file at '{full}'.", full), "FileNotFound", ErrorCategory.ObjectNotFound, AgentId));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            WriteError(new ErrorRecord(new IOException($"-RevocationKey: cannot read '{full}': {ex.Message}", ex), "RevocationKeyUnreadable", ErrorCategory.ReadError, AgentId));
+        }
+        return null;
     }
 
     /// <summary>Checks the agent's NK with an identity quote under its AK, then sends U (encrypted to the NK), the auth tag and the payload.</summary>
