@@ -49,7 +49,7 @@
 #     components CA), ./tpm-ca.pem (its TPM CA), ./components-ca.pfx (that CA with its key, password as Read-Host answers),
 #     ./server.pem (certificate and key from openssl), client certificates without a password: ./tenant-alice.pfx, ./tenant-alice-registrar.pfx,
 #     ./tenant-alice-verifier.pfx, ./tenant-ops-verifier.pfx (Tenant), ./verifier-1.pfx (Verifier), ./agent-mtls.pfx (the lab agent's);
-#     ./contoso-ak-ca.pem + .key (an AK CA made by openssl), ./infineon/IFX-RootCA.pem, ./infineon/intermediates/*.pem and
+#     ./contoso-ak-ca.pem + .key (an AK CA made by openssl; .key.enc the key encrypted with the Read-Host password), ./infineon/IFX-RootCA.pem, ./infineon/intermediates/*.pem and
 #     ./ek-ca-041.pem (the simulator's EK manufacturer CAs), ./batch-42-results.csv, ./tpms.csv, ./devices.csv (a second simulator,
 #     line-2), ./settings.csv, etc/tpmprov/monitor.pfx + monitor.pass + verifier-ca.pem (mapped /etc/tpmprov), ./gateway-fw2.3-policy.json and ./gateway-fw2.4-policy.json (tpm_policy JSON), ./post-provision.ps1,
 #     ./ca/cacert.pem (the components CA), ./factory-os.img and ./release/*.img (images to upload), ./tpm-ca.key.pem (the TPM
@@ -181,6 +181,8 @@ BeforeAll {
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout contoso-ak-ca.key -out contoso-ak-ca.pem -days 3650 `
             -subj '/CN=Contoso Device AK CA/O=Contoso Ltd/C=DE' -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' 2>$null
         if ($LASTEXITCODE) { throw 'openssl could not make the lab AK CA' }
+        openssl pkey -in contoso-ak-ca.key -aes256 -passout 'pass:Example-Passw0rd-1' -out contoso-ak-ca.key.enc 2>$null
+        if ($LASTEXITCODE) { throw 'openssl could not encrypt the lab AK CA key' }
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.crt -days 365 `
             -subj '/CN=factory.contoso.com' -addext 'subjectAltName=DNS:factory.contoso.com,DNS:localhost,IP:127.0.0.1' 2>$null
         if ($LASTEXITCODE) { throw 'openssl could not make the lab server certificate' }

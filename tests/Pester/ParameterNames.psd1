@@ -66,6 +66,7 @@
         KeyIdentifier              = @{ Type = 'String'; Meaning = 'the key identifier a data key is derived for under a KMS provider (spec 002 key_identifier)' }
         KeylimeQuote               = @{ Type = 'String'; Meaning = "a quote in Keylime's string form"; Aliases = @('Quote') }
         KeyPath                    = @{ Type = 'String'; Meaning = 'PEM file with a private key (the second file beside -Path)' }
+        KeyPassword                = @{ Type = 'SecureString'; Meaning = 'passphrase of an encrypted private key file (-KeyPath)' }
         Kind                       = @{ Type = 'ComponentCertificateKind'; Meaning = 'kind of the thing the noun names'; Generic = $true }
         KmsMasterKey               = @{ Type = 'MasterKeyKind'; Meaning = 'how the KMS store is sealed'; SameAs = @('MasterKey'); Aliases = @('MasterKey') }
         KmsMasterKeyTpm            = @{ Type = 'String'; Meaning = 'TPM sealing the KMS store'; SameAs = @('MasterKeyTpm'); Aliases = @('MasterKeyTpm') }

@@ -88,6 +88,49 @@ Describe 'Provisioning administration' {
     }
 }
 
+Describe 'Import-TpmCa with an encrypted key' {
+    BeforeAll {
+        $script:CaDir = Join-Path $script:Work 'import-ca'
+        New-Item -ItemType Directory -Path $script:CaDir | Out-Null
+        Push-Location $script:CaDir
+        try {
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 30 -subj '/CN=Encrypted Import CA' `
+                -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' 2>$null
+            openssl pkey -in ca.key -aes256 -passout 'pass:right horse battery' -out ca.key.enc 2>$null
+            openssl ec -in ca.key -aes256 -passout 'pass:right horse battery' -out ca.legacy.key 2>$null
+            Remove-Item ca.key
+        }
+        finally { Pop-Location }
+        $script:ImportData = Join-Path $script:Work 'import-data'
+        New-Item -ItemType Directory -Path $script:ImportData | Out-Null
+        $script:CaPem = Join-Path $script:CaDir 'ca.pem'
+        $script:EncKey = Join-Path $script:CaDir 'ca.key.enc'
+        $script:Right = ConvertTo-SecureString 'right horse battery' -AsPlainText -Force
+    }
+
+    It 'refuses an encrypted key without -KeyPassword, and with a wrong one, and imports nothing' {
+        Get-Content -Raw $script:EncKey | Should -Match 'BEGIN ENCRYPTED PRIVATE KEY'
+        Import-TpmCa $script:CaPem $script:EncKey -DataPath $script:ImportData -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
+        $e[0].FullyQualifiedErrorId | Should -BeLike 'KeyPasswordRequired,*'
+        $e[0].Exception.Message | Should -Match '-KeyPassword'
+        $wrong = ConvertTo-SecureString 'wrong horse' -AsPlainText -Force
+        Import-TpmCa $script:CaPem $script:EncKey -KeyPassword $wrong -DataPath $script:ImportData -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e2 | Should -BeNullOrEmpty
+        $e2[0].FullyQualifiedErrorId | Should -BeLike 'KeyPasswordIncorrect,*'
+        $e2[0].CategoryInfo.Category | Should -Be 'AuthenticationError'
+        Import-TpmCa $script:CaPem (Join-Path $script:CaDir 'ca.legacy.key') -KeyPassword $script:Right -DataPath $script:ImportData -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e3 | Should -BeNullOrEmpty
+        $e3[0].FullyQualifiedErrorId | Should -BeLike 'KeyFormatNotSupported,*'
+        Test-Path (Join-Path $script:ImportData 'provisioning/tpm-ca') | Should -BeFalse
+    }
+
+    It 'opens the key with its password in memory and imports the CA (the key must match the certificate)' {
+        $ca = Import-TpmCa $script:CaPem $script:EncKey -KeyPassword $script:Right -DataPath $script:ImportData -Confirm:$false
+        $ca.Subject | Should -Be 'CN=Encrypted Import CA'
+        (Export-TpmCa -DataPath $script:ImportData).Thumbprint | Should -Be $ca.Thumbprint
+        # Nothing decrypted was written beside the encrypted key.
+        (Get-ChildItem $script:CaDir).Name | Sort-Object | Should -Be @('ca.key.enc', 'ca.legacy.key', 'ca.pem')
+    }
+}
+
 Describe 'New-TpmProvisioning' {
     It 'provisions a device on swtpm: the AK certificate chains to the TPM CA and carries the persisted AK' {
         $before = Get-RecordCount

@@ -415,6 +415,10 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
     [Parameter(Mandatory = true, Position = 1)]
     public string KeyPath { get; set; } = "";
 
+    /// <summary>The password of an encrypted private key (BEGIN ENCRYPTED PRIVATE KEY); the key is opened in memory, never written decrypted.</summary>
+    [Parameter]
+    public System.Security.SecureString? KeyPassword { get; set; }
+
     /// <summary>Replace an existing TPM CA.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
@@ -423,11 +427,46 @@ public sealed class ImportTpmCaCommand : ProvisioningDataCmdletBase
     {
         var dir = ProvisioningPaths.TpmCa(ResolvedDataPath);
         if (RefuseExistingCa(dir, Force)) return;
+        var keyFile = GetUnresolvedProviderPathFromPSPath(KeyPath);
+        string key;
+        try
+        {
+            key = File.ReadAllText(keyFile);
+            if (FileCertificateSigner.IsEncryptedPem(key))
+            {
+                if (KeyPassword is null)
+                {
+                    WriteError(new ErrorRecord(new ArgumentException($"The private key in '{keyFile}' is encrypted: give its password with -KeyPassword (Read-Host -AsSecureString)."),
+                        "KeyPasswordRequired", ErrorCategory.InvalidArgument, KeyPath));
+                    return;
+                }
+                key = FileCertificateSigner.DecryptPem(key, new System.Net.NetworkCredential("", KeyPassword).Password);
+            }
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            WriteError(new ErrorRecord(new FileNotFoundException($"-KeyPath: no file at '{keyFile}'.", keyFile, ex), "FileNotFound", ErrorCategory.ObjectNotFound, KeyPath));
+            return;
+        }
+        catch (NotSupportedException ex)
+        {
+            WriteError(new ErrorRecord(new ArgumentException($"-KeyPath '{keyFile}': {ex.Message}", ex), "KeyFormatNotSupported", ErrorCategory.InvalidData, KeyPath));
+            return;
+        }
+        catch (System.Security.Cryptography.CryptographicException ex)
+        {
+            WriteError(new ErrorRecord(new ArgumentException($"-KeyPath '{keyFile}': {ex.Message}", ex), "KeyPasswordIncorrect", ErrorCategory.AuthenticationError, KeyPath));
+            return;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            WriteError(new ErrorRecord(ex, "TpmCaImportFailed", ErrorCategory.ReadError, KeyPath));
+            return;
+        }
         if (!ShouldProcess(dir, "Import the TPM CA")) return;
         try
         {
             var cert = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(Path));
-            var key = File.ReadAllText(GetUnresolvedProviderPathFromPSPath(KeyPath));
             using var ca = TpmCa.Import(dir, cert, key, Force);
             Audit("provision.tpmca.import", ca.Certificate.Thumbprint, ca.Certificate.Subject);
             WriteObject(X509CertificateLoader.LoadCertificate(ca.Certificate.RawData));

@@ -83,6 +83,35 @@ public sealed class FileCertificateSigner : ICertificateSigner
     public static FileCertificateSigner Load(string keyPath) => FromPem(File.ReadAllText(keyPath), "file:" + keyPath);
 
     /// <summary>A signer over a PEM private key held in memory.</summary>
+    /// <summary>True when the PEM holds an encrypted private key (PKCS#8 <c>ENCRYPTED PRIVATE KEY</c>, or OpenSSL's legacy <c>Proc-Type: 4,ENCRYPTED</c>).</summary>
+    public static bool IsEncryptedPem(string privateKeyPem) =>
+        privateKeyPem.Contains("ENCRYPTED PRIVATE KEY", StringComparison.Ordinal) || privateKeyPem.Contains("Proc-Type: 4,ENCRYPTED", StringComparison.Ordinal);
+
+    /// <summary>
+    /// Opens an encrypted PKCS#8 private key (<c>BEGIN ENCRYPTED PRIVATE KEY</c>, what <c>openssl pkey -aes256</c> writes) with its
+    /// password and returns it as an unencrypted PKCS#8 PEM, held only in memory. Throws <see cref="CryptographicException"/>
+    /// for a wrong password or a key that is not EC or RSA, and <see cref="NotSupportedException"/> for OpenSSL's legacy
+    /// encrypted form (convert it with <c>openssl pkcs8 -topk8</c>).
+    /// </summary>
+    public static string DecryptPem(string encryptedPem, ReadOnlySpan<char> password)
+    {
+        ArgumentNullException.ThrowIfNull(encryptedPem);
+        if (encryptedPem.Contains("Proc-Type: 4,ENCRYPTED", StringComparison.Ordinal))
+            throw new NotSupportedException("The key is in OpenSSL's legacy encrypted form; convert it to encrypted PKCS#8 with 'openssl pkcs8 -topk8 -v2 aes-256-cbc'.");
+        using (var ec = ECDsa.Create())
+        {
+            try { ec.ImportFromEncryptedPem(encryptedPem, password); return ec.ExportPkcs8PrivateKeyPem(); }
+            catch (CryptographicException) { }
+            catch (ArgumentException) { }
+        }
+        using var rsa = RSA.Create();
+        try { rsa.ImportFromEncryptedPem(encryptedPem, password); return rsa.ExportPkcs8PrivateKeyPem(); }
+        catch (Exception ex) when (ex is CryptographicException or ArgumentException)
+        {
+            throw new CryptographicException("The encrypted private key cannot be opened: the password is wrong, or it is neither an EC nor an RSA key.", ex);
+        }
+    }
+
     public static FileCertificateSigner FromPem(string privateKeyPem, string description = "memory")
     {
         ArgumentNullException.ThrowIfNull(privateKeyPem);
