@@ -52,7 +52,7 @@ public sealed class VerifierClusterTests(PostgresFixture pg, ClusterFleetFixture
         int added = 0;
         var addStart = clock.Elapsed;
         var tenth = TimeSpan.Zero;
-        await Parallel.ForEachAsync(Enumerable.Range(0, n), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, _) =>
+        await Parallel.ForEachAsync(Enumerable.Range(0, n), new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (i, _) =>
         {
             var (status, body, resp) = await ClusterNodes.SendAsync(nodes.Tenant, HttpMethod.Post, $"{entry[i % 2]}/v2.1/agents/{fleet.AgentIds[i]}", fleet.AddBody(i));
             resp.Dispose();
@@ -200,7 +200,8 @@ public sealed class VerifierClusterTests(PostgresFixture pg, ClusterFleetFixture
         {
             var gap = quotes[k].At - quotes[k - 1].At;
             if (gap < Interval / 2)
-                Assert.Fail($"agent {agent} was judged twice within {gap.TotalMilliseconds:0} ms (by {quotes[k - 1].Verifier} then {quotes[k].Verifier})");
+                Assert.Fail($"agent {agent} was judged twice within {gap.TotalMilliseconds:0} ms (by {quotes[k - 1].Verifier} then {quotes[k].Verifier}); its quotes: "
+                    + string.Join(", ", quotes.Select(q => $"{q.At.TotalSeconds:0.00} s {q.Verifier}")));
         }
     }
 
