@@ -14,9 +14,10 @@ public interface IVerifierLeaseHost
 
     /// <summary>
     /// Stop watching the agent and wait until its loop has ended (nothing more is written for it). <paramref name="graceful"/>:
-    /// let a quote in flight be judged and stored first (the loop ends at its next pause), instead of cancelling it.
+    /// let a quote in flight be judged and stored first (the loop ends at its next pause), instead of cancelling it. True when
+    /// no loop was cut short; false when one was cancelled, so a quote the agent answered may have no stored verdict.
     /// </summary>
-    Task UnwatchAsync(string agentId, bool graceful = false);
+    Task<bool> UnwatchAsync(string agentId, bool graceful = false);
 }
 
 /// <summary>
@@ -37,6 +38,9 @@ public sealed class VerifierLeases : IAsyncDisposable
     private readonly ConcurrentDictionary<string, DateTimeOffset> _held = new(StringComparer.Ordinal);
     /// <summary>Agents being given back: still leased in the store until their watch has ended, no longer judged here.</summary>
     private readonly ConcurrentDictionary<string, Task> _releasing = new(StringComparer.Ordinal);
+    /// <summary>When a claim made outside a round (<see cref="ClaimAsync"/>) was committed: a round whose renewal read the store
+    /// before that must not take the agent for lost.</summary>
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _claimedOutside = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _round = new(1, 1);
     private IVerifierLeaseHost? _host;
@@ -107,6 +111,7 @@ public sealed class VerifierLeases : IAsyncDisposable
         if (!Shared) return true;
         var start = _time.GetUtcNow();
         if (!await _store.ClaimVerifierAgentAsync(VerifierId, agentId, Lease, ct).ConfigureAwait(false)) return false;
+        _claimedOutside[agentId] = _time.GetUtcNow();
         _held[agentId] = start + LocalLease;
         return true;
     }
@@ -145,6 +150,7 @@ public sealed class VerifierLeases : IAsyncDisposable
             var now0 = _time.GetUtcNow();
             foreach (var c in renewed)
             {
+                _claimedOutside.TryRemove(c.AgentId, out _);
                 if (_releasing.ContainsKey(c.AgentId)) continue;
                 _held[c.AgentId] = start + LocalLease;
                 // Held but not watched (its watch paused while the store was down): watch it again on its rhythm.
@@ -152,6 +158,10 @@ public sealed class VerifierLeases : IAsyncDisposable
             }
             foreach (var lost in _held.Keys.Where(k => !renewedSet.Contains(k) && !_releasing.ContainsKey(k)).ToList())
             {
+                // Claimed (a tenant's add) after this round's renewal read the store: still ours, renewed next round. Taking it for
+                // lost would cut its first quote short and watch it again from the last stored verdict, asking twice in an interval.
+                if (_claimedOutside.TryGetValue(lost, out var claimedAt) && claimedAt >= start) continue;
+                _claimedOutside.TryRemove(lost, out _);
                 // Expired (a store outage, a long pause) or taken by a tenant's change: stop watching it here.
                 _held.TryRemove(lost, out _);
                 await _host.UnwatchAsync(lost).ConfigureAwait(false);
@@ -182,7 +192,9 @@ public sealed class VerifierLeases : IAsyncDisposable
                 {
                     try
                     {
-                        await Task.WhenAll(surplus.Select(id => _host.UnwatchAsync(id, graceful: true))).ConfigureAwait(false);
+                        var ended = await Task.WhenAll(surplus.Select(id => _host.UnwatchAsync(id, graceful: true))).ConfigureAwait(false);
+                        for (int k = 0; k < surplus.Count; k++)
+                            if (!ended[k]) await StampCutWatchAsync(surplus[k]).ConfigureAwait(false);
                         await _store.ReleaseVerifierLeasesAsync(VerifierId, surplus, CancellationToken.None).ConfigureAwait(false);
                         _log?.Invoke($"Verifier leases: {VerifierId} gave back {surplus.Count} agent(s) (fair share {fair})");
                     }
@@ -193,6 +205,17 @@ public sealed class VerifierLeases : IAsyncDisposable
             }
         }
         finally { _round.Release(); }
+    }
+
+    /// <summary>
+    /// A watch given back that had to be cut short (it did not end by itself in time) may have had a quote answered whose verdict
+    /// was never stored. Its next holder schedules from the last stored verdict, so stamp the record now, while the lease is still
+    /// ours (a fenced write): the next quote is then due one interval after this, never within the interval just asked.
+    /// </summary>
+    private async Task StampCutWatchAsync(string agentId)
+    {
+        var r = await _store.GetVerifierAgentAsync(agentId, CancellationToken.None).ConfigureAwait(false);
+        if (r is not null) await _store.UpdateLeasedVerifierAgentAsync(r with { Updated = _time.GetUtcNow() }, VerifierId, CancellationToken.None).ConfigureAwait(false);
     }
 
     /// <summary>Keeps the agent's rhythm: its next quote is one interval after the last verdict stored for it.</summary>

@@ -53,16 +53,18 @@ public sealed partial class VerifierService : IVerifierLeaseHost
         });
     }
 
-    async Task IVerifierLeaseHost.UnwatchAsync(string agentId, bool graceful)
+    async Task<bool> IVerifierLeaseHost.UnwatchAsync(string agentId, bool graceful)
     {
         if (_pendingStarts.TryRemove(agentId, out var pending)) { pending.Cancel(); pending.Dispose(); }
-        if (graceful && _watches.TryGetValue(agentId, out var w))
+        if (!_watches.TryGetValue(agentId, out var w)) return true;
+        if (graceful)
         {
             // MayJudge is already false for it: the loop stores the verdict of a quote in flight, then ends at its next pause.
             var limit = Task.Delay(_settings.QuoteInterval * 2 + TimeSpan.FromSeconds(5), _time, _stopping.Token);
-            try { if (await Task.WhenAny(w.Task, limit).ConfigureAwait(false) == w.Task) return; }
+            try { if (await Task.WhenAny(w.Task, limit).ConfigureAwait(false) == w.Task) return true; }
             catch (OperationCanceledException) { }
         }
         await StopWatchAsync(agentId).ConfigureAwait(false);
+        return false;
     }
 }
