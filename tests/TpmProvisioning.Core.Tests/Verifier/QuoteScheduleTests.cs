@@ -11,7 +11,7 @@ public sealed class QuoteScheduleTests
     [Theory]
     [InlineData(0)]      // judged at once
     [InlineData(180)]    // a quote round trip of 0.18 s
-    [InlineData(1999)]   // just inside the interval
+    [InlineData(1000)]   // up to half the interval late: the slot is kept
     public void FixedRateCountsFromWhenTheQuoteWasDue(int roundTripMs)
     {
         var now = T0 + TimeSpan.FromMilliseconds(roundTripMs);
@@ -19,16 +19,17 @@ public sealed class QuoteScheduleTests
     }
 
     [Theory]
+    [InlineData(1500)]
     [InlineData(2000)]
     [InlineData(2500)]
-    [InlineData(9000)]   // four intervals missed: asked once, at once, not four times
-    public void FixedRateNeverSchedulesInThePastNorCatchesUp(int roundTripMs)
+    [InlineData(9000)]   // four intervals missed: asked once, half an interval later, not four times
+    public void FixedRateLeavesHalfAnIntervalAfterALateQuoteAndNeverCatchesUp(int roundTripMs)
     {
         var now = T0 + TimeSpan.FromMilliseconds(roundTripMs);
         var next = VerifierService.NextDue(QuoteSchedule.FixedRate, T0, now, Interval);
-        Assert.Equal(now, next);
-        // The slot after that is a whole interval later: missed slots are skipped, not made up in a burst.
-        Assert.Equal(now + Interval, VerifierService.NextDue(QuoteSchedule.FixedRate, next, now, Interval));
+        Assert.Equal(now + Interval / 2, next);
+        // From there on the agent is on a new slot, a whole interval apart: missed slots are skipped, not made up in a burst.
+        Assert.Equal(next + Interval, VerifierService.NextDue(QuoteSchedule.FixedRate, next, next, Interval));
     }
 
     [Theory]

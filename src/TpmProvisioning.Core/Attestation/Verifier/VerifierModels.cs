@@ -205,8 +205,8 @@ public enum QuoteSchedule
 {
     /// <summary>
     /// From when the last quote was due: each agent is asked every interval (start to start), however long the round trip took,
-    /// so a fleet of N agents is judged at N / interval per second. A round trip longer than the interval starts the next quote at
-    /// once, without catching up missed ones.
+    /// so a fleet of N agents is judged at N / interval per second. An agent is never asked sooner than half an interval after its
+    /// last verdict: a quote that came later than that moves the agent to a new slot, and missed quotes are not made up.
     /// </summary>
     FixedRate,
     /// <summary>

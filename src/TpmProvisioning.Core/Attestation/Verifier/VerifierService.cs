@@ -237,6 +237,7 @@ public sealed partial class VerifierService : IAsyncDisposable
                     : await QuoteStepAsync(r, prepared, retries, provideV, ct).ConfigureAwait(false);
                 retries = step.Record.State is OperationalState.GetQuoteRetry or OperationalState.ProvideVRetry ? retries + 1 : 0;
                 if (providingV && step.Record.State == OperationalState.GetQuote) provideV = false;
+                if (step.Abandoned) return;
                 r = step.Record;
                 // Gone from the store (removed by another verifier sharing it): nothing left to watch.
                 if (!await WriteVerdictAsync(r, ct).ConfigureAwait(false)) return;
@@ -277,19 +278,25 @@ public sealed partial class VerifierService : IAsyncDisposable
     }
 
     /// <summary>One round's outcome; <paramref name="Periodic"/>: the delay is the quote interval (not a retry's back-off).</summary>
-    private sealed record Step(VerifierAgentRecord Record, TimeSpan Delay, bool Done, AttestationFailure? Failure = null, string? NotifyType = null, bool Periodic = false);
+    /// <param name="Abandoned">The lease on the agent was lost while the request waited its turn: nothing was asked, nothing is stored.</param>
+    private sealed record Step(VerifierAgentRecord Record, TimeSpan Delay, bool Done, AttestationFailure? Failure = null, string? NotifyType = null, bool Periodic = false, bool Abandoned = false)
+    {
+        public static Step LeaseLost(VerifierAgentRecord r) => new(r, TimeSpan.Zero, true, Abandoned: true);
+    }
 
     /// <summary>
     /// When the next periodic quote is due. <see cref="QuoteSchedule.FixedRate"/>: one <paramref name="interval"/> after the last
-    /// one was due, so an agent is asked every interval whatever the round trip took; when that time has already passed (a round
-    /// trip longer than the interval, a busy verifier), at once, and the missed slot is not made up later (no burst).
-    /// <see cref="QuoteSchedule.AfterVerdict"/>: one interval after now (the verdict), as Keylime's verifier waits.
+    /// one was due, so an agent is asked every interval whatever the round trip took, but never sooner than half an interval
+    /// after the verdict (<paramref name="now"/>): a quote that came late (a long round trip, a busy verifier) is not followed
+    /// by another right away, and missed slots are not made up. <see cref="QuoteSchedule.AfterVerdict"/>: one interval after
+    /// the verdict, as Keylime's verifier waits.
     /// </summary>
     public static DateTimeOffset NextDue(QuoteSchedule schedule, DateTimeOffset due, DateTimeOffset now, TimeSpan interval)
     {
         if (schedule == QuoteSchedule.AfterVerdict) return now + interval;
         var next = due + interval;
-        return next > now ? next : now;
+        var earliest = now + interval / 2;
+        return next > earliest ? next : earliest;
     }
 
     private TimeSpan RetryDelay(int retry) =>
@@ -303,6 +310,9 @@ public sealed partial class VerifierService : IAsyncDisposable
         await _concurrency.WaitAsync(ct).ConfigureAwait(false);
         try
         {
+            // Shared store: the wait for a turn can outlast the lease; a node that lost it meanwhile must not ask the agent, whose
+            // new holder may already have.
+            if (!MayJudge(r.AgentId)) return Step.LeaseLost(r);
             call = await _agents.GetIntegrityQuoteAsync(r.Config, nonce, prepared.Mask, partial: r.Progress.NkPem is not null, r.Progress.NextImaEntry, ct).ConfigureAwait(false);
         }
         finally { _concurrency.Release(); }
