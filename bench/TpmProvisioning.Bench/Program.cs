@@ -26,7 +26,7 @@ public static class Program
         bool strict = list.Remove("--strict");
         string artifacts = Path.GetFullPath(OptionValue(list, "--artifacts", "-a") ?? "BenchmarkDotNet.Artifacts");
         // Load tests are not micro-benchmarks: `--load provisioning [--duration S] [--concurrency N] [--devices N]`,
-        // `--load verifier [--duration S] [--agents N] [--interval S] [--schedule FixedRate|AfterVerdict]`, `--load image-hash [--size-mib N]`.
+        // `--load verifier [--duration S] [--agents N] [--interval S] [--schedule FixedRate|AfterVerdict] [--report <file name>]`, `--load image-hash [--size-mib N]`.
         if (OptionValue(list, "--load") is { } load)
         {
             if (load == "verifier-agents") // the child process of `--load verifier`
@@ -36,7 +36,8 @@ public static class Program
                     TimeSpan.FromSeconds(int.Parse(OptionValue(list, "--duration") ?? "20")),
                     int.Parse(OptionValue(list, "--agents") ?? "500"),
                     TimeSpan.FromSeconds(double.Parse(OptionValue(list, "--interval") ?? "2", System.Globalization.CultureInfo.InvariantCulture)),
-                    Enum.Parse<TpmProvisioning.Attestation.Verifier.QuoteSchedule>(OptionValue(list, "--schedule") ?? "FixedRate", ignoreCase: true), Console.Out).GetAwaiter().GetResult();
+                    Enum.Parse<TpmProvisioning.Attestation.Verifier.QuoteSchedule>(OptionValue(list, "--schedule") ?? "FixedRate", ignoreCase: true), Console.Out,
+                    OptionValue(list, "--report")).GetAwaiter().GetResult();
             if (load == "image-hash")
                 return Load.ImageHashLoad.RunAsync(artifacts, int.Parse(OptionValue(list, "--size-mib") ?? "1024"), strict, Console.Out).GetAwaiter().GetResult();
             // `--load cluster [--duration S] [--agents N] [--interval S] [--servers N]`: 1..N verifier servers on one PostgreSQL.

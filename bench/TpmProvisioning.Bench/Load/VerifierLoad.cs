@@ -33,7 +33,7 @@ public static class VerifierLoad
 
     // ------------------------------------------------------------------ the verifier (parent)
 
-    public static async Task<int> RunAsync(string artifacts, TimeSpan duration, int agents, TimeSpan interval, QuoteSchedule schedule, TextWriter output)
+    public static async Task<int> RunAsync(string artifacts, TimeSpan duration, int agents, TimeSpan interval, QuoteSchedule schedule, TextWriter output, string? reportName = null)
     {
         Directory.CreateDirectory(artifacts);
         var dataPath = Directory.CreateTempSubdirectory("tpmprov-bench-verifier-").FullName;
@@ -138,7 +138,8 @@ public static class VerifierLoad
             bool kept = allJudged && rate >= 0.95 * demand && notWatched == 0;
             var r = new LoadResult
             {
-                Started = started, Agents = agents, IntervalSeconds = interval.TotalSeconds, Schedule = schedule, MeasuredSeconds = Math.Round(elapsed.TotalSeconds, 2),
+                Started = started, Agents = agents, IntervalSeconds = interval.TotalSeconds, Schedule = schedule,
+                Gen0Budget = Environment.GetEnvironmentVariable("DOTNET_GCgen0size") is { Length: > 0 } g0 ? $"{g0} (DOTNET_GCgen0size)" : "the runtime's default", MeasuredSeconds = Math.Round(elapsed.TotalSeconds, 2),
                 Cores = Environment.ProcessorCount, Os = System.Runtime.InteropServices.RuntimeInformation.OSDescription, Runtime = Environment.Version.ToString(),
                 ServerGc = System.Runtime.GCSettings.IsServerGC, WarmupSeconds = Math.Round(warmTime.TotalSeconds, 1), AddSeconds = Math.Round(addTime.TotalSeconds, 1),
                 Demand = demand, QuotesPerSecond = Math.Round(rate, 1), RateOfDemand = Math.Round(rate / demand, 4),
@@ -160,7 +161,7 @@ public static class VerifierLoad
             var report = r.Markdown();
             output.WriteLine();
             output.Write(report);
-            string name = $"verifier-load-{agents}{(schedule == QuoteSchedule.AfterVerdict ? "-after-verdict" : "")}";
+            string name = reportName ?? $"verifier-load-{agents}{(schedule == QuoteSchedule.AfterVerdict ? "-after-verdict" : "")}";
             File.WriteAllText(Path.Combine(artifacts, name + ".md"), report);
             File.WriteAllText(Path.Combine(artifacts, name + ".json"), JsonSerializer.Serialize(r, new JsonSerializerOptions { WriteIndented = true }));
             code = kept ? 0 : 2;
@@ -203,6 +204,7 @@ public static class VerifierLoad
         public long BaselineRssBytes { get; init; }
         [System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<QuoteSchedule>))]
         public QuoteSchedule Schedule { get; init; }
+        public string Gen0Budget { get; init; } = "";
         public long RssPerAgentBytes { get; init; }
         public long RssAbovePerAgentBytes { get; init; }
         public long AgentsRssBytes { get; init; }
@@ -230,7 +232,7 @@ public static class VerifierLoad
             var s = new StringBuilder();
             s.AppendLine($"# Verifier under a fleet of {Agents:N0} agents (software agents over HTTPS, loopback)");
             s.AppendLine();
-            s.AppendLine($"Run {Started:yyyy-MM-dd HH:mm} UTC. Machine: {Cores} cores, {Os}, .NET {Runtime}, {(ServerGc ? "server" : "workstation")} GC. The agents run in a child process; CPU and memory below are the verifier process's own unless marked.");
+            s.AppendLine($"Run {Started:yyyy-MM-dd HH:mm} UTC. Machine: {Cores} cores, {Os}, .NET {Runtime}, {(ServerGc ? "server" : "workstation")} GC, gen0 budget {Gen0Budget}. The agents run in a child process; CPU and memory below are the verifier process's own unless marked.");
             s.AppendLine($"Fleet: {Agents:N0} agents (P-256 AKs, one address each, one TLS connection each), tpm_policy on PCR 15, PCR 16 bound to the NK, IMA/measured-boot checks enabled but unused; quote interval {IntervalSeconds:0.#} s, schedule {Schedule}; agents added in {AddSeconds:0.0} s, warm-up {WarmupSeconds:0.0} s, measured {MeasuredSeconds:0} s.");
             s.AppendLine();
             s.AppendLine("| measure | value | target |");
@@ -329,6 +331,8 @@ public static class VerifierLoad
             psi.FileName = host;
             if (Path.GetFileNameWithoutExtension(host).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
                 psi.ArgumentList.Add(typeof(VerifierLoad).Assembly.Location);
+            // The GC tuning under test is the verifier's; the agents keep the runtime's defaults.
+            psi.Environment.Remove("DOTNET_GCgen0size");
             foreach (var a in new[] { "--load", "verifier-agents", "--agents", agents.ToString(System.Globalization.CultureInfo.InvariantCulture), "--manifest", manifestPath })
                 psi.ArgumentList.Add(a);
             return new AgentProcess(Process.Start(psi) ?? throw new InvalidOperationException("The agents' process did not start."), manifestPath);
