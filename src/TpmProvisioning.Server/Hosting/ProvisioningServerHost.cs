@@ -393,30 +393,4 @@ public sealed class ProvisioningServerHost : IServerHost
     }
 
     public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
-
-    /// <summary>
-    /// Tests of a cluster: ends the server as a killed process would end, as far as the shared store can tell: the listener
-    /// closes, the verifier's watches stop without another write, no lease is given back (they expire), no stop is audited.
-    /// </summary>
-    internal async Task AbortAsync()
-    {
-        if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
-        Info.State = ServerState.Stopping;
-        if (_app.Services.GetService(typeof(Attestation.Verifier.VerifierService)) is Attestation.Verifier.VerifierService v)
-        {
-            v.Leases?.Abandon();
-            if (v.Leases is { } l) await l.StopAsync(leave: false).ConfigureAwait(false);
-            await v.DisposeAsync().ConfigureAwait(false);
-        }
-        using (var now = new CancellationTokenSource())
-        {
-            await now.CancelAsync().ConfigureAwait(false);
-            try { await _app.StopAsync(now.Token).ConfigureAwait(false); } catch (OperationCanceledException) { }
-        }
-        await _app.DisposeAsync().ConfigureAwait(false);
-        _store.Dispose();
-        _ca.Dispose();
-        _log.Dispose();
-        Info.State = ServerState.Stopped;
-    }
 }

@@ -74,10 +74,6 @@ public sealed class VerifierLeases : IAsyncDisposable
     /// <summary>Rounds that failed because the store was unreachable (leases lapse meanwhile; judging stops until it is back).</summary>
     public long FailedRounds => Interlocked.Read(ref _failedRounds);
     private long _failedRounds;
-    private volatile bool _abandoned;
-
-    /// <summary>The server is going away as if killed: nothing more is written, no lease is given back (they expire).</summary>
-    public void Abandon() => _abandoned = true;
 
     /// <summary>Starts the lease loop for <paramref name="host"/> (nothing on a store that is not shared).</summary>
     public void Start(IVerifierLeaseHost host)
@@ -246,7 +242,7 @@ public sealed class VerifierLeases : IAsyncDisposable
     public async Task LeaveAsync()
     {
         _held.Clear();
-        if (!Shared || _abandoned) return;
+        if (!Shared) return;
         try { await _store.LeaveVerifierClusterAsync(VerifierId, CancellationToken.None).ConfigureAwait(false); }
         catch (StoreUnavailableException ex) { _log?.Invoke($"Verifier leases: could not give back the leases ({ex.Message}); they expire in {Lease.TotalSeconds:0} s"); }
     }
