@@ -61,10 +61,9 @@ internal sealed class VerifierRole : IRoleModule
         });
         lifetime.ApplicationStopping.Register(() =>
         {
-            // No more claims, then the watches end, then the leases go back so the other servers take the agents at once.
-            svc.Leases?.StopAsync(leave: false).GetAwaiter().GetResult();
-            svc.DisposeAsync().AsTask().GetAwaiter().GetResult();
-            svc.Leases?.LeaveAsync().GetAwaiter().GetResult();
+            // No more claims, the quotes in flight judged and stored (up to 10 s), then the leases go back so the other servers
+            // take the agents at once.
+            svc.ShutdownAsync(TimeSpan.FromSeconds(Math.Min(10, svc.Settings.RequestTimeout.TotalSeconds))).GetAwaiter().GetResult();
         });
 
         Keylime.MapShared(routes, context);

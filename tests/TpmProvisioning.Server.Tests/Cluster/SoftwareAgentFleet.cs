@@ -43,6 +43,7 @@ public sealed class SoftwareAgentFleet : IAsyncDisposable
     {
         _app = app; _keys = keys; _tls = tls; _nkPem = nkPem; _dir = dir;
         _log = keys.Select(_ => new ConcurrentQueue<Quote>()).ToArray();
+        _requests = new int[keys.Length];
     }
 
     public int Count => _keys.Length;
@@ -53,6 +54,11 @@ public sealed class SoftwareAgentFleet : IAsyncDisposable
 
     /// <summary>Time on the fleet's clock (the one quotes are logged with).</summary>
     public static TimeSpan Now => Clock.Elapsed;
+
+    private readonly int[] _requests;
+
+    /// <summary>Quote requests agent <paramref name="i"/> has received, answered or not yet.</summary>
+    public int Requests(int i) => Volatile.Read(ref _requests[i]);
 
     /// <summary>Quotes answered for agent <paramref name="i"/>, oldest first.</summary>
     public IReadOnlyList<Quote> Quotes(int i) => _log[i].ToArray();
@@ -90,8 +96,9 @@ public sealed class SoftwareAgentFleet : IAsyncDisposable
         long boot = Environment.TickCount64;
         app.MapGet("/v2.1/quotes/integrity", async (HttpContext ctx) =>
         {
-            if (fleet.AnswerDelay > TimeSpan.Zero) await Task.Delay(fleet.AnswerDelay);
             int i = fleet._portToAgent[ctx.Connection.LocalPort];
+            Interlocked.Increment(ref fleet._requests[i]);
+            if (fleet.AnswerDelay > TimeSpan.Zero) await Task.Delay(fleet.AnswerDelay);
             var q = ctx.Request.Query;
             string nonce = q["nonce"].ToString();
             uint mask = Attestation.AgentService.ParseMask(q["mask"].ToString()) ?? (1u << 16);

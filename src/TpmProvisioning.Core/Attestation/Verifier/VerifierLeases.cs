@@ -190,7 +190,7 @@ public sealed class VerifierLeases : IAsyncDisposable
                     {
                         var ended = await Task.WhenAll(surplus.Select(id => _host.UnwatchAsync(id, graceful: true))).ConfigureAwait(false);
                         for (int k = 0; k < surplus.Count; k++)
-                            if (!ended[k]) await StampCutWatchAsync(surplus[k]).ConfigureAwait(false);
+                            if (!ended[k]) await StampCutShortAsync(surplus[k]).ConfigureAwait(false);
                         await _store.ReleaseVerifierLeasesAsync(VerifierId, surplus, CancellationToken.None).ConfigureAwait(false);
                         _log?.Invoke($"Verifier leases: {VerifierId} gave back {surplus.Count} agent(s) (fair share {fair})");
                     }
@@ -208,7 +208,7 @@ public sealed class VerifierLeases : IAsyncDisposable
     /// was never stored. Its next holder schedules from the last stored verdict, so stamp the record now, while the lease is still
     /// ours (a fenced write): the next quote is then due one interval after this, never within the interval just asked.
     /// </summary>
-    private async Task StampCutWatchAsync(string agentId)
+    public async Task StampCutShortAsync(string agentId)
     {
         var r = await _store.GetVerifierAgentAsync(agentId, CancellationToken.None).ConfigureAwait(false);
         if (r is not null) await _store.UpdateLeasedVerifierAgentAsync(r with { Updated = _time.GetUtcNow() }, VerifierId, CancellationToken.None).ConfigureAwait(false);

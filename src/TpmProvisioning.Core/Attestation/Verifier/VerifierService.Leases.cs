@@ -9,6 +9,37 @@ namespace TpmProvisioning.Attestation.Verifier;
 public sealed partial class VerifierService : IVerifierLeaseHost
 {
     private readonly ConcurrentDictionary<string, CancellationTokenSource> _pendingStarts = new(StringComparer.Ordinal);
+    /// <summary>Watches between asking their agent and storing the verdict (not waiting for their next quote).</summary>
+    private readonly ConcurrentDictionary<string, byte> _inFlight = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The server's clean stop. No more claims or renewals; on a shared store the quotes in flight are then judged and stored
+    /// (the leases are still this node's in the store, so the writes are fenced as always) for up to <paramref name="drainLimit"/>,
+    /// the watches waiting for their next quote end at once, a watch that did not finish in time is cut short and its agent's
+    /// record stamped (its next holder then waits a whole interval, as after a give-back), and every lease goes back, so the
+    /// other servers take the agents at once without asking any of them twice in one interval. Without leases: the watches end.
+    /// </summary>
+    public async Task ShutdownAsync(TimeSpan drainLimit)
+    {
+        if (Leases is { } leases) await leases.StopAsync(leave: false).ConfigureAwait(false);
+        if (Shared)
+        {
+            foreach (var (id, w) in _watches)
+                if (!_inFlight.ContainsKey(id)) await w.Cts.CancelAsync().ConfigureAwait(false);
+            var inFlight = _watches.Where(kv => _inFlight.ContainsKey(kv.Key)).ToList();
+            var drained = Task.WhenAll(inFlight.Select(kv => kv.Value.Task));
+            await Task.WhenAny(drained, Task.Delay(drainLimit, _time)).ConfigureAwait(false);
+            var cut = inFlight.Where(kv => !kv.Value.Task.IsCompleted).Select(kv => kv.Key).ToList();
+            await DisposeAsync().ConfigureAwait(false);
+            foreach (var id in cut)
+            {
+                try { await Leases!.StampCutShortAsync(id).ConfigureAwait(false); }
+                catch (Storage.StoreUnavailableException ex) { _log?.Invoke($"Verifier: could not stamp {id} before giving its lease back: {ex.Message}"); }
+            }
+        }
+        else await DisposeAsync().ConfigureAwait(false);
+        if (Leases is { } l) await l.LeaveAsync().ConfigureAwait(false);
+    }
 
     /// <summary>The lease component when servers share the store; set before the server starts, then <see cref="VerifierLeases.Start"/>.</summary>
     public VerifierLeases? Leases { get; set; }

@@ -232,6 +232,7 @@ public sealed partial class VerifierService : IAsyncDisposable
             while (!ct.IsCancellationRequested && MayJudge(agentId))
             {
                 bool providingV = r.State is OperationalState.ProvideV or OperationalState.ProvideVRetry;
+                _inFlight[agentId] = 0;
                 var step = providingV
                     ? await ProvideVStepAsync(r, retries, ct).ConfigureAwait(false)
                     : await QuoteStepAsync(r, prepared, retries, provideV, ct).ConfigureAwait(false);
@@ -242,7 +243,10 @@ public sealed partial class VerifierService : IAsyncDisposable
                 // Gone from the store (removed by another verifier sharing it): nothing left to watch.
                 if (!await WriteVerdictAsync(r, ct).ConfigureAwait(false)) return;
                 if (step.Failure is { } failure) await FailAsync(r, failure, step.NotifyType, ct).ConfigureAwait(false);
+                _inFlight.TryRemove(agentId, out _);
                 if (step.Done) return;
+                // The lease went (given back, a clean stop): the verdict is stored, nothing more to ask.
+                if (!MayJudge(agentId)) return;
                 var now = _time.GetUtcNow();
                 due = step.Periodic ? NextDue(_settings.QuoteSchedule, due, now, step.Delay) : now + step.Delay;
                 if (due > now) await Task.Delay(due - now, _time, ct).ConfigureAwait(false);
@@ -272,6 +276,7 @@ public sealed partial class VerifierService : IAsyncDisposable
         }
         finally
         {
+            _inFlight.TryRemove(agentId, out _);
             prepared?.Dispose();
             if (_watches.TryGetValue(agentId, out var w) && w.Cts.Token == ct) _watches.TryRemove(new KeyValuePair<string, Watch>(agentId, w));
         }
