@@ -558,6 +558,42 @@ Describe 'Help examples run as written' {
     }
 }
 
+Describe 'Examples that need a person still name real commands and parameters' {
+    # They are not run (a foreground -Wait, a -Confirm review), but they must parse, and every command of the module they call
+    # must exist and take each parameter they give it (by name, alias or unique prefix), as the rest are checked by running.
+    BeforeAll {
+        function script:Test-ExampleStatically([string] $code) {
+            $tokens = $null; $errors = $null
+            $ast = [System.Management.Automation.Language.Parser]::ParseInput($code, [ref]$tokens, [ref]$errors)
+            foreach ($e in $errors) { "parse: $($e.Message)" }
+            foreach ($cmd in $ast.FindAll({ $args[0] -is [System.Management.Automation.Language.CommandAst] }, $true)) {
+                $name = $cmd.GetCommandName()
+                if (-not $name) { continue }
+                $info = Get-Command $name -ErrorAction Ignore
+                if (-not $info) { "unknown command $name"; continue }
+                if ($info.CommandType -notin 'Cmdlet', 'Function') { continue }
+                foreach ($p in $cmd.CommandElements | Where-Object { $_ -is [System.Management.Automation.Language.CommandParameterAst] }) {
+                    $n = $p.ParameterName
+                    $names = foreach ($pm in $info.Parameters.Values) { $pm.Name; $pm.Aliases }
+                    if ($names -contains $n) { continue }
+                    if (@($info.Parameters.Values | Where-Object { $_.Name -like "$n*" }).Count -ne 1) { "$name has no parameter -$n" }
+                }
+            }
+        }
+    }
+
+    It '<Id>' -ForEach @($script:Examples | Where-Object NotUnattended) {
+        Test-ExampleStatically $Code | Should -BeNullOrEmpty -Because "$Id calls the module as documented"
+    }
+
+    It 'reports an unknown parameter, an unknown command and a parse error (the check can fail)' {
+        Test-ExampleStatically 'Start-ProvisioningServer -Role Verifier -NoSuchParameter 1' | Should -Be 'Start-ProvisioningServer has no parameter -NoSuchParameter'
+        Test-ExampleStatically 'Start-NoSuchThing -Name x' | Should -Be 'unknown command Start-NoSuchThing'
+        Test-ExampleStatically 'Get-ProvisioningServer -Name (' | Should -Match '^parse: '
+        Test-ExampleStatically 'Start-ProvisioningServer -Ro Verifier -Wait' | Should -BeNullOrEmpty
+    }
+}
+
 Describe 'The example runner' {
     It 'reports an example that writes an error, one that throws, and passes one that works' {
         Invoke-Example 'Runner-SelfTest#1' 'Runner-SelfTest' 'Get-ProvisioningServer -Name no-such-server' | Should -Match '^error: ServerNotFound,'
