@@ -52,28 +52,6 @@ public sealed class StationEndToEndTests : IClassFixture<TwoSwtpmFixture>
             new DeviceProvisioningOptions { TpmCaCertificate = s.TpmCa, ReplaceAkHandle = true });
     }
 
-    private static ClientWebSocket Socket(StationTestServer s)
-    {
-        var ws = new ClientWebSocket();
-        ws.Options.SetRequestHeader("Authorization", "Bearer " + s.Token);
-        ws.Options.RemoteCertificateValidationCallback = (_, cert, _, errors) => PinnedCaTls.Validates(s.ServerCa, cert, errors);
-        return ws;
-    }
-
-    private static async Task<JsonElement> ReceiveAsync(ClientWebSocket ws, CancellationToken ct)
-    {
-        var buf = new byte[64 * 1024];
-        using var ms = new MemoryStream();
-        WebSocketReceiveResult r;
-        do
-        {
-            r = await ws.ReceiveAsync(buf, ct);
-            if (r.MessageType == WebSocketMessageType.Close) throw new InvalidOperationException("the server closed the socket");
-            ms.Write(buf, 0, r.Count);
-        } while (!r.EndOfMessage);
-        return JsonDocument.Parse(ms.ToArray()).RootElement.Clone();
-    }
-
     [Fact]
     public async Task TwoDevicesProvisionedThroughTheStation()
     {
@@ -82,10 +60,10 @@ public sealed class StationEndToEndTests : IClassFixture<TwoSwtpmFixture>
         await using var s = await StationTestServer.StartAsync(root, issuer);
 
         // A WebSocket client connected before anything happens: an empty snapshot, then every state in order.
-        using var ws = Socket(s);
+        using var ws = s.Socket();
         using var wsTimeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         await ws.ConnectAsync(new Uri(s.Url.Replace("https://", "wss://") + "/ws/devices"), wsTimeout.Token);
-        var snapshot = await ReceiveAsync(ws, wsTimeout.Token);
+        var snapshot = await StationTestServer.ReceiveJsonAsync(ws, wsTimeout.Token);
         Assert.Equal("snapshot", snapshot.GetProperty("type").GetString());
         Assert.Equal(0, snapshot.GetProperty("devices").GetArrayLength());
 
@@ -95,7 +73,7 @@ public sealed class StationEndToEndTests : IClassFixture<TwoSwtpmFixture>
         var seen = new List<(string Serial, string State)>();
         while (seen.Count < 2 * s_flow.Length)
         {
-            var ev = await ReceiveAsync(ws, wsTimeout.Token);
+            var ev = await StationTestServer.ReceiveJsonAsync(ws, wsTimeout.Token);
             Assert.Equal("state", ev.GetProperty("type").GetString());
             seen.Add((ev.GetProperty("serial").GetString()!, ev.GetProperty("state").GetString()!));
         }
@@ -103,10 +81,10 @@ public sealed class StationEndToEndTests : IClassFixture<TwoSwtpmFixture>
         await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", CancellationToken.None);
 
         // A second client gets the snapshot of both devices, newest first.
-        using (var ws2 = Socket(s))
+        using (var ws2 = s.Socket())
         {
             await ws2.ConnectAsync(new Uri(s.Url.Replace("https://", "wss://") + "/ws/devices"), wsTimeout.Token);
-            var snap2 = await ReceiveAsync(ws2, wsTimeout.Token);
+            var snap2 = await StationTestServer.ReceiveJsonAsync(ws2, wsTimeout.Token);
             Assert.Equal(["ST-B-0002", "ST-A-0001"], snap2.GetProperty("devices").EnumerateArray().Select(d => d.GetProperty("serial").GetString()));
             Assert.All(snap2.GetProperty("devices").EnumerateArray(), d => Assert.Equal(DeviceStates.ProvisionerFinished, d.GetProperty("state").GetString()));
             await ws2.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", CancellationToken.None);

@@ -187,28 +187,6 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
         Assert.Equal("INVALID_UPLOAD_REQUEST", StationTestServer.ErrorCode(await S.SendAsync(HttpMethod.Post, "/upload-image", empty), HttpStatusCode.BadRequest));
     }
 
-    private ClientWebSocket Socket()
-    {
-        var ws = new ClientWebSocket();
-        ws.Options.SetRequestHeader("Authorization", "Bearer " + S.Token);
-        ws.Options.RemoteCertificateValidationCallback = (_, cert, _, errors) => PinnedCaTls.Validates(S.ServerCa, cert, errors);
-        return ws;
-    }
-
-    private static async Task<JsonElement> ReceiveAsync(ClientWebSocket ws, CancellationToken ct)
-    {
-        var buf = new byte[16 * 1024];
-        using var ms = new MemoryStream();
-        WebSocketReceiveResult r;
-        do
-        {
-            r = await ws.ReceiveAsync(buf, ct);
-            if (r.MessageType == WebSocketMessageType.Close) throw new InvalidOperationException("the server closed the socket");
-            ms.Write(buf, 0, r.Count);
-        } while (!r.EndOfMessage);
-        return JsonDocument.Parse(ms.ToArray()).RootElement.Clone();
-    }
-
     private static Task SendAsync(ClientWebSocket ws, object message, CancellationToken ct) =>
         ws.SendAsync(JsonSerializer.SerializeToUtf8Bytes(message), WebSocketMessageType.Text, true, ct);
 
@@ -221,12 +199,12 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
         string expected = Run("sha256sum", file).Split(' ')[0];
 
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-        using var a = Socket();
-        using var b = Socket();
+        using var a = S.Socket();
+        using var b = S.Socket();
         await a.ConnectAsync(new Uri(S.Url.Replace("https://", "wss://") + "/ws/sha256"), cts.Token);
         await b.ConnectAsync(new Uri(S.Url.Replace("https://", "wss://") + "/ws/sha256"), cts.Token);
         await SendAsync(a, new { action = "get_sha256", image_name = "ws-hash.img" }, cts.Token);
-        var first = await ReceiveAsync(a, cts.Token);
+        var first = await StationTestServer.ReceiveJsonAsync(a, cts.Token);
         Assert.Equal("ws-hash.img", first.GetProperty("image_name").GetString());
         // A second client asking meanwhile joins the same job (or finds the result).
         await SendAsync(b, new { action = "get_sha256", image_name = "ws-hash.img" }, cts.Token);
@@ -236,7 +214,7 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
         while (m.GetProperty("status").GetString() == "pending")
         {
             if (m.TryGetProperty("progress_percent", out var p)) percents.Add(p.GetInt32());
-            m = await ReceiveAsync(a, cts.Token);
+            m = await StationTestServer.ReceiveJsonAsync(a, cts.Token);
         }
         output.WriteLine("progress: " + string.Join(",", percents));
         Assert.Equal("complete", m.GetProperty("status").GetString());
@@ -246,20 +224,20 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
         Assert.Equal(percents.Order(), percents);
 
         JsonElement mb;
-        do mb = await ReceiveAsync(b, cts.Token); while (mb.GetProperty("status").GetString() == "pending");
+        do mb = await StationTestServer.ReceiveJsonAsync(b, cts.Token); while (mb.GetProperty("status").GetString() == "pending");
         Assert.Equal(expected, mb.GetProperty("sha256").GetString());
 
         // Asked again: the cached result at once.
         await SendAsync(a, new { action = "get_sha256", image_name = "ws-hash.img" }, cts.Token);
-        var again = await ReceiveAsync(a, cts.Token);
+        var again = await StationTestServer.ReceiveJsonAsync(a, cts.Token);
         Assert.Equal("complete", again.GetProperty("status").GetString());
         Assert.Equal(expected, again.GetProperty("sha256").GetString());
 
         // Bad frames get an error frame, and the socket stays usable.
         await a.SendAsync("not json"u8.ToArray(), WebSocketMessageType.Text, true, cts.Token);
-        Assert.Equal("Invalid JSON", (await ReceiveAsync(a, cts.Token)).GetProperty("error").GetString());
+        Assert.Equal("Invalid JSON", (await StationTestServer.ReceiveJsonAsync(a, cts.Token)).GetProperty("error").GetString());
         await SendAsync(a, new { action = "get_sha256", image_name = "missing.img" }, cts.Token);
-        Assert.Equal("IMAGE_NOT_FOUND", (await ReceiveAsync(a, cts.Token)).GetProperty("code").GetString());
+        Assert.Equal("IMAGE_NOT_FOUND", (await StationTestServer.ReceiveJsonAsync(a, cts.Token)).GetProperty("code").GetString());
         await a.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", cts.Token);
         await b.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", cts.Token);
         File.Delete(file);
@@ -308,7 +286,7 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
             // The decoded forms in bodies: form, JSON, multipart file name, assignment, WebSocket.
             string[] decoded = ["../x", "../sentinel.txt", "/etc/passwd", "/", "..", "..\\sentinel.txt", "sentinel.txt\0", outside, "link.img", "linkdir", ".hidden", "%2e%2e%2fsentinel.txt"];
             using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-            using var ws = Socket();
+            using var ws = S.Socket();
             await ws.ConnectAsync(new Uri(S.Url.Replace("https://", "wss://") + "/ws/sha256"), cts.Token);
             foreach (var name in decoded)
             {
@@ -323,7 +301,7 @@ public sealed class StationImagesTests(StationImagesFixture fx, ITestOutputHelpe
                     codes.Add(StationTestServer.ErrorCode(await S.SendAsync(HttpMethod.Post, "/upload-image", form), HttpStatusCode.BadRequest));
                 }
                 await SendAsync(ws, new { action = "get_sha256", image_name = name }, cts.Token);
-                var frame = await ReceiveAsync(ws, cts.Token);
+                var frame = await StationTestServer.ReceiveJsonAsync(ws, cts.Token);
                 Assert.Equal("error", frame.GetProperty("status").GetString());
                 Assert.Equal("INVALID_IMAGE_NAME", frame.GetProperty("code").GetString());
                 Assert.DoesNotContain(sentinelSha, frame.GetRawText());

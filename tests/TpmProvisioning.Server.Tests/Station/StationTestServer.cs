@@ -60,6 +60,30 @@ public sealed class StationTestServer : IAsyncDisposable
 
     public static JsonElement Json(string body) => JsonDocument.Parse(body).RootElement.Clone();
 
+    /// <summary>A WebSocket client with the operator token that trusts only this station's CA (not yet connected).</summary>
+    public System.Net.WebSockets.ClientWebSocket Socket()
+    {
+        var ws = new System.Net.WebSockets.ClientWebSocket();
+        ws.Options.SetRequestHeader("Authorization", "Bearer " + Token);
+        ws.Options.RemoteCertificateValidationCallback = (_, cert, _, errors) => Pki.PinnedCaTls.Validates(ServerCa, cert, errors);
+        return ws;
+    }
+
+    /// <summary>The next whole message of <paramref name="ws"/> as JSON; throws when the server closes the socket.</summary>
+    public static async Task<JsonElement> ReceiveJsonAsync(System.Net.WebSockets.ClientWebSocket ws, CancellationToken ct)
+    {
+        var buf = new byte[64 * 1024];
+        using var ms = new MemoryStream();
+        System.Net.WebSockets.WebSocketReceiveResult r;
+        do
+        {
+            r = await ws.ReceiveAsync(buf, ct);
+            if (r.MessageType == System.Net.WebSockets.WebSocketMessageType.Close) throw new InvalidOperationException("the server closed the socket");
+            ms.Write(buf, 0, r.Count);
+        } while (!r.EndOfMessage);
+        return JsonDocument.Parse(ms.ToArray()).RootElement.Clone();
+    }
+
     /// <summary>Asserts the documented error object and returns its code.</summary>
     public static string ErrorCode((HttpStatusCode Status, string Body, HttpContentHeaders? Headers) r, HttpStatusCode expected)
     {
