@@ -96,8 +96,16 @@ public sealed class AgentConnector : IDisposable
     /// <summary>Base addresses by agent config: a watch holds its agent's config, so the address is built once, not per request.</summary>
     private readonly ConditionalWeakTable<VerifierAgentConfig, string> _bases = new();
 
-    private Uri RequestUri(VerifierAgentConfig config, string? pin, string pathAndQuery) =>
-        new(_bases.GetValue(config, c => BaseAddress(c, pin)) + pathAndQuery);
+    private Uri RequestUri(VerifierAgentConfig config, string? pin, string pathAndQuery)
+    {
+        // Looked up first, so the common case allocates no closure over the pin.
+        if (!_bases.TryGetValue(config, out var address))
+        {
+            address = BaseAddress(config, pin);
+            _bases.AddOrUpdate(config, address);
+        }
+        return new(address + pathAndQuery);
+    }
 
     /// <summary>Pins by certificate text: a watched agent's request is held by its watch, so its certificate is parsed once, not per request.</summary>
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<string, StrongBox<string?>> _pins = new();
